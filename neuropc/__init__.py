@@ -1,0 +1,42 @@
+"""neuropc: predictive-coding circuits as explicit graphs of value and error populations.
+
+Public API::
+
+    import neuropc as npc
+    net = npc.mlp([784, 256, 256, 10], activation="tanh")
+    sim = npc.Simulator(net, inference=npc.Inference(steps=20, rate=0.1), optimizer=npc.Adam(1e-3))
+"""
+
+from __future__ import annotations
+
+from . import activations, data
+from .data import one_hot
+from .errors import DivergenceError
+from .inference import Inference
+from .network import Connection, Network, Population, mlp
+from .optim import SGD, Adam, AdamW
+from .plan import Plan, lower
+from .simulator import History, Simulator, State
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SGD",
+    "Adam",
+    "AdamW",
+    "Connection",
+    "DivergenceError",
+    "History",
+    "Inference",
+    "Network",
+    "Plan",
+    "Population",
+    "Simulator",
+    "State",
+    "__version__",
+    "activations",
+    "data",
+    "lower",
+    "mlp",
+    "one_hot",
+]

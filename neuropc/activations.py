@@ -1,0 +1,116 @@
+"""Activation functions f and their derivatives f'.
+
+A population's activation is applied to its *value* when it acts as a presynaptic population:
+``mu_post = sum_pre W f(x_pre) + b`` (see :mod:`neuropc.network`). Each activation has an integer
+code shared with the compiled kernels, a numpy form (for users and plots) and a torch form (the
+oracle in :mod:`neuropc.energy` and the backprop reference).
+
+``gelu`` is the tanh approximation ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``, the form
+JAX uses by default and that the PCX benchmark configurations were tuned with. ``square`` (f = x^2)
+is the nonlinearity of the Bogacz (2017) tutorial.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+_GELU_C = math.sqrt(2.0 / math.pi)
+_GELU_A = 0.044715
+
+
+@dataclass(frozen=True)
+class Activation:
+    """A named activation: ``code`` indexes the compiled kernels; ``param`` is the leaky slope."""
+
+    name: str
+    code: int
+    param: float = 0.0
+
+    def numpy(self, x: np.ndarray) -> np.ndarray:
+        """f(x) with numpy."""
+        return _np_forward(self, np.asarray(x))[0]
+
+    def numpy_derivative(self, x: np.ndarray) -> np.ndarray:
+        """f'(x) with numpy."""
+        return _np_forward(self, np.asarray(x))[1]
+
+    def torch(self, x):  # noqa: ANN001, ANN201 - torch is imported lazily
+        """f(x) with torch (differentiable; used by the oracle and the backprop reference)."""
+        import torch
+        import torch.nn.functional as F
+
+        n = self.name
+        if n == "linear":
+            return x
+        if n == "tanh":
+            return torch.tanh(x)
+        if n == "sigmoid":
+            return torch.sigmoid(x)
+        if n == "relu":
+            return torch.relu(x)
+        if n == "leaky_relu":
+            return F.leaky_relu(x, self.param)
+        if n == "gelu":
+            return F.gelu(x, approximate="tanh")
+        if n == "hard_tanh":
+            return F.hardtanh(x)
+        if n == "square":
+            return x * x
+        raise AssertionError(n)
+
+
+_CODES = {
+    "linear": 0,
+    "tanh": 1,
+    "sigmoid": 2,
+    "relu": 3,
+    "leaky_relu": 4,
+    "gelu": 5,
+    "hard_tanh": 6,
+    "square": 7,
+}
+NAMES: tuple[str, ...] = tuple(_CODES)
+DEFAULT_LEAKY_SLOPE = 0.01
+
+
+def get(spec: str | Activation, *, slope: float | None = None) -> Activation:
+    """Resolve an activation by name (``"leaky_relu"`` takes ``slope``, default 0.01)."""
+    if isinstance(spec, Activation):
+        return spec
+    if spec not in _CODES:
+        raise ValueError(f"unknown activation {spec!r}; valid: {', '.join(NAMES)}")
+    param = 0.0
+    if spec == "leaky_relu":
+        param = DEFAULT_LEAKY_SLOPE if slope is None else float(slope)
+    elif slope is not None:
+        raise ValueError(f"activation {spec!r} takes no slope")
+    return Activation(spec, _CODES[spec], param)
+
+
+def _np_forward(act: Activation, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    n = act.name
+    if n == "linear":
+        return x.copy(), np.ones_like(x)
+    if n == "tanh":
+        t = np.tanh(x)
+        return t, 1.0 - t * t
+    if n == "sigmoid":
+        s = 0.5 * (1.0 + np.tanh(0.5 * x))
+        return s, s * (1.0 - s)
+    if n == "relu":
+        return np.maximum(x, 0.0), (x > 0).astype(x.dtype)
+    if n == "leaky_relu":
+        return np.where(x > 0, x, act.param * x), np.where(x > 0, 1.0, act.param).astype(x.dtype)
+    if n == "gelu":
+        u = _GELU_C * (x + _GELU_A * x**3)
+        t = np.tanh(u)
+        d = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _GELU_C * (1.0 + 3.0 * _GELU_A * x * x)
+        return 0.5 * x * (1.0 + t), d
+    if n == "hard_tanh":
+        return np.clip(x, -1.0, 1.0), ((x > -1.0) & (x < 1.0)).astype(x.dtype)
+    if n == "square":
+        return x * x, 2.0 * x
+    raise AssertionError(n)

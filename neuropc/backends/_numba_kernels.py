@@ -1,0 +1,516 @@
+"""Compiled kernels of the numba backend.
+
+All jitted code of the backend lives in this one file on purpose: numba's on-disk cache
+(``cache=True``) is keyed on the file that defines a function and does not notice edits to jitted
+helpers that live in other modules.
+
+Layout (see :mod:`neuropc.plan`): the values of all populations of a batch live in one row-major
+``(B, n_value)`` buffer, their errors in a ``(B, n_error)`` buffer, and every weight matrix
+``W (n_post, n_pre)`` and bias in one flat parameter vector. A population is a column block, so
+products are BLAS ``gemm`` calls on sub-blocks (leading dimension = buffer width), made straight
+from compiled code through scipy's BLAS. Everything else is fused elementwise loops.
+
+Two traps of this machine class shape the code: transcendental functions inside numba are scalar
+libm calls (no SVML), so ``tanh``/``sigmoid``/``gelu`` use a vectorisable exp written here (accurate
+to a few ulp); and numba's default Python error model (a ZeroDivisionError check on every division)
+stops LLVM from vectorising, so every kernel uses ``error_model="numpy"``.
+"""
+
+from __future__ import annotations
+
+import llvmlite.binding as _llvm
+import numba as nb
+import numpy as np
+from numba import types
+from numba.extending import get_cython_function_address, overload
+
+for _name in ("dgemm", "sgemm"):
+    _llvm.add_symbol(
+        "neuropc_" + _name, get_cython_function_address("scipy.linalg.cython_blas", _name)
+    )
+_vp = types.voidptr
+_dgemm = types.ExternalFunction("neuropc_dgemm", types.void(*([_vp] * 13)))
+_sgemm = types.ExternalFunction("neuropc_sgemm", types.void(*([_vp] * 13)))
+
+_JIT = dict(cache=True, error_model="numpy")
+# reassociation lets LLVM vectorise the reductions (energies, update norms); used only in loops
+# that hold plain arithmetic, never around the exp/tanh range reduction below.
+_JIT_REDUCE = dict(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
+
+# inference initialisation and optimiser codes (mirrored in numba_backend.py)
+OPT_NONE, OPT_SGD, OPT_ADAM = 0, 1, 2
+
+
+def _xgemm(C, *args):  # pragma: no cover - replaced by the overload in compiled code
+    raise NotImplementedError
+
+
+@overload(_xgemm)
+def _xgemm_impl(C, *args):
+    if C.dtype == types.float64:
+        return lambda C, *args: _dgemm(*args)
+    if C.dtype == types.float32:
+        return lambda C, *args: _sgemm(*args)
+    return None
+
+
+@nb.njit(**_JIT)
+def gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc):
+    """Row-major ``C[M,N] = alpha op(A)[M,K] op(B)[K,N] + beta C`` (``op`` = transpose when the flag
+    is set). ``A``, ``B``, ``C`` are views whose first element is the block origin and ``lda``,
+    ``ldb``, ``ldc`` their row strides. Computed as the column-major product C^T = op(B)^T op(A)^T.
+    """
+    if M == 0 or N == 0:
+        return
+    ints = np.empty(6, np.int32)
+    ints[0] = N
+    ints[1] = M
+    ints[2] = K
+    ints[3] = ldb
+    ints[4] = lda
+    ints[5] = ldc
+    ch = np.empty(2, np.uint8)
+    ch[0] = 84 if tb else 78  # 'T' / 'N'
+    ch[1] = 84 if ta else 78
+    sc = np.empty(2, C.dtype)
+    sc[0] = alpha
+    sc[1] = beta
+    _xgemm(
+        C, ch[0:].ctypes, ch[1:].ctypes, ints[0:].ctypes, ints[1:].ctypes, ints[2:].ctypes,
+        sc[0:].ctypes, B.ctypes, ints[3:].ctypes, A.ctypes, ints[4:].ctypes, sc[1:].ctypes,
+        C.ctypes, ints[5:].ctypes,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# activations: scalar forms (vectorisable) and one block kernel
+# ---------------------------------------------------------------------------------------------
+@nb.njit(inline="always", error_model="numpy")
+def _exp_pos(y):
+    """exp(y) for 0 <= y <= 40: Cody-Waite reduction by ln 2 and a degree-12 Taylor polynomial on
+    |r| <= ln2/2 (truncation < 1e-17 relative); 2^k built by an integer shift (k <= 58)."""
+    k = np.floor(y * 1.4426950408889634 + 0.5)
+    r = (y - k * 0.6931471803691238) - k * 1.9082149292705877e-10
+    p = 1.0 + r * (1.0 + r * (0.5 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120 + r * (
+        1 / 720 + r * (1 / 5040 + r * (1 / 40320 + r * (1 / 362880 + r * (
+            1 / 3628800 + r * (1 / 39916800 + r * (1 / 479001600))))))))))))  # fmt: skip
+    return p * np.float64(np.int64(1) << np.int64(k))
+
+
+@nb.njit(inline="always", error_model="numpy")
+def _tanh(x):
+    """tanh to ~1e-15 relative: odd Taylor series for |x| < 1/8, else 1 - 2/(e^{2|x|} + 1)."""
+    a = min(abs(x), 20.0)
+    a2 = a * a
+    small = a * (1.0 + a2 * (-1 / 3 + a2 * (2 / 15 + a2 * (-17 / 315 + a2 * (62 / 2835 + a2 * (
+        -1382 / 155925 + a2 * (21844 / 6081075 - a2 * (929569 / 638512875))))))))  # fmt: skip
+    big = 1.0 - 2.0 / (_exp_pos(2.0 * a) + 1.0)
+    t = small if a < 0.125 else big
+    return np.copysign(t, x)
+
+
+@nb.njit(inline="always", error_model="numpy")
+def _sigmoid(x):
+    e = _exp_pos(min(abs(x), 40.0))
+    return e / (1.0 + e) if x >= 0 else 1.0 / (1.0 + e)
+
+
+_GELU_C = 0.7978845608028654  # sqrt(2/pi)
+_GELU_A = 0.044715
+
+
+@nb.njit(**_JIT)
+def act_block(code, param, X, FX, DFX, o, n):
+    """FX = f(X), DFX = f'(X) on the column block [o, o+n) of every row.
+
+    Loops run over 1-D row views with indices from 0: numba's negative-index wraparound on
+    ``X[b, o + j]`` would otherwise stop LLVM from vectorising (measured 5-10x)."""
+    for b in range(X.shape[0]):
+        x_ = X[b, o : o + n]
+        f_ = FX[b, o : o + n]
+        d_ = DFX[b, o : o + n]
+        if code == 0:  # linear
+            for j in range(n):
+                f_[j] = x_[j]
+                d_[j] = 1.0
+        elif code == 1:  # tanh
+            for j in range(n):
+                t = _tanh(x_[j])
+                f_[j] = t
+                d_[j] = 1.0 - t * t
+        elif code == 2:  # sigmoid
+            for j in range(n):
+                s = _sigmoid(x_[j])
+                f_[j] = s
+                d_[j] = s * (1.0 - s)
+        elif code == 3:  # relu
+            for j in range(n):
+                x = x_[j]
+                f_[j] = x if x > 0 else 0.0
+                d_[j] = 1.0 if x > 0 else 0.0
+        elif code == 4:  # leaky_relu
+            for j in range(n):
+                x = x_[j]
+                f_[j] = x if x > 0 else param * x
+                d_[j] = 1.0 if x > 0 else param
+        elif code == 5:  # gelu (tanh approximation)
+            for j in range(n):
+                x = x_[j]
+                t = _tanh(_GELU_C * (x + _GELU_A * x * x * x))
+                f_[j] = 0.5 * x * (1.0 + t)
+                d_[j] = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _GELU_C * (
+                    1.0 + 3.0 * _GELU_A * x * x
+                )
+        elif code == 6:  # hard_tanh
+            for j in range(n):
+                x = x_[j]
+                f_[j] = min(max(x, -1.0), 1.0)
+                d_[j] = 1.0 if (x > -1.0 and x < 1.0) else 0.0
+        elif code == 7:  # square
+            for j in range(n):
+                x = x_[j]
+                f_[j] = x * x
+                d_[j] = 2.0 * x
+
+
+# ---------------------------------------------------------------------------------------------
+# fused elementwise pieces of an inference step (row views, see act_block)
+# ---------------------------------------------------------------------------------------------
+@nb.njit(**_JIT_REDUCE)
+def _errors_block(X, MUC, MUV, EPS, PI, o, eo, n, has_var, write_eps):
+    """eps = Pi (x - mu) with mu = MUC (+ MUV); returns the batch-mean energy 1/2 d^T Pi d."""
+    nb_ = X.shape[0]
+    pi = PI[eo : eo + n]
+    acc = 0.0
+    for b in range(nb_):
+        x_ = X[b, o : o + n]
+        mc = MUC[b, eo : eo + n]
+        mv = MUV[b, eo : eo + n]
+        e_ = EPS[b, eo : eo + n]
+        s = 0.0
+        if has_var and write_eps:
+            for j in range(n):
+                d = x_[j] - (mc[j] + mv[j])
+                e = pi[j] * d
+                e_[j] = e
+                s += d * e
+        elif write_eps:
+            for j in range(n):
+                d = x_[j] - mc[j]
+                e = pi[j] * d
+                e_[j] = e
+                s += d * e
+        elif has_var:
+            for j in range(n):
+                d = x_[j] - (mc[j] + mv[j])
+                s += d * pi[j] * d
+        else:
+            for j in range(n):
+                d = x_[j] - mc[j]
+                s += d * pi[j] * d
+        acc += s
+    return 0.5 * acc / nb_
+
+
+@nb.njit(**_JIT_REDUCE)
+def _update_block(X, DFX, BP, EPS, o, eo, n, has_err, has_bp, rate, rown):
+    """Deterministic value step x <- x - rate (eps - f'(x) * bp); adds |dx|^2 per row to rown."""
+    for b in range(X.shape[0]):
+        x_ = X[b, o : o + n]
+        d_ = DFX[b, o : o + n]
+        bp = BP[b, o : o + n]
+        e_ = EPS[b, max(eo, 0) : max(eo, 0) + n]
+        s = 0.0
+        if has_err and has_bp:
+            for j in range(n):
+                dx = -rate * (e_[j] - d_[j] * bp[j])
+                x_[j] += dx
+                s += dx * dx
+        elif has_err:
+            for j in range(n):
+                dx = -rate * e_[j]
+                x_[j] += dx
+                s += dx * dx
+        elif has_bp:
+            for j in range(n):
+                dx = rate * d_[j] * bp[j]
+                x_[j] += dx
+                s += dx * dx
+        rown[b] += s
+
+
+@nb.njit(**_JIT)
+def _update_block_general(
+    X, DFX, BP, EPS, MUC, MUV, PI, o, eo, n, has_err, has_bp, has_var, free, leaky, rate,
+    err_rate, noise_sd, rown,
+):  # fmt: skip
+    """General value step: optional Langevin noise x += sqrt(2 rate T) xi, and leaky error neurons
+    (Bogacz 2017 eqs 12-14) eps <- eps + err_rate ((x - mu) - eps / Pi), both from the old state."""
+    e0 = max(eo, 0)
+    pi = PI[e0 : e0 + n]
+    for b in range(X.shape[0]):
+        x_ = X[b, o : o + n]
+        d_ = DFX[b, o : o + n]
+        bp = BP[b, o : o + n]
+        e_ = EPS[b, e0 : e0 + n]
+        mc = MUC[b, e0 : e0 + n]
+        mv = MUV[b, e0 : e0 + n]
+        s = 0.0
+        for j in range(n):
+            x = x_[j]
+            g = 0.0
+            if has_err:
+                g = e_[j]
+            if has_bp:
+                g -= d_[j] * bp[j]
+            if leaky and has_err:
+                mu = mc[j]
+                if has_var:
+                    mu += mv[j]
+                e = e_[j]
+                e_[j] = e + err_rate * ((x - mu) - e / pi[j])
+            if free:
+                dx = -rate * g
+                s += dx * dx
+                if noise_sd > 0.0:
+                    dx += noise_sd * np.random.standard_normal()
+                x_[j] = x + dx
+        rown[b] += s
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole inference loop of a batch
+# ---------------------------------------------------------------------------------------------
+@nb.njit(**_JIT)
+def infer(
+    X, FX, DFX, BP, MUC, MUV, EPS, P, PI,
+    sizes, voff, eoff, has_err, clamped, keep, act_code, act_param, cpre, cpost, cwoff, boff,
+    zero_init, T, rate, temp, tol, leaky, err_rate, seed, energies,
+):  # fmt: skip
+    """Run ``T`` steps of PC inference on one batch, in place.
+
+    Dynamics (overdamped Langevin on the total energy F; temp = 0 is plain PC)::
+
+        x <- x - rate * dF/dx + sqrt(2 rate temp) xi,
+        dF/dx_p = eps_p - f'(x_p) * sum_{c: p -> q} eps_q W_c          (free populations only)
+
+    Initialisation: populations with ``keep`` (clamped or given values) are left as they are; the
+    others are set in topological order to their prediction (forward) or to zero (``zero_init``).
+    Predictions from clamped populations (and biases) are computed once, into ``MUC``.
+    Energies (batch mean, per population) of the state before step t go to ``energies[t]``, t = 0..T;
+    the errors in ``EPS`` are those of the final state. Early stop when the largest per-sample
+    update norm ``|dx|_2`` falls below ``tol`` (tol > 0). Returns ``(steps_done, bad_step, bad_pop)``
+    with ``bad_step = -1`` unless an energy became non-finite.
+    """
+    nb_ = X.shape[0]
+    NV = X.shape[1]
+    NE = EPS.shape[1]
+    npop = sizes.shape[0]
+    nconn = cpre.shape[0]
+    if temp > 0.0:
+        np.random.seed(seed)
+    noise_sd = np.sqrt(2.0 * rate * temp)
+    is_pre = np.zeros(npop, np.bool_)
+    has_var = np.zeros(npop, np.bool_)
+    has_bp = np.zeros(npop, np.bool_)
+    first_var = np.zeros(nconn, np.bool_)  # first prediction from a free pre into its post
+    first_bp = np.zeros(nconn, np.bool_)  # first back-projection into its pre
+    for c in range(nconn):
+        is_pre[cpre[c]] = True
+        if not clamped[cpre[c]]:
+            if not has_var[cpost[c]]:
+                first_var[c] = True
+            has_var[cpost[c]] = True
+            if not has_bp[cpre[c]]:
+                first_bp[c] = True
+            has_bp[cpre[c]] = True
+
+    # ---- initialisation, in topological order -------------------------------------------
+    for p in range(npop):
+        o = voff[p]
+        n = sizes[p]
+        if not keep[p] and (zero_init or not has_err[p]):
+            for b in range(nb_):
+                for j in range(o, o + n):
+                    X[b, j] = 0.0
+        if has_err[p]:
+            eo = eoff[p]
+            bo = boff[p]
+            for b in range(nb_):
+                for j in range(n):
+                    MUC[b, eo + j] = P[bo + j] if bo >= 0 else 0.0
+            for c in range(nconn):
+                if cpost[c] == p and clamped[cpre[c]]:
+                    q = cpre[c]
+                    gemm(False, True, nb_, n, sizes[q], 1.0, FX[0:, voff[q]:], NV,
+                         P[cwoff[c]:], sizes[q], 1.0, MUC[0:, eo:], NE)  # fmt: skip
+            if not keep[p] and not zero_init:
+                for b in range(nb_):
+                    for j in range(n):
+                        X[b, o + j] = MUC[b, eo + j]
+                for c in range(nconn):
+                    if cpost[c] == p and not clamped[cpre[c]]:
+                        q = cpre[c]
+                        gemm(False, True, nb_, n, sizes[q], 1.0, FX[0:, voff[q]:], NV,
+                             P[cwoff[c]:], sizes[q], 1.0, X[0:, o:], NV)  # fmt: skip
+        if is_pre[p]:
+            act_block(act_code[p], act_param[p], X, FX, DFX, o, n)
+    if leaky:
+        for b in range(nb_):
+            for j in range(NE):
+                EPS[b, j] = 0.0
+
+    rown = np.zeros(nb_)
+    done = T
+    stop_next = False
+    for t in range(T + 1):
+        # predictions from free populations
+        for c in range(nconn):
+            q = cpre[c]
+            if not clamped[q]:
+                p = cpost[c]
+                gemm(False, True, nb_, sizes[p], sizes[q], 1.0, FX[0:, voff[q]:], NV,
+                     P[cwoff[c]:], sizes[q], 0.0 if first_var[c] else 1.0, MUV[0:, eoff[p]:], NE)  # fmt: skip
+        # errors and energies
+        for p in range(npop):
+            if has_err[p]:
+                e = _errors_block(X, MUC, MUV, EPS, PI, voff[p], eoff[p], sizes[p], has_var[p],
+                                  not leaky)  # fmt: skip
+                energies[t, p] = e
+                if not np.isfinite(e):
+                    return t, t, p
+        if t == T or stop_next:
+            done = t
+            break
+        # back-projections of the errors to free presynaptic populations
+        for c in range(nconn):
+            q = cpre[c]
+            if not clamped[q]:
+                p = cpost[c]
+                gemm(False, False, nb_, sizes[q], sizes[p], 1.0, EPS[0:, eoff[p]:], NE,
+                     P[cwoff[c]:], sizes[q], 0.0 if first_bp[c] else 1.0, BP[0:, voff[q]:], NV)  # fmt: skip
+        # value (and leaky error) updates
+        for b in range(nb_):
+            rown[b] = 0.0
+        for p in range(npop):
+            free = not clamped[p]
+            if not free and not (leaky and has_err[p]):
+                continue
+            if leaky or noise_sd > 0.0:
+                _update_block_general(X, DFX, BP, EPS, MUC, MUV, PI, voff[p], eoff[p], sizes[p],
+                                      has_err[p], has_bp[p], has_var[p], free, leaky, rate,
+                                      err_rate, noise_sd, rown)  # fmt: skip
+            else:
+                _update_block(X, DFX, BP, EPS, voff[p], eoff[p], sizes[p], has_err[p], has_bp[p],
+                              rate, rown)  # fmt: skip
+            if free and is_pre[p]:
+                act_block(act_code[p], act_param[p], X, FX, DFX, voff[p], sizes[p])
+        if tol > 0.0:
+            m = 0.0
+            for b in range(nb_):
+                m = max(m, rown[b])
+            if np.sqrt(m) < tol:
+                stop_next = True
+    return done, -1, -1
+
+
+# ---------------------------------------------------------------------------------------------
+# local learning
+# ---------------------------------------------------------------------------------------------
+@nb.njit(**_JIT_REDUCE)
+def weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, trainable):
+    """Gradient of the batch-mean energy w.r.t. the parameters (local, Hebbian form)::
+
+        dF/dW_c = -1/B sum_b eps_post f(x_pre)^T,    dF/db_p = -1/B sum_b eps_p
+
+    so a descent step ``W -= lr * G`` is the Hebbian update ``dW ∝ eps_post f(x_pre)^T``.
+    Entries with ``trainable == 0`` are zeroed.
+    """
+    nb_ = FX.shape[0]
+    NV = FX.shape[1]
+    NE = EPS.shape[1]
+    for c in range(cpre.shape[0]):
+        q = cpre[c]
+        p = cpost[c]
+        gemm(True, False, sizes[p], sizes[q], nb_, -1.0 / nb_, EPS[0:, eoff[p]:], NE,
+             FX[0:, voff[q]:], NV, 0.0, G[cwoff[c]:], sizes[q])  # fmt: skip
+    for p in range(sizes.shape[0]):
+        bo = boff[p]
+        if bo >= 0:
+            eo = eoff[p]
+            n = sizes[p]
+            g_ = G[bo : bo + n]
+            for j in range(n):
+                g_[j] = 0.0
+            for b in range(nb_):
+                e_ = EPS[b, eo : eo + n]
+                for j in range(n):
+                    g_[j] -= e_[j]
+            for j in range(n):
+                g_[j] /= nb_
+    for i in range(G.shape[0]):
+        G[i] *= trainable[i]
+
+
+@nb.njit(**_JIT)
+def optimizer_step(kind, P, G, S1, S2, hp, t, trainable):
+    """One optimiser step on the flat parameters, in place (``t`` counts steps from 1).
+
+    SGD (kind 1), hp = (lr, momentum, weight_decay, nesterov, dampening):
+        g = G + wd P;  v = momentum v + (1 - dampening) g;  P -= lr (g + momentum v if nesterov else v)
+    Adam (kind 2), hp = (lr, beta1, beta2, eps, weight_decay, decoupled):
+        g = G (+ wd P unless decoupled);  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
+        P -= lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)  (+ lr wd P if decoupled, i.e. AdamW)
+    Both follow torch.optim's definitions (S1, S2 are the state buffers).
+    """
+    n = P.shape[0]
+    if kind == 1:
+        lr, mom, wd, nest, damp = hp[0], hp[1], hp[2], hp[3], hp[4]
+        for i in range(n):
+            g = G[i] + wd * P[i]
+            if mom != 0.0:
+                if t == 1:
+                    v = g
+                else:
+                    v = mom * S1[i] + (1.0 - damp) * g
+                S1[i] = v
+                g = g + mom * v if nest != 0.0 else v
+            P[i] -= lr * g * trainable[i]
+    elif kind == 2:
+        lr, b1, b2, eps, wd, dec = hp[0], hp[1], hp[2], hp[3], hp[4], hp[5]
+        c1 = 1.0 - b1**t
+        c2 = 1.0 - b2**t
+        for i in range(n):
+            g = G[i]
+            if dec == 0.0:
+                g += wd * P[i]
+            m = b1 * S1[i] + (1.0 - b1) * g
+            v = b2 * S2[i] + (1.0 - b2) * g * g
+            S1[i] = m
+            S2[i] = v
+            step = lr * (m / c1) / (np.sqrt(v / c2) + eps)
+            if dec != 0.0:
+                step += lr * wd * P[i]
+            P[i] -= step * trainable[i]
+
+
+@nb.njit(**_JIT)
+def train_step(
+    X, FX, DFX, BP, MUC, MUV, EPS, P, PI, G, S1, S2,
+    sizes, voff, eoff, has_err, clamped, keep, act_code, act_param, cpre, cpost, cwoff, boff,
+    trainable, zero_init, T, rate, temp, tol, leaky, err_rate, seed, energies,
+    opt_kind, hp, opt_t,
+):  # fmt: skip
+    """Inference, local gradients and one optimiser step for a batch: a single compiled call.
+    Nothing is updated when inference diverges (``bad_step >= 0``)."""
+    done, bad_t, bad_p = infer(
+        X, FX, DFX, BP, MUC, MUV, EPS, P, PI, sizes, voff, eoff, has_err, clamped, keep,
+        act_code, act_param, cpre, cpost, cwoff, boff, zero_init, T, rate, temp, tol, leaky,
+        err_rate, seed, energies,
+    )  # fmt: skip
+    if bad_t >= 0:
+        return done, bad_t, bad_p
+    weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, trainable)
+    if opt_kind != OPT_NONE:
+        optimizer_step(opt_kind, P, G, S1, S2, hp, opt_t, trainable)
+    return done, bad_t, bad_p

@@ -1,0 +1,70 @@
+"""The interface every backend implements.
+
+A backend owns the flat parameter vector and the optimiser state on its device, and runs one
+batch at a time: the caller writes the clamped (and given) values into ``values_buffer(B)`` and
+calls :meth:`Backend.run`. Buffers are ``(B, n_value)`` values and ``(B, n_error)`` errors in the
+column layout of :class:`~neuropc.plan.Plan`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..inference import Inference
+from ..optim import Optimizer
+from ..plan import Plan
+
+
+@dataclass
+class RunOutput:
+    """Result of one batch. Arrays are numpy views of backend buffers, valid until the next run."""
+
+    values: np.ndarray  # (B, n_value)
+    errors: np.ndarray  # (B, n_error), errors of the final state
+    energies: np.ndarray  # (steps_done + 1, P), batch-mean energy per population
+    steps: int  # inference steps taken
+    bad_step: int  # -1, or the step at which an energy became non-finite
+    bad_pop: int
+    grads: np.ndarray | None = None  # (n_params,) dF/dtheta of the batch-mean energy
+
+
+class Backend(ABC):
+    name: str = "?"
+
+    def __init__(self, plan: Plan, dtype: np.dtype) -> None:
+        self.plan = plan
+        self.dtype = np.dtype(dtype)
+
+    @abstractmethod
+    def get_params(self) -> np.ndarray:
+        """A float64 copy of the flat parameters."""
+
+    @abstractmethod
+    def set_params(self, flat: np.ndarray) -> None:
+        """Replace the flat parameters (and keep the optimiser state)."""
+
+    @abstractmethod
+    def reset_optimizer(self) -> None:
+        """Zero the optimiser state and its step counter."""
+
+    @abstractmethod
+    def values_buffer(self, batch: int) -> np.ndarray:
+        """The ``(batch, n_value)`` host buffer to write clamped/given values into."""
+
+    @abstractmethod
+    def run(
+        self,
+        batch: int,
+        clamped: np.ndarray,
+        keep: np.ndarray,
+        cfg: Inference,
+        seed: int,
+        *,
+        learn: Optimizer | None = None,
+        grads: bool = False,
+    ) -> RunOutput:
+        """Inference on the batch in ``values_buffer(batch)``; then, with ``learn``, local gradients
+        and one optimiser step (skipped if inference diverged); with ``grads``, gradients only."""

@@ -1,0 +1,112 @@
+"""Numba CPU backend: one compiled call per batch runs all inference steps of all populations,
+then the local gradients and the optimiser step (see ``_numba_kernels``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..inference import Inference
+from ..optim import OPT_NONE, Optimizer
+from ..plan import Plan
+from . import _numba_kernels as K
+from .base import Backend, RunOutput
+
+
+class NumbaBackend(Backend):
+    name = "numba"
+
+    def __init__(self, plan: Plan, dtype: np.dtype, device: str | None = None) -> None:
+        if device not in (None, "cpu"):
+            raise ValueError(f"the numba backend runs on the CPU only; got device={device!r}")
+        super().__init__(plan, dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64; got {self.dtype}")
+        dt = self.dtype
+        self.P = np.zeros(plan.n_params, dt)
+        self.G = np.zeros(plan.n_params, dt)
+        self.S1 = np.zeros(plan.n_params, dt)
+        self.S2 = np.zeros(plan.n_params, dt)
+        self.PI = plan.precision.astype(dt)
+        self.trainable = plan.trainable.astype(dt)
+        self.opt_t = 0
+        self._bufs: dict[int, tuple[np.ndarray, ...]] = {}
+        self._i64 = [
+            np.ascontiguousarray(a, dtype=np.int64)
+            for a in (plan.sizes, plan.voff, plan.eoff)
+        ]
+        self._conn = [
+            np.ascontiguousarray(a, dtype=np.int64)
+            for a in (plan.cpre, plan.cpost, plan.cwoff, plan.boff)
+        ]
+
+    # ---- parameters -------------------------------------------------------------------------
+    def get_params(self) -> np.ndarray:
+        return self.P.astype(np.float64)
+
+    def set_params(self, flat: np.ndarray) -> None:
+        self.P[:] = flat
+
+    def reset_optimizer(self) -> None:
+        self.S1[:] = 0
+        self.S2[:] = 0
+        self.opt_t = 0
+
+    # ---- buffers ----------------------------------------------------------------------------
+    def _buffers(self, batch: int) -> tuple[np.ndarray, ...]:
+        bufs = self._bufs.get(batch)
+        if bufs is None:
+            nv, ne, dt = self.plan.n_value, self.plan.n_error, self.dtype
+            # X, FX, DFX, BP are (B, n_value); MUC, MUV, EPS are (B, n_error)
+            bufs = tuple(np.zeros((batch, nv), dt) for _ in range(4)) + tuple(
+                np.zeros((batch, ne), dt) for _ in range(3)
+            )
+            if len(self._bufs) >= 4:  # keep a few batch sizes (e.g. the last partial batch)
+                self._bufs.pop(next(iter(self._bufs)))
+            self._bufs[batch] = bufs
+        return bufs
+
+    def values_buffer(self, batch: int) -> np.ndarray:
+        return self._buffers(batch)[0]
+
+    # ---- running ----------------------------------------------------------------------------
+    def run(
+        self,
+        batch: int,
+        clamped: np.ndarray,
+        keep: np.ndarray,
+        cfg: Inference,
+        seed: int,
+        *,
+        learn: Optimizer | None = None,
+        grads: bool = False,
+    ) -> RunOutput:
+        X, FX, DFX, BP, MUC, MUV, EPS = self._buffers(batch)
+        pl = self.plan
+        sizes, voff, eoff = self._i64
+        cpre, cpost, cwoff, boff = self._conn
+        energies = np.zeros((cfg.steps + 1, pl.n_pops), np.float64)
+        leaky = cfg.errors == "leaky"
+        err_rate = cfg.rate if cfg.error_rate is None else cfg.error_rate
+        common = (
+            sizes, voff, eoff, pl.has_err, clamped, keep, pl.act_code, pl.act_param,
+            cpre, cpost, cwoff, boff,
+        )  # fmt: skip
+        loop = (
+            cfg.init == "zero", cfg.steps, float(cfg.rate), float(cfg.temperature),
+            float(cfg.tol), leaky, float(err_rate), int(seed), energies,
+        )  # fmt: skip
+        out_grads = None
+        if learn is not None or grads:
+            kind, hp = (learn.kind, learn.hyper()) if learn is not None else (OPT_NONE, np.zeros(6))
+            t = self.opt_t + 1 if learn is not None else 0
+            done, bad_t, bad_p = K.train_step(
+                X, FX, DFX, BP, MUC, MUV, EPS, self.P, self.PI, self.G, self.S1, self.S2,
+                *common, self.trainable, *loop, kind, hp, t,
+            )  # fmt: skip
+            if bad_t < 0:
+                if learn is not None:
+                    self.opt_t = t
+                out_grads = self.G
+        else:
+            done, bad_t, bad_p = K.infer(X, FX, DFX, BP, MUC, MUV, EPS, self.P, self.PI, *common, *loop)
+        return RunOutput(X, EPS, energies[: done + 1], int(done), int(bad_t), int(bad_p), out_grads)

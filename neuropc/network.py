@@ -1,0 +1,349 @@
+"""Declarative description of a predictive-coding network.
+
+A :class:`Network` is a directed acyclic graph of named *populations* joined by dense
+*connections*. Every population has a **value** population ``x`` (``"name:value"``). A population
+that receives a prediction (it has incoming connections, or a learnable prior mean) also has an
+**error** population ``"name:error"``.
+
+Conventions, stated once and used everywhere in neuropc:
+
+* prediction: ``mu_post = sum_{pre -> post} W f(x_pre) + b_post`` with ``W`` of shape
+  ``(n_post, n_pre)``. The activation ``f`` belongs to the *presynaptic* population and is applied
+  to its value (Whittington & Bogacz 2017, "bio" variant; Bogacz 2017). We use this form because
+  every term of the energy then stays local: the weight update needs only ``eps_post`` and
+  ``f(x_pre)``, and the value update needs only ``f'`` of the population's own units.
+* error: ``eps = Pi (x - mu)``, the *precision-weighted* prediction error (Bogacz 2017), so a
+  positive error means the value is above its prediction.
+* Gaussian energy of one sample: ``F = sum_p 1/2 (x_p - mu_p)^T Pi_p (x_p - mu_p)``
+  (fixed precision, so the log-normaliser is a constant and is left out).
+
+Populations are clamped to data per *phase*. Role ``"input"`` is clamped in every phase, role
+``"target"`` only while training (``"train"``); labels are never clamped at test time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import activations as _act
+
+ROLES = ("hidden", "input", "target")
+PHASES = ("train", "test")
+
+
+@dataclass
+class Population:
+    """A named population of ``size`` rate units.
+
+    ``precision`` (scalar or one value per unit) weights this population's prediction error.
+    ``bias`` adds a learnable bias to its prediction; on a population with no incoming connection it
+    is a learnable prior mean ``mu = b`` (and gives the population an error population).
+    ``bias_init`` is the initial bias (scalar or per unit).
+    """
+
+    name: str
+    size: int
+    activation: _act.Activation
+    role: str = "hidden"
+    precision: float | np.ndarray = 1.0
+    bias: bool = True
+    bias_init: float | np.ndarray = 0.0
+    trainable_bias: bool = True
+
+    @property
+    def value(self) -> str:
+        """Address of the value population, e.g. ``"h1:value"``."""
+        return f"{self.name}:value"
+
+    @property
+    def error(self) -> str:
+        """Address of the error population, e.g. ``"h1:error"``."""
+        return f"{self.name}:error"
+
+
+@dataclass
+class Connection:
+    """Dense connection ``pre -> post``; contributes ``W f(x_pre)`` to ``mu_post``.
+
+    ``init`` names the weight initialiser (see :data:`WEIGHT_INITS`); ``gain`` scales it.
+    """
+
+    pre: str
+    post: str
+    init: str = "xavier_uniform"
+    gain: float = 1.0
+    trainable: bool = True
+
+    @property
+    def name(self) -> str:
+        return f"{self.pre}->{self.post}"
+
+
+WEIGHT_INITS = ("xavier_uniform", "xavier_normal", "kaiming_uniform", "normal", "zeros", "ones")
+
+
+@dataclass
+class Network:
+    """A DAG of populations and connections (see the module docstring for conventions)."""
+
+    populations: dict[str, Population] = field(default_factory=dict)
+    connections: list[Connection] = field(default_factory=list)
+    _clamps: dict[str, set[str]] = field(default_factory=dict)
+
+    # ---- building -------------------------------------------------------------------------
+    def population(
+        self,
+        name: str,
+        size: int,
+        *,
+        activation: str | _act.Activation = "linear",
+        role: str = "hidden",
+        precision: float | Sequence[float] | np.ndarray = 1.0,
+        bias: bool | None = None,
+        bias_init: float | Sequence[float] | np.ndarray = 0.0,
+        trainable_bias: bool = True,
+        slope: float | None = None,
+    ) -> Population:
+        """Add a population. ``bias`` defaults to True except for roles ``"input"``."""
+        if not isinstance(name, str) or not name or ":" in name or "->" in name:
+            raise ValueError(f"population name must be a non-empty string without ':' or '->'; got {name!r}")
+        if name in self.populations:
+            raise ValueError(f"population {name!r} already exists")
+        if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
+            raise ValueError(f"population {name!r}: size must be a positive integer; got {size!r}")
+        if role not in ROLES:
+            raise ValueError(f"population {name!r}: unknown role {role!r}; valid: {', '.join(ROLES)}")
+        prec = _per_unit(name, "precision", precision, int(size))
+        if np.any(~np.isfinite(prec)) or np.any(prec <= 0):
+            raise ValueError(f"population {name!r}: precision must be finite and > 0")
+        binit = _per_unit(name, "bias_init", bias_init, int(size))
+        pop = Population(
+            name=name,
+            size=int(size),
+            activation=_act.get(activation, slope=slope),
+            role=role,
+            precision=prec if np.ndim(precision) else float(precision),
+            bias=(role != "input") if bias is None else bool(bias),
+            bias_init=binit if np.ndim(bias_init) else float(bias_init),
+            trainable_bias=trainable_bias,
+        )
+        self.populations[name] = pop
+        return pop
+
+    def connect(
+        self,
+        pre: str,
+        post: str,
+        *,
+        init: str = "xavier_uniform",
+        gain: float = 1.0,
+        trainable: bool = True,
+    ) -> Connection:
+        """Add a dense connection ``pre -> post`` (``mu_post += W f(x_pre)``)."""
+        for n in (pre, post):
+            self._require(n)
+        if pre == post:
+            raise ValueError(f"connection {pre}->{post}: a population cannot predict itself (cycle)")
+        if any(c.pre == pre and c.post == post for c in self.connections):
+            raise ValueError(f"connection {pre}->{post} already exists")
+        if init not in WEIGHT_INITS:
+            raise ValueError(f"connection {pre}->{post}: unknown init {init!r}; valid: {', '.join(WEIGHT_INITS)}")
+        conn = Connection(pre, post, init=init, gain=float(gain), trainable=trainable)
+        self.connections.append(conn)
+        try:
+            self.topological_order()
+        except ValueError:
+            self.connections.pop()
+            raise
+        return conn
+
+    def clamp(self, name: str, phases: str | Iterable[str]) -> None:
+        """Clamp population ``name`` to data in the given phase(s), in addition to its role."""
+        self._require(name)
+        for ph in [phases] if isinstance(phases, str) else list(phases):
+            if ph == "test" and self.populations[name].role == "target":
+                raise ValueError(
+                    f"population {name!r} is a target: labels are never clamped at test time"
+                )
+            self._clamps.setdefault(ph, set()).add(name)
+
+    def unclamp(self, name: str, phases: str | Iterable[str]) -> None:
+        """Undo :meth:`clamp` for the given phase(s) (roles still apply)."""
+        self._require(name)
+        for ph in [phases] if isinstance(phases, str) else list(phases):
+            self._clamps.get(ph, set()).discard(name)
+
+    # ---- queries --------------------------------------------------------------------------
+    def __getitem__(self, name: str) -> Population:
+        return self._require(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.populations
+
+    def clamped(self, phase: str) -> frozenset[str]:
+        """Names of the populations clamped to data in ``phase``."""
+        roles = {n: p.role for n, p in self.populations.items()}
+        return clamped_set(roles, self._clamps, phase)
+
+    def incoming(self, name: str) -> list[Connection]:
+        return [c for c in self.connections if c.post == name]
+
+    def outgoing(self, name: str) -> list[Connection]:
+        return [c for c in self.connections if c.pre == name]
+
+    def has_error(self, name: str) -> bool:
+        """True when the population receives a prediction (incoming connection or prior bias)."""
+        return bool(self.incoming(name)) or self._require(name).bias
+
+    def connection(self, name: str) -> Connection:
+        for c in self.connections:
+            if c.name == name:
+                return c
+        valid = ", ".join(c.name for c in self.connections) or "(none)"
+        raise ValueError(f"unknown connection {name!r}; valid: {valid}")
+
+    def resolve(self, address: str) -> tuple[str, str]:
+        """Split ``"h1"``, ``"h1:value"`` or ``"h1:error"`` into ``(population, "value"|"error")``."""
+        name, _, kind = address.partition(":")
+        kind = kind or "value"
+        self._require(name)
+        if kind not in ("value", "error"):
+            raise ValueError(f"unknown variable {kind!r} of population {name!r}; valid: value, error")
+        if kind == "error" and not self.has_error(name):
+            raise ValueError(
+                f"population {name!r} has no error population (it receives no prediction); "
+                f"populations with errors: {', '.join(n for n in self.populations if self.has_error(n))}"
+            )
+        return name, kind
+
+    def topological_order(self) -> list[str]:
+        """Populations ordered so that every connection goes forward; raises on a cycle."""
+        indeg = {n: 0 for n in self.populations}
+        for c in self.connections:
+            indeg[c.post] += 1
+        ready = [n for n in self.populations if indeg[n] == 0]
+        order: list[str] = []
+        while ready:
+            n = ready.pop(0)
+            order.append(n)
+            for c in self.connections:
+                if c.pre == n:
+                    indeg[c.post] -= 1
+                    if indeg[c.post] == 0:
+                        ready.append(c.post)
+        if len(order) != len(self.populations):
+            cyc = _find_cycle(self)
+            raise ValueError(f"the connections form a cycle: {' -> '.join(cyc)}; a Network must be a DAG")
+        return order
+
+    def validate(self) -> None:
+        """Check the graph is usable: non-empty, acyclic, every target and hidden is reachable."""
+        if not self.populations:
+            raise ValueError("the network has no populations")
+        self.topological_order()
+
+    def _require(self, name: str) -> Population:
+        if name not in self.populations:
+            valid = ", ".join(self.populations) or "(none)"
+            raise ValueError(f"unknown population {name!r}; valid: {valid}")
+        return self.populations[name]
+
+    def summary(self) -> str:
+        """A short human-readable description."""
+        lines = ["population      size  activation   role    error  clamped(train/test)"]
+        tr, te = self.clamped("train"), self.clamped("test")
+        for n in self.topological_order():
+            p = self.populations[n]
+            lines.append(
+                f"{n:<14}{p.size:>6}  {p.activation.name:<11}  {p.role:<6}  "
+                f"{'yes' if self.has_error(n) else 'no':<5}  {'Y' if n in tr else '-'}/{'Y' if n in te else '-'}"
+            )
+        lines += [f"  {c.name}" for c in self.connections]
+        return "\n".join(lines)
+
+
+def clamped_set(roles: dict[str, str], extra: dict, phase: str) -> frozenset[str]:
+    """Clamped populations in ``phase``: role ``input`` always, ``target`` only in ``"train"``,
+    plus those clamped explicitly for that phase."""
+    out = set(extra.get(phase, ()))
+    out.update(n for n, r in roles.items() if r == "input" or (r == "target" and phase == "train"))
+    return frozenset(out)
+
+
+def _per_unit(pop: str, what: str, v: float | Sequence[float] | np.ndarray, n: int) -> np.ndarray:
+    a = np.asarray(v, dtype=np.float64)
+    if a.ndim == 0:
+        return np.full(n, float(a))
+    if a.shape != (n,):
+        raise ValueError(f"population {pop!r}: {what} must be a scalar or have shape ({n},); got shape {a.shape}")
+    return a.copy()
+
+
+def _find_cycle(net: Network) -> list[str]:
+    adj: dict[str, list[str]] = {n: [] for n in net.populations}
+    for c in net.connections:
+        adj[c.pre].append(c.post)
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def dfs(u: str) -> list[str] | None:
+        state[u] = 1
+        stack.append(u)
+        for v in adj[u]:
+            if state.get(v) == 1:
+                return stack[stack.index(v) :] + [v]
+            if v not in state:
+                r = dfs(v)
+                if r:
+                    return r
+        state[u] = 2
+        stack.pop()
+        return None
+
+    for n in net.populations:
+        if n not in state:
+            r = dfs(n)
+            if r:
+                return r
+    return []
+
+
+def mlp(
+    sizes: Sequence[int],
+    *,
+    activation: str = "tanh",
+    input_activation: str = "linear",
+    output_activation: str = "linear",
+    names: Sequence[str] | None = None,
+    precision: float = 1.0,
+    output_precision: float | None = None,
+    init: str = "xavier_uniform",
+) -> Network:
+    """A chain ``input -> h1 -> ... -> output`` of dense layers.
+
+    ``sizes = [784, 256, 256, 10]`` gives populations ``input`` (clamped in every phase), ``h1``,
+    ``h2`` and ``output`` (the target: clamped in training, free at test time). ``activation`` is
+    applied to the hidden values when they predict the next layer, ``input_activation`` (default
+    linear) to the input, so ``mu_1 = W_1 x_0 + b_1`` and ``mu_l = W_l f(x_{l-1}) + b_l`` above.
+    ``output_activation`` is the output's own activation (it predicts nothing in a chain).
+    """
+    sizes = list(sizes)
+    if len(sizes) < 2:
+        raise ValueError(f"mlp needs at least two sizes (input and output); got {sizes}")
+    if names is None:
+        names = ["input"] + [f"h{i}" for i in range(1, len(sizes) - 1)] + ["output"]
+    if len(names) != len(sizes):
+        raise ValueError(f"mlp: {len(names)} names for {len(sizes)} sizes")
+    net = Network()
+    last = len(sizes) - 1
+    for i, (n, s) in enumerate(zip(names, sizes)):
+        role = "input" if i == 0 else ("target" if i == last else "hidden")
+        prec = output_precision if (i == last and output_precision is not None) else precision
+        act = input_activation if i == 0 else (output_activation if i == last else activation)
+        net.population(n, s, activation=act, role=role, precision=prec)
+    for a, b in zip(names[:-1], names[1:]):
+        net.connect(a, b, init=init)
+    return net

@@ -1,0 +1,157 @@
+"""Lowering of a :class:`~neuropc.network.Network` to a flat, backend-neutral plan.
+
+The plan is plain data (integer and float arrays, no numerics): populations in topological order,
+the column offset of every population in one value buffer of width ``n_value`` (and of every
+error-bearing population in one error buffer of width ``n_error``), and the offset of every weight
+matrix and bias in one flat parameter vector. Backends allocate ``(batch, n_value)`` and
+``(batch, n_error)`` buffers and address populations as column blocks, which lets one compiled
+kernel serve every graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .network import Network, clamped_set
+
+
+@dataclass(frozen=True)
+class Plan:
+    names: tuple[str, ...]
+    sizes: np.ndarray  # (P,) int64
+    voff: np.ndarray  # (P,) column offset in the value buffers
+    n_value: int
+    has_err: np.ndarray  # (P,) bool
+    eoff: np.ndarray  # (P,) column offset in the error buffers, -1 when no error population
+    n_error: int
+    act_code: np.ndarray  # (P,) int64
+    act_param: np.ndarray  # (P,) float64
+    conn_names: tuple[str, ...]
+    cpre: np.ndarray  # (C,) population index of pre
+    cpost: np.ndarray  # (C,) population index of post
+    cwoff: np.ndarray  # (C,) offset of W (n_post, n_pre), row-major, in the flat parameters
+    boff: np.ndarray  # (P,) offset of the bias in the flat parameters, -1 when none
+    n_params: int
+    precision: np.ndarray  # (n_error,) float64, per unit
+    trainable: np.ndarray  # (n_params,) float64, 1 where learnable else 0
+    roles: tuple[str, ...]
+    extra_clamps: dict[str, frozenset[str]]  # snapshot of Network.clamp() calls
+
+    @property
+    def n_pops(self) -> int:
+        return len(self.names)
+
+    def index(self, name: str) -> int:
+        return self.names.index(name)
+
+    def clamped_mask(self, phase: str) -> np.ndarray:
+        """Boolean mask (P,) of the populations clamped in ``phase``."""
+        return np.array([n in self._clamped_for(phase) for n in self.names], dtype=np.bool_)
+
+    def clamped_names(self, phase: str) -> frozenset[str]:
+        return self._clamped_for(phase)
+
+    def _clamped_for(self, phase: str) -> frozenset[str]:
+        return clamped_set(dict(zip(self.names, self.roles)), self.extra_clamps, phase)
+
+    def value_slice(self, name: str) -> slice:
+        i = self.index(name)
+        return slice(int(self.voff[i]), int(self.voff[i] + self.sizes[i]))
+
+    def error_slice(self, name: str) -> slice:
+        i = self.index(name)
+        if not self.has_err[i]:
+            raise ValueError(f"population {name!r} has no error population")
+        return slice(int(self.eoff[i]), int(self.eoff[i] + self.sizes[i]))
+
+    def weight_slice(self, conn: str) -> tuple[slice, tuple[int, int]]:
+        c = self.conn_names.index(conn)
+        shape = (int(self.sizes[self.cpost[c]]), int(self.sizes[self.cpre[c]]))
+        o = int(self.cwoff[c])
+        return slice(o, o + shape[0] * shape[1]), shape
+
+    def bias_slice(self, name: str) -> slice | None:
+        i = self.index(name)
+        if self.boff[i] < 0:
+            return None
+        return slice(int(self.boff[i]), int(self.boff[i] + self.sizes[i]))
+
+    def matmul_flops(self, batch: int, steps: int, phase: str = "train") -> int:
+        """Multiply-add FLOPs (2 per MAC) of one training batch: forward initialisation, ``steps``
+        inference steps (predictions from free populations and error back-projections), the final
+        predictions and the weight gradients. Predictions from clamped populations count once."""
+        cl = self.clamped_mask(phase)
+        total = 0
+        for c in range(len(self.conn_names)):
+            pre, post = self.cpre[c], self.cpost[c]
+            mac = int(batch * self.sizes[pre] * self.sizes[post])
+            total += mac  # forward initialisation / constant prediction
+            if not cl[pre]:
+                total += mac * steps  # prediction recomputed every step
+                total += mac  # final prediction
+                total += mac * steps  # back-projection of the post error
+            total += mac  # weight gradient
+        return 2 * total
+
+
+def lower(net: Network) -> Plan:
+    """Validate ``net`` and lower it to a :class:`Plan`."""
+    net.validate()
+    names = tuple(net.topological_order())
+    pops = [net.populations[n] for n in names]
+    sizes = np.array([p.size for p in pops], dtype=np.int64)
+    voff = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    has_err = np.array([net.has_error(n) for n in names], dtype=np.bool_)
+    eoff = np.full(len(names), -1, dtype=np.int64)
+    e = 0
+    for i in range(len(names)):
+        if has_err[i]:
+            eoff[i] = e
+            e += sizes[i]
+    # connections in the order of their post population, so predictions are built in topo order
+    idx = {n: i for i, n in enumerate(names)}
+    conns = sorted(net.connections, key=lambda c: (idx[c.post], idx[c.pre]))
+    cpre = np.array([idx[c.pre] for c in conns], dtype=np.int64)
+    cpost = np.array([idx[c.post] for c in conns], dtype=np.int64)
+    cwoff = np.zeros(len(conns), dtype=np.int64)
+    trainable: list[np.ndarray] = []
+    o = 0
+    for k, c in enumerate(conns):
+        cwoff[k] = o
+        n = int(sizes[cpost[k]] * sizes[cpre[k]])
+        trainable.append(np.full(n, 1.0 if c.trainable else 0.0))
+        o += n
+    boff = np.full(len(names), -1, dtype=np.int64)
+    for i, p in enumerate(pops):
+        if p.bias:
+            boff[i] = o
+            trainable.append(np.full(p.size, 1.0 if p.trainable_bias else 0.0))
+            o += p.size
+    precision = (
+        np.concatenate([np.broadcast_to(np.asarray(p.precision, np.float64), (p.size,)) for p, h in zip(pops, has_err) if h])
+        if has_err.any()
+        else np.zeros(0)
+    )
+    return Plan(
+        names=names,
+        sizes=sizes,
+        voff=voff,
+        n_value=int(sizes.sum()),
+        has_err=has_err,
+        eoff=eoff,
+        n_error=int(e),
+        act_code=np.array([p.activation.code for p in pops], dtype=np.int64),
+        act_param=np.array([p.activation.param for p in pops], dtype=np.float64),
+        conn_names=tuple(c.name for c in conns),
+        cpre=cpre,
+        cpost=cpost,
+        cwoff=cwoff,
+        boff=boff,
+        n_params=o,
+        precision=np.ascontiguousarray(precision, dtype=np.float64),
+        trainable=np.concatenate(trainable) if trainable else np.zeros(0),
+        roles=tuple(p.role for p in pops),
+        extra_clamps={ph: frozenset(v) for ph, v in net._clamps.items()},
+    )

@@ -1,0 +1,440 @@
+"""The simulator: a lowered network, its parameters on a backend, and the infer / learn / fit loop."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import backends as _backends
+from .errors import DivergenceError
+from .inference import Inference
+from .network import Network
+from .optim import Adam, Optimizer
+from .plan import Plan, lower
+
+ArrayDict = Mapping[str, np.ndarray]
+
+
+@dataclass
+class State:
+    """Values, errors and energies of a batch after inference.
+
+    Index it by address: ``state["h1"]`` / ``state["h1:value"]`` (value), ``state["h1:error"]``
+    (precision-weighted error ``Pi (x - mu)``). ``energies[name]`` is the batch-mean energy of a
+    population before each step (length ``steps + 1``; the last entry is the final state) and
+    ``energy`` their sum.
+    """
+
+    values: dict[str, np.ndarray]
+    errors: dict[str, np.ndarray]
+    energies: dict[str, np.ndarray]
+    steps: int
+    phase: str
+
+    @property
+    def energy(self) -> np.ndarray:
+        """Total batch-mean energy before each step, shape ``(steps + 1,)``."""
+        tr = list(self.energies.values())
+        return np.sum(tr, axis=0) if tr else np.zeros(self.steps + 1)
+
+    def __getitem__(self, address: str) -> np.ndarray:
+        name, _, kind = address.partition(":")
+        kind = kind or "value"
+        table = {"value": self.values, "error": self.errors}.get(kind)
+        if table is None:
+            raise ValueError(f"unknown variable {kind!r} in {address!r}; valid: value, error")
+        if name not in table:
+            raise ValueError(f"no {kind} population {name!r}; valid: {', '.join(table)}")
+        return table[name]
+
+
+@dataclass
+class History:
+    """Per-epoch metrics returned by :meth:`Simulator.fit` (a list of dicts, plus ``last``)."""
+
+    epochs: list[dict] = field(default_factory=list)
+
+    @property
+    def last(self) -> dict:
+        return self.epochs[-1] if self.epochs else {}
+
+    def __getitem__(self, key: str) -> list:
+        return [e.get(key) for e in self.epochs]
+
+
+class Simulator:
+    """Runs a :class:`~neuropc.network.Network` on a backend.
+
+    >>> sim = Simulator(mlp([784, 128, 10]), backend="numba", dtype="float32", seed=0)
+
+    ``inference`` and ``optimizer`` are the defaults of :meth:`infer`, :meth:`learn` and
+    :meth:`fit`. All randomness (weight initialisation, shuffling, noise seeds) comes from ``seed``.
+    """
+
+    def __init__(
+        self,
+        network: Network,
+        *,
+        backend: str = "numba",
+        dtype: str | np.dtype = "float32",
+        device: str | None = None,
+        inference: Inference | None = None,
+        optimizer: Optimizer | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.network = network
+        self.plan: Plan = lower(network)
+        self.dtype = np.dtype(dtype)
+        self.backend = _backends.create(backend, self.plan, self.dtype, device)
+        self.inference = inference or Inference()
+        self.optimizer = optimizer or Adam()
+        self.seed = int(seed)
+        self.rng = np.random.default_rng(self.seed)
+        self.backend.set_params(init_parameters(network, self.plan, self.rng))
+
+    # ---- parameters ---------------------------------------------------------------------------
+    def get_weights(self, connection: str) -> np.ndarray:
+        """Copy of ``W`` (n_post, n_pre) of connection ``"pre->post"``."""
+        sl, shape = self._weight_slot(connection)
+        return self.backend.get_params()[sl].reshape(shape)
+
+    def set_weights(self, connection: str, w: np.ndarray) -> None:
+        sl, shape = self._weight_slot(connection)
+        w = np.asarray(w, dtype=np.float64)
+        if w.shape != shape:
+            raise ValueError(f"connection {connection!r}: expected weights of shape {shape}; got {w.shape}")
+        _check_finite(connection, w)
+        flat = self.backend.get_params()
+        flat[sl] = w.ravel()
+        self.backend.set_params(flat)
+
+    def get_bias(self, population: str) -> np.ndarray:
+        return self.backend.get_params()[self._bias_slot(population)].copy()
+
+    def set_bias(self, population: str, b: np.ndarray | float) -> None:
+        sl = self._bias_slot(population)
+        n = sl.stop - sl.start
+        b = np.broadcast_to(np.asarray(b, np.float64), (n,)) if np.ndim(b) == 0 else np.asarray(b, np.float64)
+        if b.shape != (n,):
+            raise ValueError(f"population {population!r}: expected a bias of shape ({n},); got {b.shape}")
+        _check_finite(population, b)
+        flat = self.backend.get_params()
+        flat[sl] = b
+        self.backend.set_params(flat)
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        """All parameters as float64 copies: ``"pre->post"`` weights and ``"pop:bias"`` biases."""
+        flat = self.backend.get_params()
+        out = {}
+        for c in self.plan.conn_names:
+            sl, shape = self.plan.weight_slice(c)
+            out[c] = flat[sl].reshape(shape).copy()
+        for n in self.plan.names:
+            sl = self.plan.bias_slice(n)
+            if sl is not None:
+                out[f"{n}:bias"] = flat[sl].copy()
+        return out
+
+    def load_parameters(self, params: Mapping[str, np.ndarray]) -> None:
+        """Set parameters from a mapping shaped like :meth:`parameters` (missing keys are kept)."""
+        for k, v in params.items():
+            if k.endswith(":bias"):
+                self.set_bias(k[: -len(":bias")], v)
+            else:
+                self.set_weights(k, v)
+
+    def _weight_slot(self, connection: str) -> tuple[slice, tuple[int, int]]:
+        if connection not in self.plan.conn_names:
+            raise ValueError(
+                f"unknown connection {connection!r}; valid: {', '.join(self.plan.conn_names) or '(none)'}"
+            )
+        return self.plan.weight_slice(connection)
+
+    def _bias_slot(self, population: str) -> slice:
+        self.network[population]
+        sl = self.plan.bias_slice(population)
+        if sl is None:
+            raise ValueError(f"population {population!r} has no bias (create it with bias=True)")
+        return sl
+
+    # ---- one batch ------------------------------------------------------------------------------
+    def infer(
+        self,
+        data: ArrayDict,
+        *,
+        phase: str = "test",
+        values: ArrayDict | None = None,
+        inference: Inference | None = None,
+    ) -> State:
+        """Clamp ``data`` (the populations clamped in ``phase``) and run inference. No learning."""
+        out = self._run(data, phase, values, inference or self.inference, learn=None)
+        return self._state(out, phase)
+
+    def learn(
+        self,
+        data: ArrayDict,
+        *,
+        values: ArrayDict | None = None,
+        inference: Inference | None = None,
+        optimizer: Optimizer | None = None,
+    ) -> State:
+        """One training batch in phase ``"train"``: inference, local gradients, optimiser step."""
+        out = self._run(data, "train", values, inference or self.inference, learn=optimizer or self.optimizer)
+        return self._state(out, "train")
+
+    def gradients(
+        self,
+        data: ArrayDict,
+        *,
+        phase: str = "train",
+        values: ArrayDict | None = None,
+        inference: Inference | None = None,
+    ) -> tuple[State, dict[str, np.ndarray]]:
+        """Inference, then the local gradients ``dF/dtheta`` of the batch-mean energy at the final
+        state (keys as in :meth:`parameters`); parameters are not changed."""
+        out = self._run(data, phase, values, inference or self.inference, learn=None, grads=True)
+        g = np.asarray(out.grads, dtype=np.float64)
+        res = {}
+        for c in self.plan.conn_names:
+            sl, shape = self.plan.weight_slice(c)
+            res[c] = g[sl].reshape(shape).copy()
+        for n in self.plan.names:
+            sl = self.plan.bias_slice(n)
+            if sl is not None:
+                res[f"{n}:bias"] = g[sl].copy()
+        return self._state(out, phase), res
+
+    def predict(
+        self, data: ArrayDict, *, inference: Inference | None = None, phase: str = "test"
+    ) -> dict[str, np.ndarray]:
+        """Values of the free populations after test-phase inference (targets are never clamped)."""
+        st = self.infer(data, phase=phase, inference=inference)
+        cl = self.plan.clamped_names(phase)
+        return {n: v for n, v in st.values.items() if n not in cl}
+
+    def accuracy(
+        self,
+        data: ArrayDict,
+        labels: np.ndarray,
+        *,
+        target: str | None = None,
+        batch_size: int = 1000,
+        inference: Inference | None = None,
+    ) -> float:
+        """Fraction of samples whose argmax of the (free) target population equals ``labels``."""
+        target = target or self._target_name()
+        labels = np.asarray(labels)
+        n = _batch_len(data)
+        if labels.shape != (n,):
+            raise ValueError(f"labels: expected shape ({n},); got {labels.shape}")
+        correct = 0
+        for s in range(0, n, batch_size):
+            part = {k: v[s : s + batch_size] for k, v in data.items()}
+            pred = self.predict(part, inference=inference)[target]
+            correct += int(np.sum(np.argmax(pred, axis=1) == labels[s : s + batch_size]))
+        return correct / max(n, 1)
+
+    # ---- training loop --------------------------------------------------------------------------
+    def fit(
+        self,
+        data: ArrayDict,
+        *,
+        epochs: int = 1,
+        batch_size: int = 64,
+        validation: tuple[ArrayDict, np.ndarray] | None = None,
+        shuffle: bool = True,
+        progress: bool = True,
+        callback: Callable[[dict], None] | None = None,
+    ) -> History:
+        """Train for ``epochs`` over ``data`` (arrays for every population clamped in ``"train"``).
+
+        Each epoch shuffles the samples with the simulator's seed, runs :meth:`learn` per
+        minibatch, and records ``energy`` (mean final total energy), ``seconds`` and, with
+        ``validation=(inputs, labels)``, ``accuracy`` of the free target at test time.
+        """
+        if not isinstance(epochs, int) or epochs < 0:
+            raise ValueError(f"epochs must be an integer >= 0; got {epochs!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+        arrays = self._check_data(data, "train")
+        n = _batch_len(arrays)
+        hist = History()
+        cfg = self.inference
+        for ep in range(1, epochs + 1):
+            t0 = time.perf_counter()
+            order = self.rng.permutation(n) if shuffle else np.arange(n)
+            energies = []
+            starts = range(0, n, batch_size)
+            for s in _progress(starts, progress, f"epoch {ep}/{epochs}"):
+                idx = order[s : s + batch_size]
+                out = self._run_checked({k: v[idx] for k, v in arrays.items()}, "train", None, cfg, self.optimizer)
+                energies.append(float(np.sum(out.energies[-1])))
+            rec = {"epoch": ep, "energy": float(np.mean(energies)) if energies else float("nan")}
+            rec["seconds"] = time.perf_counter() - t0
+            if validation is not None:
+                rec["accuracy"] = self.accuracy(validation[0], validation[1])
+            hist.epochs.append(rec)
+            if progress:
+                print(_format_metrics(rec), flush=True)
+            if callback is not None:
+                callback(rec)
+        return hist
+
+    # ---- internals ------------------------------------------------------------------------------
+    def _target_name(self) -> str:
+        t = [n for n, r in zip(self.plan.names, self.plan.roles) if r == "target"]
+        if len(t) != 1:
+            raise ValueError(f"pass target=: the network has {len(t)} target populations ({t})")
+        return t[0]
+
+    def _check_data(self, data: ArrayDict, phase: str, *, values: bool = False) -> dict[str, np.ndarray]:
+        """Validate names, shapes, batch sizes and finiteness; returns arrays in the sim dtype."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"data must be a mapping from population name to array; got {type(data).__name__}")
+        clamped = self.plan.clamped_names(phase)
+        out: dict[str, np.ndarray] = {}
+        n = None
+        for name, arr in data.items():
+            self.network[name]  # unknown names raise with the valid list
+            if not values and name not in clamped:
+                role = self.network[name].role
+                why = " (targets are never clamped at test time)" if role == "target" else ""
+                raise ValueError(
+                    f"population {name!r} is not clamped in phase {phase!r}{why}; clamped: "
+                    f"{', '.join(sorted(clamped)) or '(none)'}"
+                )
+            if values and name in clamped:
+                raise ValueError(f"population {name!r} is clamped in phase {phase!r}; pass its data, not values")
+            size = self.network[name].size
+            a = np.asarray(arr)
+            if a.ndim != 2 or a.shape[1] != size:
+                raise ValueError(
+                    f"population {name!r}: expected {'values' if values else 'data'} of shape "
+                    f"(batch, {size}); got shape {a.shape}"
+                )
+            if n is None:
+                n = a.shape[0]
+            elif a.shape[0] != n:
+                raise ValueError(
+                    f"population {name!r}: batch size {a.shape[0]} differs from {n} of the other arrays"
+                )
+            if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
+                raise ValueError(f"population {name!r}: expected real numbers; got dtype {a.dtype}")
+            _check_finite(name, a)
+            out[name] = a
+        if not values:
+            missing = sorted(clamped - set(out))
+            if missing:
+                raise ValueError(
+                    f"population {missing[0]!r} is clamped in phase {phase!r} but no data was given; "
+                    f"expected data for: {', '.join(sorted(clamped))}"
+                )
+            if n == 0:
+                raise ValueError("data has an empty batch")
+        return out
+
+    def _run(self, data, phase, values, cfg, learn, grads=False):
+        arrays = self._check_data(data, phase)
+        vals = self._check_data(values, phase, values=True) if values else {}
+        if vals and _batch_len(vals) != _batch_len(arrays):
+            raise ValueError(f"values have batch size {_batch_len(vals)}; data has {_batch_len(arrays)}")
+        if cfg.init == "given" and not vals:
+            raise ValueError("Inference.init='given' needs values= for at least one free population")
+        if vals and cfg.init != "given":
+            raise ValueError("values= are used only with Inference(init='given')")
+        return self._run_checked(arrays, phase, vals, cfg, learn, grads)
+
+    def _run_checked(self, arrays, phase, vals, cfg, learn, grads=False):
+        b = _batch_len(arrays)
+        buf = self.backend.values_buffer(b)
+        clamped = self.plan.clamped_mask(phase)
+        keep = clamped.copy()
+        for name, a in arrays.items():
+            buf[:, self.plan.value_slice(name)] = a
+        for name, a in (vals or {}).items():
+            buf[:, self.plan.value_slice(name)] = a
+            keep[self.plan.index(name)] = True
+        seed = cfg.seed if cfg.seed is not None else int(self.rng.integers(0, 2**31 - 1))
+        out = self.backend.run(b, clamped, keep, cfg, seed, learn=learn, grads=grads)
+        if out.bad_step >= 0:
+            raise DivergenceError(out.bad_step, self.plan.names[out.bad_pop], phase)
+        return out
+
+    def _state(self, out, phase: str) -> State:
+        pl = self.plan
+        values, errors, energies = {}, {}, {}
+        for i, n in enumerate(pl.names):
+            values[n] = np.array(out.values[:, pl.value_slice(n)], dtype=self.dtype)
+            if pl.has_err[i]:
+                errors[n] = np.array(out.errors[:, pl.error_slice(n)], dtype=self.dtype)
+                energies[n] = out.energies[:, i].copy()
+        return State(values, errors, energies, out.steps, phase)
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+def init_parameters(net: Network, plan: Plan, rng: np.random.Generator) -> np.ndarray:
+    """Initial flat parameters (float64, then cast by the backend, so float32 and float64
+    simulators with one seed start from the same weights).
+
+    ``xavier_uniform``: U(-a, a), a = gain sqrt(6 / (n_pre + n_post)); ``xavier_normal``:
+    N(0, gain^2 2 / (n_pre + n_post)); ``kaiming_uniform``: U(-a, a), a = gain sqrt(3 / n_pre);
+    ``normal``: N(0, gain^2 / n_pre); ``zeros``; ``ones`` (all equal to gain). Biases: bias_init.
+    """
+    flat = np.zeros(plan.n_params)
+    for cname in plan.conn_names:
+        conn = net.connection(cname)
+        sl, (n_post, n_pre) = plan.weight_slice(cname)
+        g = conn.gain
+        if conn.init == "xavier_uniform":
+            a = g * np.sqrt(6.0 / (n_pre + n_post))
+            w = rng.uniform(-a, a, (n_post, n_pre))
+        elif conn.init == "xavier_normal":
+            w = rng.normal(0.0, g * np.sqrt(2.0 / (n_pre + n_post)), (n_post, n_pre))
+        elif conn.init == "kaiming_uniform":
+            a = g * np.sqrt(3.0 / n_pre)
+            w = rng.uniform(-a, a, (n_post, n_pre))
+        elif conn.init == "normal":
+            w = rng.normal(0.0, g / np.sqrt(n_pre), (n_post, n_pre))
+        elif conn.init == "zeros":
+            w = np.zeros((n_post, n_pre))
+        else:  # ones
+            w = np.full((n_post, n_pre), g)
+        flat[sl] = w.ravel()
+    for name in plan.names:
+        sl = plan.bias_slice(name)
+        if sl is not None:
+            flat[sl] = np.broadcast_to(np.asarray(net[name].bias_init, np.float64), (sl.stop - sl.start,))
+    return flat
+
+
+def _check_finite(name: str, a: np.ndarray) -> None:
+    if not np.all(np.isfinite(a)):
+        bad = np.argwhere(~np.isfinite(a))[0]
+        raise ValueError(
+            f"population {name!r}: data contains NaN or inf (first at index {tuple(int(i) for i in bad)})"
+            if a.ndim == 2
+            else f"{name!r}: contains NaN or inf"
+        )
+
+
+def _batch_len(arrays: Mapping[str, np.ndarray]) -> int:
+    for a in arrays.values():
+        return int(np.shape(a)[0])
+    return 0
+
+
+def _progress(it, enabled: bool, desc: str):
+    if not enabled:
+        return it
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # tqdm is an optional extra; fall back to per-epoch lines only
+        return it
+    return tqdm(it, desc=desc, leave=False, unit="batch")
+
+
+def _format_metrics(rec: dict) -> str:
+    return "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items())
