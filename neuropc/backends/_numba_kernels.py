@@ -514,3 +514,16 @@ def train_step(
     if opt_kind != OPT_NONE:
         optimizer_step(opt_kind, P, G, S1, S2, hp, opt_t, trainable)
     return done, bad_t, bad_p
+
+
+@nb.njit(**_JIT)
+def gemm_sequence(shapes, A, B, C, repeats):
+    """Run the gemm calls listed in ``shapes`` (rows ``ta, tb, M, N, K, count``) ``repeats`` times on
+    scratch buffers: the BLAS-only cost of a batch, used as the matmul ceiling by the benchmark."""
+    for _ in range(repeats):
+        for i in range(shapes.shape[0]):
+            ta, tb, M, N, K, cnt = shapes[i, 0], shapes[i, 1], shapes[i, 2], shapes[i, 3], shapes[i, 4], shapes[i, 5]
+            lda = M if ta else K
+            ldb = K if tb else N
+            for _c in range(cnt):
+                gemm(ta != 0, tb != 0, M, N, K, 1.0, A, lda, B, ldb, 0.0, C, N)

@@ -1,0 +1,146 @@
+"""Speed benchmark of a PC training minibatch on the standard MLP task.
+
+``ms_per_batch`` is the median wall time of one training minibatch (inference + local gradients +
+Adam) over the timed batches. ``gflops_effective`` divides the matmul work of a batch
+(:meth:`Plan.matmul_flops`: forward initialisation, T steps of predictions from free populations
+and error back-projections, final predictions, weight gradients) by that time. ``blas_gflops`` is
+the same work done by the same BLAS on the same shapes with nothing else, measured in the same run:
+the matmul ceiling. ``efficiency`` is their ratio. ``bp_ms_per_batch`` is a torch backprop step
+(forward, backward, Adam) of the same MLP measured in the same run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from .inference import Inference
+from .network import mlp
+from .optim import Adam
+from .simulator import Simulator
+
+
+def _median_ms(fn, n: int) -> float:
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return 1000.0 * float(np.median(ts))
+
+
+def gemm_shapes(sim: Simulator, batch: int, steps: int) -> np.ndarray:
+    """Rows ``(ta, tb, M, N, K, count)`` of the row-major gemms one training batch performs."""
+    pl = sim.plan
+    cl = pl.clamped_mask("train")
+    rows = []
+    for c in range(len(pl.conn_names)):
+        q, p = pl.cpre[c], pl.cpost[c]
+        npre, npost = int(pl.sizes[q]), int(pl.sizes[p])
+        preds = 1 + (0 if cl[q] else steps + 1)
+        rows.append((0, 1, batch, npost, npre, preds))  # predictions f(x_pre) W^T
+        if not cl[q]:
+            rows.append((0, 0, batch, npre, npost, steps))  # back-projections eps W
+        rows.append((1, 0, npost, npre, batch, 1))  # weight gradient eps^T f(x_pre)
+    return np.array(rows, dtype=np.int64)
+
+
+def blas_ceiling_ms(sim: Simulator, batch: int, steps: int, repeats: int = 20) -> float:
+    """Median time of the batch's gemm calls alone, on the numba backend's BLAS."""
+    from .backends import _numba_kernels as K
+
+    shapes = gemm_shapes(sim, batch, steps)
+    big = int(max(max(r[2] * r[4], r[4] * r[3], r[2] * r[3]) for r in shapes))
+    rng = np.random.default_rng(0)
+    A, B, C = (rng.standard_normal(big).astype(sim.dtype) for _ in range(3))
+    K.gemm_sequence(shapes, A, B, C, 1)
+    return _median_ms(lambda: K.gemm_sequence(shapes, A, B, C, 1), repeats)
+
+
+def torch_bp_ms(sizes: Sequence[int], activation: str, batch: int, dtype: str, n: int) -> float:
+    """Median ms of a torch backprop step (forward, 1/2 squared error, backward, Adam)."""
+    import torch
+
+    from . import activations
+
+    act = activations.get(activation)
+    tdt = getattr(torch, dtype)
+    g = torch.Generator().manual_seed(0)
+    layers = [torch.nn.Linear(a, b).to(tdt) for a, b in zip(sizes[:-1], sizes[1:])]
+    params = [p for lay in layers for p in lay.parameters()]
+    opt = torch.optim.Adam(params, lr=1e-3)
+    x = torch.rand(batch, sizes[0], generator=g, dtype=tdt)
+    y = torch.zeros(batch, sizes[-1], dtype=tdt)
+    y[torch.arange(batch), torch.randint(0, sizes[-1], (batch,), generator=g)] = 1.0
+
+    def step() -> None:
+        h = x
+        for i, lay in enumerate(layers):
+            h = lay(act.torch(h) if i > 0 else h)
+        loss = 0.5 * ((y - h) ** 2).sum(dim=1).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(5):
+        step()
+    return _median_ms(step, n)
+
+
+def run(
+    sizes: Sequence[int] = (784, 128, 128, 10),
+    *,
+    activation: str = "tanh",
+    batch: int = 128,
+    steps: int = 20,
+    rate: float = 0.1,
+    backend: str = "numba",
+    dtype: str = "float32",
+    timed: int = 50,
+    warmup: int = 5,
+    bp: bool = True,
+    seed: int = 0,
+) -> dict:
+    """Measure one configuration; returns the JSON-ready metrics (see the module docstring)."""
+    if timed < 1:
+        raise ValueError(f"timed must be >= 1; got {timed}")
+    net = mlp(list(sizes), activation=activation)
+    t0 = time.perf_counter()
+    sim = Simulator(
+        net, backend=backend, dtype=dtype, seed=seed,
+        inference=Inference(steps=steps, rate=rate), optimizer=Adam(1e-3),
+    )  # fmt: skip
+    rng = np.random.default_rng(seed)
+    data = {
+        "input": rng.random((batch, sizes[0])).astype(dtype),
+        "output": np.eye(sizes[-1], dtype=dtype)[rng.integers(0, sizes[-1], batch)],
+    }
+    sim.learn(data)
+    compile_s = time.perf_counter() - t0
+    for _ in range(warmup):
+        sim.learn(data)
+    ms = _median_ms(lambda: sim.learn(data), timed)
+    flops = sim.plan.matmul_flops(batch, steps)
+    blas_ms = blas_ceiling_ms(sim, batch, steps, repeats=max(timed // 2, 10))
+    out = {
+        "backend": backend,
+        "dtype": dtype,
+        "sizes": list(sizes),
+        "activation": activation,
+        "batch": batch,
+        "steps": steps,
+        "timed_batches": timed,
+        "ms_per_batch": ms,
+        "mflop_per_batch": flops / 1e6,
+        "gflops_effective": flops / (ms * 1e-3) / 1e9,
+        "blas_ms_per_batch": blas_ms,
+        "blas_gflops": flops / (blas_ms * 1e-3) / 1e9,
+        "efficiency": blas_ms / ms,
+        "compile_s": compile_s,
+    }
+    if bp:
+        out["bp_ms_per_batch"] = torch_bp_ms(sizes, activation, batch, dtype, timed)
+        out["pc_over_bp"] = ms / out["bp_ms_per_batch"]
+    return out

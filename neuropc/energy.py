@@ -1,0 +1,141 @@
+"""The energy of a predictive-coding network, written once in torch: the specification (oracle)
+that every backend is tested against.
+
+Conventions (see :mod:`neuropc.network`), for one sample:
+
+* prediction of population ``p``::
+
+      mu_p = sum_{c: q -> p} W_c f_q(x_q) + b_p
+
+  with ``W_c`` of shape ``(n_p, n_q)``, ``f_q`` the activation of the *presynaptic* population
+  ``q`` and the bias term present iff ``p.bias`` (on a root, ``mu_p = b_p`` is a prior mean);
+* precision-weighted prediction error ``eps_p = Pi_p (x_p - mu_p)`` (positive when the value is
+  above its prediction), ``Pi_p`` a scalar or one positive number per unit (``pop.precision``);
+* energy::
+
+      F = sum_{p with an error population} F_p,    F_p = 1/2 sum_i Pi_{p,i} (x_{p,i} - mu_{p,i})^2
+
+  over the populations that receive a prediction (``net.has_error(p)``: an incoming connection or
+  a bias). It is the negative log-density of the Gaussian model up to a constant (the precisions
+  are fixed, so the log-normaliser is left out). Inference *descends* F in the values
+  (``dx = -rate dF/dx``) and learning descends the batch mean of F in the parameters, so with
+  these signs ``dF/dx_p = eps_p - f_p'(x_p) * sum_{c: p -> r} W_c^T eps_r`` and
+  ``dF/dW_c = -eps_r f_q(x_q)^T``, ``dF/db_p = -eps_p``.
+
+Nothing here knows about backends: the functions read the :class:`~neuropc.network.Network`
+description directly and are differentiable with torch autograd.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .network import Network
+
+if TYPE_CHECKING:  # torch is imported lazily so that ``import neuropc`` stays fast
+    import torch
+
+__all__ = ["energy", "errors", "predictions", "total_energy"]
+
+
+def _value(net: Network, values: Mapping[str, torch.Tensor], name: str) -> torch.Tensor:
+    if name not in values:
+        raise KeyError(
+            f"values: missing population {name!r}; expected: {', '.join(net.populations)}"
+        )
+    x = values[name]
+    size = net.populations[name].size
+    if x.ndim != 2 or x.shape[1] != size:
+        raise ValueError(f"values[{name!r}]: expected shape (batch, {size}); got {tuple(x.shape)}")
+    return x
+
+
+def _param(params: Mapping[str, torch.Tensor], key: str, shape: tuple[int, ...]) -> torch.Tensor:
+    if key not in params:
+        raise KeyError(f"params: missing {key!r}")
+    t = params[key]
+    if tuple(t.shape) != shape:
+        raise ValueError(f"params[{key!r}]: expected shape {shape}; got {tuple(t.shape)}")
+    return t
+
+
+def predictions(
+    net: Network, params: Mapping[str, torch.Tensor], values: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Predictions ``mu_p = sum_{q -> p} f_q(x_q) W_c^T + b_p``, shape ``(B, n_p)``, of every
+    population with an error population.
+
+    ``params``: ``"pre->post"`` -> ``W`` of shape ``(n_post, n_pre)`` for every connection and
+    ``"pop:bias"`` -> ``b`` of shape ``(n_pop,)`` for every population with ``bias``;
+    ``values``: every population's value, shape ``(B, n_p)``.
+    """
+    mu: dict[str, torch.Tensor] = {}
+    for name, pop in net.populations.items():
+        if not net.has_error(name):
+            continue
+        x = _value(net, values, name)
+        m = x.new_zeros(x.shape)
+        for c in net.incoming(name):
+            pre = net.populations[c.pre]
+            w = _param(params, c.name, (pop.size, pre.size))
+            m = m + pre.activation.torch(_value(net, values, c.pre)) @ w.T
+        if pop.bias:
+            m = m + _param(params, f"{name}:bias", (pop.size,))
+        mu[name] = m
+    return mu
+
+
+def _precision(net: Network, name: str, like: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    pi = np.broadcast_to(np.asarray(net.populations[name].precision, np.float64), (like.shape[1],))
+    return torch.as_tensor(np.array(pi), dtype=like.dtype, device=like.device)
+
+
+def errors(
+    net: Network, params: Mapping[str, torch.Tensor], values: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Precision-weighted prediction errors ``eps_p = Pi_p (x_p - mu_p)``, shape ``(B, n_p)``, of
+    every population with an error population (arguments as in :func:`predictions`)."""
+    mu = predictions(net, params, values)
+    return {n: _precision(net, n, m) * (values[n] - m) for n, m in mu.items()}
+
+
+def energy(
+    net: Network, params: Mapping[str, torch.Tensor], values: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Per-sample energy of every population ``p`` with an error population, shape ``(B,)``::
+
+        F_p = 1/2 sum_i Pi_{p,i} (x_{p,i} - mu_{p,i})^2,   mu_p = sum_{q -> p} W f_q(x_q) + b_p
+
+    ``params``: ``"pre->post"`` -> ``W`` ``(n_post, n_pre)`` and ``"pop:bias"`` -> ``(n_pop,)``;
+    ``values``: every population's value ``(B, n_p)``. Differentiable in both. Clamping plays no
+    role here: the energy is a function of all values; which of them inference may change is up to
+    the caller.
+    """
+    mu = predictions(net, params, values)
+    out: dict[str, torch.Tensor] = {}
+    for n, m in mu.items():
+        d = values[n] - m
+        out[n] = 0.5 * (_precision(net, n, d) * d * d).sum(dim=1)
+    return out
+
+
+def total_energy(
+    net: Network, params: Mapping[str, torch.Tensor], values: Mapping[str, torch.Tensor]
+) -> torch.Tensor:
+    """Per-sample total energy ``F = sum_p F_p``, shape ``(B,)`` (see :func:`energy`); zeros when
+    no population has an error population. Backends report the batch mean ``F.mean()`` and their
+    weight gradients are ``d F.mean() / d theta``."""
+    import torch
+
+    parts = list(energy(net, params, values).values())
+    if not parts:
+        if not values:
+            raise ValueError("values: empty; the batch size is unknown")
+        x = next(iter(values.values()))
+        return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    return torch.stack(parts).sum(dim=0)
