@@ -40,8 +40,8 @@ def random_dag(rng: np.random.Generator) -> npc.Network:
         size = int(rng.integers(1, 4))
         net.population(name, size, activation=str(rng.choice(ACTS)), role="target",
                        precision=rng.uniform(0.5, 2.0, size), bias=bool(rng.random() < 0.7))  # fmt: skip
-        k = int(rng.integers(1, min(3, len(sources)) + 1))
-        for pre in rng.choice(sources, size=k, replace=False):
+        k = int(rng.integers(0, 3))  # the deepest hidden population, plus skip connections
+        for pre in sorted({sources[-1], *rng.choice(sources[:-1], size=k, replace=False)}):
             net.connect(str(pre), name)
     return net
 

@@ -352,12 +352,14 @@ def test_float32_tracks_float64() -> None:
         p32, p64 = sims["float32"].parameters(), sims["float64"].parameters()
         for k in p64:
             worst["param"] = max(worst["param"], _relerr(p32[k], p64[k]))
-    # float32 eps is 6e-8; the measured amplification over 20 inference steps and 5 SGD batches
-    # is well below 100 (see the report in the test file's history), so 1e-5 is a safe bound
-    assert worst["value"] < 1e-5, worst
-    assert worst["error"] < 1e-5, worst
-    assert worst["energy"] < 1e-5, worst
-    assert worst["param"] < 1e-5, worst
+    # In units of float32 eps (6e-8) the worst relative differences measured here are: values 5,
+    # errors 15 (x - mu cancels), energy 0.5, parameters 23 (a bias starting at 0 is -lr g, as
+    # accurate as the batch mean of the errors). The bounds leave 7-10x on top of that.
+    eps32 = float(np.finfo(np.float32).eps) / 2
+    assert worst["value"] < 50 * eps32, worst
+    assert worst["error"] < 150 * eps32, worst
+    assert worst["energy"] < 10 * eps32, worst
+    assert worst["param"] < 200 * eps32, worst
 
 
 # ---- reproducibility ------------------------------------------------------------------------------

@@ -328,7 +328,9 @@ class BackpropModel:
         if target is None:
             targets = [n for n, p in self.network.populations.items() if p.role == "target"]
             if len(targets) != 1:
-                raise ValueError(f"pass target=: the network has {len(targets)} targets ({targets})")
+                raise ValueError(
+                    f"pass target=: the network has {len(targets)} targets ({targets})"
+                )
             target = targets[0]
         labels = np.asarray(labels)
         n = len(labels)
