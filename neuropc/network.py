@@ -240,7 +240,7 @@ class Network:
         return order
 
     def validate(self) -> None:
-        """Check the graph is usable: non-empty, acyclic, every target and hidden is reachable."""
+        """Check the graph is usable: it has populations and no cycle."""
         if not self.populations:
             raise ValueError("the network has no populations")
         self.topological_order()

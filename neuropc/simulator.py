@@ -194,7 +194,8 @@ class Simulator:
         inference: Inference | None = None,
     ) -> tuple[State, dict[str, np.ndarray]]:
         """Inference, then the local gradients ``dF/dtheta`` of the batch-mean energy at the final
-        state (keys as in :meth:`parameters`); parameters are not changed."""
+        state (keys as in :meth:`parameters`); parameters are not changed. Entries of parameters
+        marked not trainable are returned as 0."""
         out = self._run(data, phase, values, inference or self.inference, learn=None, grads=True)
         g = np.asarray(out.grads, dtype=np.float64)
         res = {}
@@ -291,7 +292,8 @@ class Simulator:
         return t[0]
 
     def _check_data(self, data: ArrayDict, phase: str, *, values: bool = False) -> dict[str, np.ndarray]:
-        """Validate names, shapes, batch sizes and finiteness; returns arrays in the sim dtype."""
+        """Validate names, shapes, batch sizes and finiteness; returns the arrays (cast to the
+        simulator dtype when they are written into the backend buffer)."""
         if not isinstance(data, Mapping):
             raise ValueError(f"data must be a mapping from population name to array; got {type(data).__name__}")
         clamped = self.plan.clamped_names(phase)

@@ -152,7 +152,7 @@ def _maxabs(a, b) -> float:
     return float(np.max(np.abs(np.asarray(a) - np.asarray(b)), initial=0.0))
 
 
-# ---- the generator covers what it promises --------------------------------------------------------
+# ---- the generator covers what it promises -------------------------------------------------------
 def test_generator_covers_every_feature() -> None:
     acts, slopes, feats = set(), set(), set()
     for s in SEEDS:
@@ -195,7 +195,7 @@ def test_generator_covers_every_feature() -> None:
     }
 
 
-# ---- oracle 1: dF/dx ------------------------------------------------------------------------------
+# ---- oracle 1: dF/dx -----------------------------------------------------------------------------
 def test_value_step_is_energy_gradient(case: Case) -> None:
     st = case.sim.infer(
         case.data,
@@ -211,7 +211,7 @@ def test_value_step_is_energy_gradient(case: Case) -> None:
         assert _maxabs(got, grad[name]) <= ATOL, (name, got, grad[name])
 
 
-# ---- oracle 2: errors and energies ----------------------------------------------------------------
+# ---- oracle 2: errors and energies ---------------------------------------------------------------
 def test_errors_and_energies(case: Case) -> None:
     st = case.sim.infer(
         case.data, phase="train", values=case.values, inference=Inference(init="given", steps=0)
@@ -234,7 +234,7 @@ def test_errors_and_energies(case: Case) -> None:
     assert st.energy[0] == pytest.approx(total, rel=1e-12)
 
 
-# ---- oracle 3: local weight gradients -------------------------------------------------------------
+# ---- oracle 3: local weight gradients ------------------------------------------------------------
 def _check_weight_grads(case: Case, st, grads: dict[str, np.ndarray]) -> None:
     at = {n: np.asarray(st[n], dtype=np.float64) for n in case.net.populations}
     want = parameter_gradients(case.net, case.params, at)
@@ -278,7 +278,7 @@ def test_weight_gradients_after_inference(case: Case) -> None:
     assert all(np.array_equal(before[k], after[k]) for k in before), "gradients() changed params"
 
 
-# ---- energy descent -------------------------------------------------------------------------------
+# ---- energy descent ------------------------------------------------------------------------------
 def _assert_descends(trace: np.ndarray, what: str) -> None:
     trace = np.asarray(trace)
     assert np.all(np.isfinite(trace)), what
@@ -320,7 +320,7 @@ def test_energy_descent_mlp(act: str, init: str) -> None:
     _assert_descends(st.energy, f"mlp {act} init={init}")
 
 
-# ---- float32 tracks float64 -------------------------------------------------------------------------
+# ---- float32 tracks float64 ----------------------------------------------------------------------
 def _relerr(a: np.ndarray, b: np.ndarray) -> float:
     """max |a - b| / max |b|: error relative to the scale of the array."""
     b = np.asarray(b, np.float64)
@@ -362,7 +362,7 @@ def test_float32_tracks_float64() -> None:
     assert worst["param"] < 200 * eps32, worst
 
 
-# ---- reproducibility ------------------------------------------------------------------------------
+# ---- reproducibility -----------------------------------------------------------------------------
 def _learn_noisy(seed: int, params=None, noise_seed: int | None = None) -> dict[str, np.ndarray]:
     net = neuropc.mlp([6, 5, 3], activation="tanh")
     inf = Inference(steps=10, rate=0.1, temperature=0.5, seed=noise_seed)

@@ -37,8 +37,7 @@ _JIT = dict(cache=True, error_model="numpy")
 # that hold plain arithmetic, never around the exp/tanh range reduction below.
 _JIT_REDUCE = dict(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
 
-# inference initialisation and optimiser codes (mirrored in numba_backend.py)
-OPT_NONE, OPT_SGD, OPT_ADAM = 0, 1, 2
+from ..optim import OPT_NONE  # optimiser codes are defined in neuropc.optim
 
 
 def _xgemm(C, *args):  # pragma: no cover - replaced by the overload in compiled code
