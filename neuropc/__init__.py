@@ -9,7 +9,7 @@ Public API::
 
 from __future__ import annotations
 
-from . import activations, data
+from . import activations, data, energy
 from .data import one_hot
 from .errors import DivergenceError
 from .inference import Inference
@@ -36,6 +36,7 @@ __all__ = [
     "__version__",
     "activations",
     "data",
+    "energy",
     "lower",
     "mlp",
     "one_hot",

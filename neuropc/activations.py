@@ -37,7 +37,7 @@ class Activation:
         """f'(x) with numpy."""
         return _np_forward(self, np.asarray(x))[1]
 
-    def torch(self, x):  # noqa: ANN001, ANN201 - torch is imported lazily
+    def torch(self, x):
         """f(x) with torch (differentiable; used by the oracle and the backprop reference)."""
         import torch
         import torch.nn.functional as F

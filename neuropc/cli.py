@@ -14,7 +14,9 @@ def _sizes(s: str) -> list[int]:
     try:
         sizes = [int(v) for v in s.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--sizes must be comma-separated integers; got {s!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"--sizes must be comma-separated integers; got {s!r}"
+        ) from None
     if len(sizes) < 2 or min(sizes) < 1:
         raise argparse.ArgumentTypeError(f"--sizes needs at least two positive sizes; got {s!r}")
     return sizes

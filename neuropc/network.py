@@ -109,13 +109,17 @@ class Network:
     ) -> Population:
         """Add a population. ``bias`` defaults to True except for roles ``"input"``."""
         if not isinstance(name, str) or not name or ":" in name or "->" in name:
-            raise ValueError(f"population name must be a non-empty string without ':' or '->'; got {name!r}")
+            raise ValueError(
+                f"population name must be a non-empty string without ':' or '->'; got {name!r}"
+            )
         if name in self.populations:
             raise ValueError(f"population {name!r} already exists")
         if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
             raise ValueError(f"population {name!r}: size must be a positive integer; got {size!r}")
         if role not in ROLES:
-            raise ValueError(f"population {name!r}: unknown role {role!r}; valid: {', '.join(ROLES)}")
+            raise ValueError(
+                f"population {name!r}: unknown role {role!r}; valid: {', '.join(ROLES)}"
+            )
         prec = _per_unit(name, "precision", precision, int(size))
         if np.any(~np.isfinite(prec)) or np.any(prec <= 0):
             raise ValueError(f"population {name!r}: precision must be finite and > 0")
@@ -146,11 +150,15 @@ class Network:
         for n in (pre, post):
             self._require(n)
         if pre == post:
-            raise ValueError(f"connection {pre}->{post}: a population cannot predict itself (cycle)")
+            raise ValueError(
+                f"connection {pre}->{post}: a population cannot predict itself (cycle)"
+            )
         if any(c.pre == pre and c.post == post for c in self.connections):
             raise ValueError(f"connection {pre}->{post} already exists")
         if init not in WEIGHT_INITS:
-            raise ValueError(f"connection {pre}->{post}: unknown init {init!r}; valid: {', '.join(WEIGHT_INITS)}")
+            raise ValueError(
+                f"connection {pre}->{post}: unknown init {init!r}; valid: {', '.join(WEIGHT_INITS)}"
+            )
         conn = Connection(pre, post, init=init, gain=float(gain), trainable=trainable)
         self.connections.append(conn)
         try:
@@ -211,7 +219,9 @@ class Network:
         kind = kind or "value"
         self._require(name)
         if kind not in ("value", "error"):
-            raise ValueError(f"unknown variable {kind!r} of population {name!r}; valid: value, error")
+            raise ValueError(
+                f"unknown variable {kind!r} of population {name!r}; valid: value, error"
+            )
         if kind == "error" and not self.has_error(name):
             raise ValueError(
                 f"population {name!r} has no error population (it receives no prediction); "
@@ -236,7 +246,9 @@ class Network:
                         ready.append(c.post)
         if len(order) != len(self.populations):
             cyc = _find_cycle(self)
-            raise ValueError(f"the connections form a cycle: {' -> '.join(cyc)}; a Network must be a DAG")
+            raise ValueError(
+                f"the connections form a cycle: {' -> '.join(cyc)}; a Network must be a DAG"
+            )
         return order
 
     def validate(self) -> None:
@@ -278,7 +290,9 @@ def _per_unit(pop: str, what: str, v: float | Sequence[float] | np.ndarray, n: i
     if a.ndim == 0:
         return np.full(n, float(a))
     if a.shape != (n,):
-        raise ValueError(f"population {pop!r}: {what} must be a scalar or have shape ({n},); got shape {a.shape}")
+        raise ValueError(
+            f"population {pop!r}: {what} must be a scalar or have shape ({n},); got shape {a.shape}"
+        )
     return a.copy()
 
 

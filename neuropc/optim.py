@@ -45,11 +45,18 @@ class Adam:
     def hyper(self) -> np.ndarray:
         _check(self.lr, "lr")
         return np.array(
-            [self.lr, self.betas[0], self.betas[1], self.eps, self.weight_decay, float(self.decoupled)]
+            [
+                self.lr,
+                self.betas[0],
+                self.betas[1],
+                self.eps,
+                self.weight_decay,
+                float(self.decoupled),
+            ]
         )
 
 
-def AdamW(lr: float = 1e-3, weight_decay: float = 1e-2, **kw: object) -> Adam:  # noqa: N802
+def AdamW(lr: float = 1e-3, weight_decay: float = 1e-2, **kw: object) -> Adam:
     """AdamW: Adam with decoupled weight decay."""
     return Adam(lr=lr, weight_decay=weight_decay, decoupled=True, **kw)
 

@@ -130,7 +130,13 @@ def lower(net: Network) -> Plan:
             trainable.append(np.full(p.size, 1.0 if p.trainable_bias else 0.0))
             o += p.size
     precision = (
-        np.concatenate([np.broadcast_to(np.asarray(p.precision, np.float64), (p.size,)) for p, h in zip(pops, has_err) if h])
+        np.concatenate(
+            [
+                np.broadcast_to(np.asarray(p.precision, np.float64), (p.size,))
+                for p, h in zip(pops, has_err)
+                if h
+            ]
+        )
         if has_err.any()
         else np.zeros(0)
     )

@@ -23,13 +23,17 @@ from pathlib import Path
 import numpy as np
 
 
-def script_args(description: str, argv: Sequence[str] | None = None, *, name: str | None = None) -> argparse.Namespace:
+def script_args(
+    description: str, argv: Sequence[str] | None = None, *, name: str | None = None
+) -> argparse.Namespace:
     """Parse the common options (see the module docstring)."""
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--backend", default="numba", help="backend (default: numba)")
     ap.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     ap.add_argument("--quick", action="store_true", help="small fast run (used by the test suite)")
-    ap.add_argument("--json", action="store_true", help="print final metrics as JSON on the last line")
+    ap.add_argument(
+        "--json", action="store_true", help="print final metrics as JSON on the last line"
+    )
     ap.add_argument("--out", default=None, help="output directory for figures (default: runs/NAME)")
     args = ap.parse_args(argv)
     stem = name or Path(sys.argv[0]).stem or "model"

@@ -105,7 +105,9 @@ class Simulator:
         sl, shape = self._weight_slot(connection)
         w = np.asarray(w, dtype=np.float64)
         if w.shape != shape:
-            raise ValueError(f"connection {connection!r}: expected weights of shape {shape}; got {w.shape}")
+            raise ValueError(
+                f"connection {connection!r}: expected weights of shape {shape}; got {w.shape}"
+            )
         _check_finite(connection, w)
         flat = self.backend.get_params()
         flat[sl] = w.ravel()
@@ -117,9 +119,15 @@ class Simulator:
     def set_bias(self, population: str, b: np.ndarray | float) -> None:
         sl = self._bias_slot(population)
         n = sl.stop - sl.start
-        b = np.broadcast_to(np.asarray(b, np.float64), (n,)) if np.ndim(b) == 0 else np.asarray(b, np.float64)
+        b = (
+            np.broadcast_to(np.asarray(b, np.float64), (n,))
+            if np.ndim(b) == 0
+            else np.asarray(b, np.float64)
+        )
         if b.shape != (n,):
-            raise ValueError(f"population {population!r}: expected a bias of shape ({n},); got {b.shape}")
+            raise ValueError(
+                f"population {population!r}: expected a bias of shape ({n},); got {b.shape}"
+            )
         _check_finite(population, b)
         flat = self.backend.get_params()
         flat[sl] = b
@@ -182,7 +190,9 @@ class Simulator:
         optimizer: Optimizer | None = None,
     ) -> State:
         """One training batch in phase ``"train"``: inference, local gradients, optimiser step."""
-        out = self._run(data, "train", values, inference or self.inference, learn=optimizer or self.optimizer)
+        out = self._run(
+            data, "train", values, inference or self.inference, learn=optimizer or self.optimizer
+        )
         return self._state(out, "train")
 
     def gradients(
@@ -271,7 +281,9 @@ class Simulator:
             starts = range(0, n, batch_size)
             for s in _progress(starts, progress, f"epoch {ep}/{epochs}"):
                 idx = order[s : s + batch_size]
-                out = self._run_checked({k: v[idx] for k, v in arrays.items()}, "train", None, cfg, self.optimizer)
+                out = self._run_checked(
+                    {k: v[idx] for k, v in arrays.items()}, "train", None, cfg, self.optimizer
+                )
                 energies.append(float(np.sum(out.energies[-1])))
             rec = {"epoch": ep, "energy": float(np.mean(energies)) if energies else float("nan")}
             rec["seconds"] = time.perf_counter() - t0
@@ -291,11 +303,15 @@ class Simulator:
             raise ValueError(f"pass target=: the network has {len(t)} target populations ({t})")
         return t[0]
 
-    def _check_data(self, data: ArrayDict, phase: str, *, values: bool = False) -> dict[str, np.ndarray]:
+    def _check_data(
+        self, data: ArrayDict, phase: str, *, values: bool = False
+    ) -> dict[str, np.ndarray]:
         """Validate names, shapes, batch sizes and finiteness; returns the arrays (cast to the
         simulator dtype when they are written into the backend buffer)."""
         if not isinstance(data, Mapping):
-            raise ValueError(f"data must be a mapping from population name to array; got {type(data).__name__}")
+            raise ValueError(
+                f"data must be a mapping from population name to array; got {type(data).__name__}"
+            )
         clamped = self.plan.clamped_names(phase)
         out: dict[str, np.ndarray] = {}
         n = None
@@ -309,7 +325,9 @@ class Simulator:
                     f"{', '.join(sorted(clamped)) or '(none)'}"
                 )
             if values and name in clamped:
-                raise ValueError(f"population {name!r} is clamped in phase {phase!r}; pass its data, not values")
+                raise ValueError(
+                    f"population {name!r} is clamped in phase {phase!r}; pass its data, not values"
+                )
             size = self.network[name].size
             a = np.asarray(arr)
             if a.ndim != 2 or a.shape[1] != size:
@@ -342,9 +360,13 @@ class Simulator:
         arrays = self._check_data(data, phase)
         vals = self._check_data(values, phase, values=True) if values else {}
         if vals and _batch_len(vals) != _batch_len(arrays):
-            raise ValueError(f"values have batch size {_batch_len(vals)}; data has {_batch_len(arrays)}")
+            raise ValueError(
+                f"values have batch size {_batch_len(vals)}; data has {_batch_len(arrays)}"
+            )
         if cfg.init == "given" and not vals:
-            raise ValueError("Inference.init='given' needs values= for at least one free population")
+            raise ValueError(
+                "Inference.init='given' needs values= for at least one free population"
+            )
         if vals and cfg.init != "given":
             raise ValueError("values= are used only with Inference(init='given')")
         return self._run_checked(arrays, phase, vals, cfg, learn, grads)
@@ -408,7 +430,9 @@ def init_parameters(net: Network, plan: Plan, rng: np.random.Generator) -> np.nd
     for name in plan.names:
         sl = plan.bias_slice(name)
         if sl is not None:
-            flat[sl] = np.broadcast_to(np.asarray(net[name].bias_init, np.float64), (sl.stop - sl.start,))
+            flat[sl] = np.broadcast_to(
+                np.asarray(net[name].bias_init, np.float64), (sl.stop - sl.start,)
+            )
     return flat
 
 

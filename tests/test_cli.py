@@ -14,10 +14,19 @@ from neuropc import cli
 
 
 def test_bench_json_has_the_documented_fields(capsys: pytest.CaptureFixture[str]) -> None:
-    rc = cli.main(["bench", "--sizes", "20,16,16,4", "--batch", "8", "--steps", "3", "--timed", "5", "--json"])
+    rc = cli.main(
+        ["bench", "--sizes", "20,16,16,4", "--batch", "8", "--steps", "3", "--timed", "5", "--json"]
+    )
     assert rc == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    for key in ("ms_per_batch", "gflops_effective", "blas_gflops", "efficiency", "bp_ms_per_batch", "compile_s"):
+    for key in (
+        "ms_per_batch",
+        "gflops_effective",
+        "blas_gflops",
+        "efficiency",
+        "bp_ms_per_batch",
+        "compile_s",
+    ):
         assert isinstance(res[key], float) and res[key] > 0, key
     # FLOP accounting (Plan.matmul_flops): the clamped input's connection costs one prediction and
     # one weight gradient; each other connection 1 + (t + 1) predictions, t back-projections and
@@ -33,7 +42,9 @@ def test_bench_rejects_bad_sizes() -> None:
         cli.main(["bench", "--sizes", "784"])
 
 
-def test_run_passes_options_to_the_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_passes_options_to_the_script(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     script = tmp_path / "echo_model.py"
     script.write_text(textwrap.dedent(
         """
@@ -42,7 +53,9 @@ def test_run_passes_options_to_the_script(tmp_path: Path, capsys: pytest.Capture
         report({"backend": args.backend, "seed": args.seed, "quick": args.quick, "out": str(args.out)}, args)
         """
     ))  # fmt: skip
-    rc = cli.main(["run", str(script), "--seed", "7", "--quick", "--json", "--out", str(tmp_path / "o")])
+    rc = cli.main(
+        ["run", str(script), "--seed", "7", "--quick", "--json", "--out", str(tmp_path / "o")]
+    )
     assert rc == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res == {"backend": "numba", "seed": 7, "quick": True, "out": str(tmp_path / "o")}
@@ -53,5 +66,7 @@ def test_run_missing_script_is_an_error(tmp_path: Path) -> None:
 
 
 def test_console_entry_point_runs() -> None:
-    out = subprocess.run([sys.executable, "-m", "neuropc.cli", "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "neuropc.cli", "--help"], capture_output=True, text=True, check=True
+    )
     assert "bench" in out.stdout and "run" in out.stdout

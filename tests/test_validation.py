@@ -58,7 +58,10 @@ def test_size_and_per_unit_shapes() -> None:
     net = npc.Network()
     with pytest.raises(ValueError, match="population 'x': size must be a positive integer; got 0"):
         net.population("x", 0)
-    with pytest.raises(ValueError, match=r"population 'x': precision must be a scalar or have shape \(3,\); got shape \(2,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"population 'x': precision must be a scalar or have shape \(3,\); got shape \(2,\)",
+    ):
         net.population("x", 3, precision=[1.0, 2.0])
     with pytest.raises(ValueError, match="precision must be finite and > 0"):
         net.population("x", 3, precision=0.0)
@@ -67,7 +70,10 @@ def test_size_and_per_unit_shapes() -> None:
 def test_data_of_wrong_shape_names_population_and_shapes(sim: npc.Simulator) -> None:
     d = _data()
     d["input"] = d["input"][:, :5]
-    with pytest.raises(ValueError, match=r"population 'input': expected data of shape \(batch, 6\); got shape \(4, 5\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"population 'input': expected data of shape \(batch, 6\); got shape \(4, 5\)",
+    ):
         sim.learn(d)
     d = _data()
     d["output"] = d["output"][:3]
@@ -78,10 +84,14 @@ def test_data_of_wrong_shape_names_population_and_shapes(sim: npc.Simulator) -> 
 
 
 def test_missing_and_unclamped_data(sim: npc.Simulator) -> None:
-    with pytest.raises(ValueError, match="population 'output' is clamped in phase 'train' but no data was given"):
+    with pytest.raises(
+        ValueError, match="population 'output' is clamped in phase 'train' but no data was given"
+    ):
         sim.learn({"input": _data()["input"]})
     # labels are never clamped at test time
-    with pytest.raises(ValueError, match="'output' is not clamped in phase 'test' \\(targets are never clamped"):
+    with pytest.raises(
+        ValueError, match="'output' is not clamped in phase 'test' \\(targets are never clamped"
+    ):
         sim.infer(_data(), phase="test")
     with pytest.raises(ValueError, match="labels are never clamped at test time"):
         sim.network.clamp("output", "test")
@@ -90,11 +100,16 @@ def test_missing_and_unclamped_data(sim: npc.Simulator) -> None:
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_non_finite_data_is_rejected_before_anything_changes(sim: npc.Simulator, bad: float) -> None:
+def test_non_finite_data_is_rejected_before_anything_changes(
+    sim: npc.Simulator, bad: float
+) -> None:
     before = sim.parameters()
     d = _data()
     d["input"][2, 4] = bad
-    with pytest.raises(ValueError, match=r"population 'input': data contains NaN or inf \(first at index \(2, 4\)\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"population 'input': data contains NaN or inf \(first at index \(2, 4\)\)",
+    ):
         sim.learn(d)
     with pytest.raises(ValueError, match="population 'input': data contains NaN or inf"):
         sim.fit(d, epochs=1, progress=False)
@@ -127,20 +142,33 @@ def test_divergence_step_is_exact() -> None:
     net.population("b", 1)
     net.connect("a", "b", init="ones")
     sim = npc.Simulator(net, dtype="float64")
-    st0 = sim.infer({"a": [[0.0]]}, values={"b": [[1.0]]}, inference=npc.Inference(steps=3, rate=3.0, init="given"))
+    st0 = sim.infer(
+        {"a": [[0.0]]},
+        values={"b": [[1.0]]},
+        inference=npc.Inference(steps=3, rate=3.0, init="given"),
+    )
     np.testing.assert_allclose(st0.energies["b"], 0.5 * np.array([1.0, 4.0, 16.0, 64.0]))
     with pytest.raises(npc.DivergenceError) as ei:
-        sim.infer({"a": [[0.0]]}, values={"b": [[1.0]]}, inference=npc.Inference(steps=2000, rate=3.0, init="given"))
+        sim.infer(
+            {"a": [[0.0]]},
+            values={"b": [[1.0]]},
+            inference=npc.Inference(steps=2000, rate=3.0, init="given"),
+        )
     # the kernel sums d * Pi * d = 4^t before halving it: 4^512 = 2^1024 is the first inf
     assert ei.value.step == 512 and ei.value.population == "b"
 
 
 def test_parameter_setters_validate(sim: npc.Simulator) -> None:
-    with pytest.raises(ValueError, match=r"connection 'input->h1': expected weights of shape \(5, 6\); got \(6, 5\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"connection 'input->h1': expected weights of shape \(5, 6\); got \(6, 5\)",
+    ):
         sim.set_weights("input->h1", np.zeros((6, 5)))
     with pytest.raises(ValueError, match="unknown connection 'input->h2'"):
         sim.get_weights("input->h2")
-    with pytest.raises(ValueError, match=r"population 'h1': expected a bias of shape \(5,\); got \(4,\)"):
+    with pytest.raises(
+        ValueError, match=r"population 'h1': expected a bias of shape \(5,\); got \(4,\)"
+    ):
         sim.set_bias("h1", np.zeros(4))
     with pytest.raises(ValueError, match="population 'input' has no bias"):
         sim.get_bias("input")

@@ -24,6 +24,8 @@ import numpy as np
 from numba import types
 from numba.extending import get_cython_function_address, overload
 
+from ..optim import OPT_NONE  # optimiser codes are defined in neuropc.optim
+
 for _name in ("dgemm", "sgemm"):
     _llvm.add_symbol(
         "neuropc_" + _name, get_cython_function_address("scipy.linalg.cython_blas", _name)
@@ -36,8 +38,6 @@ _JIT = dict(cache=True, error_model="numpy")
 # reassociation lets LLVM vectorise the reductions (energies, update norms); used only in loops
 # that hold plain arithmetic, never around the exp/tanh range reduction below.
 _JIT_REDUCE = dict(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
-
-from ..optim import OPT_NONE  # optimiser codes are defined in neuropc.optim
 
 
 def _xgemm(C, *args):  # pragma: no cover - replaced by the overload in compiled code
@@ -568,7 +568,14 @@ def gemm_sequence(shapes, A, B, C, repeats):
     scratch buffers: the BLAS-only cost of a batch, used as the matmul ceiling by the benchmark."""
     for _ in range(repeats):
         for i in range(shapes.shape[0]):
-            ta, tb, M, N, K, cnt = shapes[i, 0], shapes[i, 1], shapes[i, 2], shapes[i, 3], shapes[i, 4], shapes[i, 5]
+            ta, tb, M, N, K, cnt = (
+                shapes[i, 0],
+                shapes[i, 1],
+                shapes[i, 2],
+                shapes[i, 3],
+                shapes[i, 4],
+                shapes[i, 5],
+            )
             lda = M if ta else K
             ldb = K if tb else N
             for _c in range(cnt):

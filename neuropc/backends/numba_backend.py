@@ -31,8 +31,7 @@ class NumbaBackend(Backend):
         self.opt_t = 0
         self._bufs: dict[int, tuple[np.ndarray, ...]] = {}
         self._i64 = [
-            np.ascontiguousarray(a, dtype=np.int64)
-            for a in (plan.sizes, plan.voff, plan.eoff)
+            np.ascontiguousarray(a, dtype=np.int64) for a in (plan.sizes, plan.voff, plan.eoff)
         ]
         self._conn = [
             np.ascontiguousarray(a, dtype=np.int64)
@@ -108,5 +107,7 @@ class NumbaBackend(Backend):
                     self.opt_t = t
                 out_grads = self.G
         else:
-            done, bad_t, bad_p = K.infer(X, FX, DFX, BP, MUC, MUV, EPS, self.P, self.PI, *common, *loop)
+            done, bad_t, bad_p = K.infer(
+                X, FX, DFX, BP, MUC, MUV, EPS, self.P, self.PI, *common, *loop
+            )
         return RunOutput(X, EPS, energies[: done + 1], int(done), int(bad_t), int(bad_p), out_grads)
