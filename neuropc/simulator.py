@@ -176,9 +176,16 @@ class Simulator:
         phase: str = "test",
         values: ArrayDict | None = None,
         inference: Inference | None = None,
+        batch_size: int | None = None,
     ) -> State:
-        """Clamp ``data`` (the populations clamped in ``phase``) and run inference. No learning."""
-        out = self._run(data, phase, values, inference or self.inference, learn=None)
+        """Clamp ``data`` (the populations clamped in ``phase``) and run inference. No learning.
+
+        ``values`` are initial values of free populations (with ``Inference(init="given")``).
+        ``batch_size`` is needed only when nothing is clamped and no values are given (e.g. to
+        sample a generative network from its priors)."""
+        out = self._run(
+            data, phase, values, inference or self.inference, learn=None, batch=batch_size
+        )
         return self._state(out, phase)
 
     def learn(
@@ -356,23 +363,30 @@ class Simulator:
                 raise ValueError("data has an empty batch")
         return out
 
-    def _run(self, data, phase, values, cfg, learn, grads=False):
+    def _run(self, data, phase, values, cfg, learn, grads=False, batch=None):
         arrays = self._check_data(data, phase)
         vals = self._check_data(values, phase, values=True) if values else {}
-        if vals and _batch_len(vals) != _batch_len(arrays):
+        if vals and arrays and _batch_len(vals) != _batch_len(arrays):
             raise ValueError(
                 f"values have batch size {_batch_len(vals)}; data has {_batch_len(arrays)}"
             )
+        b = _batch_len(arrays) or _batch_len(vals) or batch
+        if not b or b < 1:
+            raise ValueError(
+                f"nothing is clamped in phase {phase!r} and no values were given: pass batch_size="
+            )
+        if batch is not None and batch != b:
+            raise ValueError(f"batch_size={batch} differs from the data's batch size {b}")
         if cfg.init == "given" and not vals:
             raise ValueError(
                 "Inference.init='given' needs values= for at least one free population"
             )
         if vals and cfg.init != "given":
             raise ValueError("values= are used only with Inference(init='given')")
-        return self._run_checked(arrays, phase, vals, cfg, learn, grads)
+        return self._run_checked(arrays, phase, vals, cfg, learn, grads, b)
 
-    def _run_checked(self, arrays, phase, vals, cfg, learn, grads=False):
-        b = _batch_len(arrays)
+    def _run_checked(self, arrays, phase, vals, cfg, learn, grads=False, b=None):
+        b = b or _batch_len(arrays)
         buf = self.backend.values_buffer(b)
         clamped = self.plan.clamped_mask(phase)
         keep = clamped.copy()
