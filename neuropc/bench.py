@@ -117,11 +117,11 @@ def run(
         "input": rng.random((batch, sizes[0])).astype(dtype),
         "output": np.eye(sizes[-1], dtype=dtype)[rng.integers(0, sizes[-1], batch)],
     }
-    sim.learn(data)
+    sim.learn(data, state=False)
     compile_s = time.perf_counter() - t0
     for _ in range(warmup):
-        sim.learn(data)
-    ms = _median_ms(lambda: sim.learn(data), timed)
+        sim.learn(data, state=False)
+    ms = _median_ms(lambda: sim.learn(data, state=False), timed)
     flops = sim.plan.matmul_flops(batch, steps)
     blas_ms = blas_ceiling_ms(sim, batch, steps, repeats=max(timed // 2, 10))
     out = {

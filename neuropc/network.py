@@ -92,6 +92,7 @@ class Network:
     populations: dict[str, Population] = field(default_factory=dict)
     connections: list[Connection] = field(default_factory=list)
     _clamps: dict[str, set[str]] = field(default_factory=dict)
+    version: int = 0  # bumped by every change, so simulators can notice they are stale
 
     # ---- building -------------------------------------------------------------------------
     def population(
@@ -135,6 +136,7 @@ class Network:
             trainable_bias=trainable_bias,
         )
         self.populations[name] = pop
+        self.version += 1
         return pop
 
     def connect(
@@ -166,23 +168,27 @@ class Network:
         except ValueError:
             self.connections.pop()
             raise
+        self.version += 1
         return conn
 
     def clamp(self, name: str, phases: str | Iterable[str]) -> None:
         """Clamp population ``name`` to data in the given phase(s), in addition to its role."""
         self._require(name)
-        for ph in [phases] if isinstance(phases, str) else list(phases):
-            if ph == "test" and self.populations[name].role == "target":
-                raise ValueError(
-                    f"population {name!r} is a target: labels are never clamped at test time"
-                )
+        phases = [phases] if isinstance(phases, str) else list(phases)
+        if "test" in phases and self.populations[name].role == "target":
+            raise ValueError(
+                f"population {name!r} is a target: labels are never clamped at test time"
+            )
+        for ph in phases:
             self._clamps.setdefault(ph, set()).add(name)
+        self.version += 1
 
     def unclamp(self, name: str, phases: str | Iterable[str]) -> None:
         """Undo :meth:`clamp` for the given phase(s) (roles still apply)."""
         self._require(name)
         for ph in [phases] if isinstance(phases, str) else list(phases):
             self._clamps.get(ph, set()).discard(name)
+        self.version += 1
 
     # ---- queries --------------------------------------------------------------------------
     def __getitem__(self, name: str) -> Population:

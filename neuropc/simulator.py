@@ -87,6 +87,7 @@ class Simulator:
     ) -> None:
         self.network = network
         self.plan: Plan = lower(network)
+        self._version = network.version
         self.dtype = np.dtype(dtype)
         self.backend = _backends.create(backend, self.plan, self.dtype, device)
         self.inference = inference or Inference()
@@ -94,6 +95,7 @@ class Simulator:
         self.seed = int(seed)
         self.rng = np.random.default_rng(self.seed)
         self.backend.set_params(init_parameters(network, self.plan, self.rng))
+        self._masks: dict[str, np.ndarray] = {}
 
     # ---- parameters ---------------------------------------------------------------------------
     def get_weights(self, connection: str) -> np.ndarray:
@@ -195,12 +197,16 @@ class Simulator:
         values: ArrayDict | None = None,
         inference: Inference | None = None,
         optimizer: Optimizer | None = None,
-    ) -> State:
-        """One training batch in phase ``"train"``: inference, local gradients, optimiser step."""
+        state: bool = True,
+    ) -> State | float:
+        """One training batch in phase ``"train"``: inference, local gradients, optimiser step.
+
+        Returns the :class:`State`, or with ``state=False`` only the final total energy (skips
+        copying the buffers, as :meth:`fit` does)."""
         out = self._run(
             data, "train", values, inference or self.inference, learn=optimizer or self.optimizer
         )
-        return self._state(out, "train")
+        return self._state(out, "train") if state else float(np.sum(out.energies[-1]))
 
     def gradients(
         self,
@@ -386,9 +392,16 @@ class Simulator:
         return self._run_checked(arrays, phase, vals, cfg, learn, grads, b)
 
     def _run_checked(self, arrays, phase, vals, cfg, learn, grads=False, b=None):
+        if self.network.version != self._version:
+            raise ValueError(
+                "the network changed after the Simulator was built; build a new Simulator "
+                "(parameters can be carried over with sim.parameters() / load_parameters())"
+            )
         b = b or _batch_len(arrays)
         buf = self.backend.values_buffer(b)
-        clamped = self.plan.clamped_mask(phase)
+        clamped = self._masks.get(phase)
+        if clamped is None:
+            clamped = self._masks[phase] = self.plan.clamped_mask(phase)
         keep = clamped.copy()
         for name, a in arrays.items():
             buf[:, self.plan.value_slice(name)] = a

@@ -95,6 +95,13 @@ def test_missing_and_unclamped_data(sim: npc.Simulator) -> None:
         sim.infer(_data(), phase="test")
     with pytest.raises(ValueError, match="labels are never clamped at test time"):
         sim.network.clamp("output", "test")
+    sim.infer({"input": _data()["input"]})  # the refused clamp changed nothing
+
+
+def test_stale_simulator_is_detected(sim: npc.Simulator) -> None:
+    sim.network.clamp("h1", "train")
+    with pytest.raises(ValueError, match="the network changed after the Simulator was built"):
+        sim.learn(_data())
     with pytest.raises(ValueError, match="unknown population 'inptu'"):
         sim.infer({"inptu": np.zeros((2, 6))})
 
