@@ -93,8 +93,12 @@ class Simulator:
         self.inference = inference or Inference()
         self.optimizer = optimizer or Adam()
         self.seed = int(seed)
-        self.rng = np.random.default_rng(self.seed)
-        self.backend.set_params(init_parameters(network, self.plan, self.rng))
+        # independent streams, so that e.g. the minibatch order does not depend on how many noise
+        # seeds were drawn: weight initialisation, shuffling, per-call noise seeds
+        init_ss, shuffle_ss, noise_ss = np.random.SeedSequence(self.seed).spawn(3)
+        self.shuffle_rng = np.random.default_rng(shuffle_ss)
+        self.noise_rng = np.random.default_rng(noise_ss)
+        self.backend.set_params(init_parameters(network, self.plan, np.random.default_rng(init_ss)))
         self._masks: dict[str, np.ndarray] = {}
 
     # ---- parameters ---------------------------------------------------------------------------
@@ -275,7 +279,7 @@ class Simulator:
     ) -> History:
         """Train for ``epochs`` over ``data`` (arrays for every population clamped in ``"train"``).
 
-        Each epoch shuffles the samples with the simulator's seed, runs :meth:`learn` per
+        Each epoch shuffles the samples with ``shuffle_rng`` (from the simulator's seed), runs :meth:`learn` per
         minibatch, and records ``energy`` (mean final total energy), ``seconds`` and, with
         ``validation=(inputs, labels)``, ``accuracy`` of the free target at test time.
         """
@@ -289,7 +293,7 @@ class Simulator:
         cfg = self.inference
         for ep in range(1, epochs + 1):
             t0 = time.perf_counter()
-            order = self.rng.permutation(n) if shuffle else np.arange(n)
+            order = self.shuffle_rng.permutation(n) if shuffle else np.arange(n)
             energies = []
             starts = range(0, n, batch_size)
             for s in _progress(starts, progress, f"epoch {ep}/{epochs}"):
@@ -408,7 +412,7 @@ class Simulator:
         for name, a in (vals or {}).items():
             buf[:, self.plan.value_slice(name)] = a
             keep[self.plan.index(name)] = True
-        seed = cfg.seed if cfg.seed is not None else int(self.rng.integers(0, 2**31 - 1))
+        seed = cfg.seed if cfg.seed is not None else int(self.noise_rng.integers(0, 2**31 - 1))
         out = self.backend.run(b, clamped, keep, cfg, seed, learn=learn, grads=grads)
         if out.bad_step >= 0:
             raise DivergenceError(out.bad_step, self.plan.names[out.bad_pop], phase)

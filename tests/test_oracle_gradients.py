@@ -314,9 +314,10 @@ def test_energy_descent_mlp(act: str, init: str) -> None:
     sim = Simulator(net, backend="numba", dtype="float64", seed=1)
     rng = np.random.default_rng(2)
     data = {"input": rng.normal(0, 1, (32, 20)), "output": rng.normal(0, 1, (32, 5))}
-    st = sim.infer(
-        data, phase="train", inference=Inference(init=init, steps=100, rate=DESCENT_RATE)
-    )
+    # f = x^2 makes the energy quartic in the values: its curvature grows with |x|, so gradient
+    # descent needs a smaller step to stay in the descent regime (0.02 diverges for some weights)
+    rate = DESCENT_RATE / 4 if act == "square" else DESCENT_RATE
+    st = sim.infer(data, phase="train", inference=Inference(init=init, steps=100, rate=rate))
     _assert_descends(st.energy, f"mlp {act} init={init}")
 
 

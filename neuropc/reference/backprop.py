@@ -146,10 +146,11 @@ def loss(net: Network, params: Tensors, data: Mapping[str, torch.Tensor]) -> tor
     """
     values = feedforward(net, params, data, phase="test")
     dtype = _dtype_of(params, data)
-    arrays = _batch_data(net, data, sorted(net.clamped("train")), dtype)
+    clamped = net.clamped("train")
+    arrays = _batch_data(net, data, sorted(clamped), dtype)
     total = torch.zeros((), dtype=dtype)
     for name in net.topological_order():
-        if name not in net.clamped("train") or not net.has_error(name):
+        if name not in clamped or not net.has_error(name):
             continue
         mu = _prediction(net, params, values, name)
         pi = torch.as_tensor(net[name].precision, dtype=dtype)
@@ -220,10 +221,8 @@ class BackpropModel:
     "Trained the same way" as a simulator means: the same initial parameters, the same optimiser
     (fresh state, same hyper-parameters, see :func:`torch_optimizer`), and the same minibatches in
     the same order for the same ``epochs`` and ``batch_size``. :meth:`fit` draws one
-    ``rng.permutation(n)`` per epoch, as ``Simulator.fit`` does from ``sim.rng``; ``from_simulator``
-    copies ``sim.rng``. ``Simulator.fit`` also draws one noise seed per batch from ``sim.rng``
-    unless the inference seed is fixed, so the orders agree after the first epoch only with
-    ``Inference(seed=...)`` set (any seed; it only matters for noisy inference). Frozen parameters
+    ``rng.permutation(n)`` per epoch, as ``Simulator.fit`` does from ``sim.shuffle_rng`` (a stream
+    used for nothing else); ``from_simulator`` copies ``sim.shuffle_rng``. Frozen parameters
     (``trainable=False``, ``trainable_bias=False``) are not learned.
     """
 
@@ -255,7 +254,7 @@ class BackpropModel:
     @classmethod
     def from_simulator(cls, sim: Simulator, *, dtype: torch.dtype | None = None) -> BackpropModel:
         """Twin of ``sim`` as it is now: its network, parameters, optimiser, dtype (unless given)
-        and a copy of its random generator (for the minibatch order)."""
+        and a copy of its shuffling generator (for the minibatch order)."""
         if dtype is None:
             dtype = torch.float64 if sim.dtype == np.float64 else torch.float32
         return cls(
@@ -263,7 +262,7 @@ class BackpropModel:
             sim.parameters(),
             optimizer=sim.optimizer,
             dtype=dtype,
-            rng=copy.deepcopy(sim.rng),
+            rng=copy.deepcopy(sim.shuffle_rng),
         )
 
     def parameters(self) -> dict[str, np.ndarray]:

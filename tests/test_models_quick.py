@@ -1,0 +1,55 @@
+"""Every model script in ``models/`` runs in its ``--quick`` form, in-process and as a script."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "models"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, MODELS / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, mod)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _run_json(name: str, tmp_path: Path) -> dict:
+    r = subprocess.run(
+        [sys.executable, str(MODELS / f"{name}.py"), "--quick", "--json", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+DIGITS_KEYS = ("test_accuracy", "bp_test_accuracy", "train_seconds", "bp_train_seconds")
+
+
+def _check_digits(m: dict) -> None:
+    for k in DIGITS_KEYS:
+        assert isinstance(m[k], float) and math.isfinite(m[k]), k
+    assert m["epochs"] == 2 and m["quick"] is True
+    assert 0.0 <= m["test_accuracy"] <= 1.0 and 0.0 <= m["bp_test_accuracy"] <= 1.0
+    assert m["test_accuracy"] > 0.3  # well above chance (0.1) even after two small epochs
+    assert math.isfinite(m["train_energy"]) and math.isfinite(m["bp_train_loss"])
+
+
+def test_digits_classifier_quick(tmp_path: Path) -> None:
+    mod = _load("digits_classifier")
+    m = mod.main(["--quick", "--out", str(tmp_path / "inproc")])
+    _check_digits(m)
+    history = json.loads((tmp_path / "inproc" / "history.json").read_text())
+    assert len(history["pc"]) == len(history["bp"]) == 2
+    _check_digits(_run_json("digits_classifier", tmp_path / "script"))
