@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_model_json
 from scipy.integrate import quad
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -189,16 +188,6 @@ def test_required_metric_keys(quick):
 
 
 def test_script_prints_json_last_line(tmp_path):
-    r = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--json", "--out", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert r.returncode == 0, r.stderr
-    last = r.stdout.strip().splitlines()[-1]
-    m = json.loads(last)
+    m = run_model_json("bogacz_tutorial", tmp_path)
     assert m["phi_ex2"] == pytest.approx(1.567, abs=0.002)
     assert m["posterior_mean"] == pytest.approx(1.480, abs=0.01)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-MODELS = ROOT / "models"
+import pytest
+from conftest import MODELS, run_model_json
 
 
 def _load(name: str):
@@ -19,19 +18,6 @@ def _load(name: str):
     sys.modules.setdefault(spec.name, mod)
     spec.loader.exec_module(mod)
     return mod
-
-
-def _run_json(name: str, tmp_path: Path) -> dict:
-    r = subprocess.run(
-        [sys.executable, str(MODELS / f"{name}.py"), "--quick", "--json", "--out", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 DIGITS_KEYS = ("test_accuracy", "bp_test_accuracy", "train_seconds", "bp_train_seconds")
@@ -52,4 +38,11 @@ def test_digits_classifier_quick(tmp_path: Path) -> None:
     _check_digits(m)
     history = json.loads((tmp_path / "inproc" / "history.json").read_text())
     assert len(history["pc"]) == len(history["bp"]) == 2
-    _check_digits(_run_json("digits_classifier", tmp_path / "script"))
+    _check_digits(run_model_json("digits_classifier", tmp_path / "script"))
+
+
+@pytest.mark.parametrize("script", sorted(p.stem for p in MODELS.glob("*.py")))
+def test_every_model_script_runs_through_the_cli(script: str, tmp_path: Path) -> None:
+    """``neuropc run models/NAME.py --quick --json``: no script rots."""
+    m = run_model_json(script, tmp_path, cli=True, extra=("--seed", "1"))
+    assert m and all(isinstance(k, str) for k in m)

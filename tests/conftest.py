@@ -1,0 +1,22 @@
+"""Shared test helpers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "models"
+
+
+def run_model_json(name: str, out: Path, *, cli: bool = False, extra: tuple[str, ...] = ()) -> dict:
+    """Run ``models/NAME.py --quick --json`` as a script (or through ``neuropc run``) in a fresh
+    process and return the JSON object printed on its last line."""
+    script = str(MODELS / f"{name}.py")
+    cmd = [sys.executable, "-m", "neuropc.cli", "run", script] if cli else [sys.executable, script]
+    cmd += ["--quick", "--json", "--out", str(out), *extra]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
