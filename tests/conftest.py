@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
 
@@ -20,3 +22,30 @@ def run_model_json(name: str, out: Path, *, cli: bool = False, extra: tuple[str,
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+# ---- the backend under test: the same suite runs against every backend (Nengo-style) ----------
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        return False
+
+
+BACKEND_PARAMS = [
+    pytest.param({"backend": "numba", "device": None}, id="numba"),
+    pytest.param({"backend": "torch", "device": "cpu"}, id="torch-cpu"),
+    pytest.param(
+        {"backend": "torch", "device": "cuda"},
+        id="torch-cuda",
+        marks=pytest.mark.skipif(not _cuda(), reason="no CUDA device"),
+    ),
+]
+
+
+@pytest.fixture(params=BACKEND_PARAMS)
+def backend(request: pytest.FixtureRequest) -> dict:
+    """Keyword arguments ``backend=..., device=...`` for :class:`neuropc.Simulator`."""
+    return request.param

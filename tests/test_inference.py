@@ -8,7 +8,9 @@ import pytest
 import neuropc as npc
 
 
-def _linear_chain(seed: int = 0) -> tuple[npc.Simulator, dict[str, np.ndarray]]:
+def _linear_chain(
+    seed: int = 0, backend: dict | None = None
+) -> tuple[npc.Simulator, dict[str, np.ndarray]]:
     net = npc.Network()
     net.population("x0", 4, role="input")
     net.population("x1", 3, precision=[1.0, 2.0, 0.5])
@@ -16,7 +18,7 @@ def _linear_chain(seed: int = 0) -> tuple[npc.Simulator, dict[str, np.ndarray]]:
     net.population("y", 2, role="target", precision=0.7)
     for a, b in [("x0", "x1"), ("x1", "x2"), ("x2", "y"), ("x0", "x2")]:  # with a skip connection
         net.connect(a, b, init="normal")
-    sim = npc.Simulator(net, dtype="float64", seed=seed)
+    sim = npc.Simulator(net, **(backend or {}), dtype="float64", seed=seed)
     rng = np.random.default_rng(seed)
     for p in ("x1", "x2", "y"):
         sim.set_bias(p, rng.standard_normal(net[p].size))
@@ -52,8 +54,8 @@ def _linear_equilibrium(
     return np.array(out1), np.array(out2)
 
 
-def test_linear_network_settles_to_the_closed_form_equilibrium() -> None:
-    sim, data = _linear_chain()
+def test_linear_network_settles_to_the_closed_form_equilibrium(backend: dict) -> None:
+    sim, data = _linear_chain(0, backend)
     x1, x2 = _linear_equilibrium(sim, data)
     st = sim.infer(data, phase="train", inference=npc.Inference(steps=5000, rate=0.2, tol=1e-13))
     assert st.steps < 5000  # stopped early on the update norm
@@ -65,8 +67,8 @@ def test_linear_network_settles_to_the_closed_form_equilibrium() -> None:
     np.testing.assert_allclose(st["x2:error"], st["y:error"] @ P["x2->y"], atol=1e-10)
 
 
-def test_early_stop_respects_tol() -> None:
-    sim, data = _linear_chain(1)
+def test_early_stop_respects_tol(backend: dict) -> None:
+    sim, data = _linear_chain(1, backend)
     tol = 1e-6
     st = sim.infer(data, phase="train", inference=npc.Inference(steps=2000, rate=0.1, tol=tol))
     assert 0 < st.steps < 2000
@@ -81,8 +83,8 @@ def test_early_stop_respects_tol() -> None:
     assert dprev > dx.max()
 
 
-def test_forward_initialisation_zeroes_hidden_errors() -> None:
-    sim, data = _linear_chain(2)
+def test_forward_initialisation_zeroes_hidden_errors(backend: dict) -> None:
+    sim, data = _linear_chain(2, backend)
     st = sim.infer(data, phase="train", inference=npc.Inference(steps=0))
     np.testing.assert_allclose(st["x1:error"], 0, atol=1e-14)
     np.testing.assert_allclose(st["x2:error"], 0, atol=1e-14)
@@ -96,8 +98,8 @@ def test_forward_initialisation_zeroes_hidden_errors() -> None:
     np.testing.assert_allclose(st.energy, 0, atol=1e-24)
 
 
-def test_zero_and_given_initialisation() -> None:
-    sim, data = _linear_chain(3)
+def test_zero_and_given_initialisation(backend: dict) -> None:
+    sim, data = _linear_chain(3, backend)
     st = sim.infer(data, phase="train", inference=npc.Inference(steps=0, init="zero"))
     assert np.all(st["x1"] == 0) and np.all(st["x2"] == 0)
     np.testing.assert_array_equal(st["x0"], data["x0"])
@@ -118,19 +120,19 @@ def test_zero_and_given_initialisation() -> None:
         )
 
 
-def test_clamped_predictions_are_constant_and_clamped_values_untouched() -> None:
-    sim, data = _linear_chain(4)
+def test_clamped_predictions_are_constant_and_clamped_values_untouched(backend: dict) -> None:
+    sim, data = _linear_chain(4, backend)
     st = sim.infer(data, phase="train", inference=npc.Inference(steps=50, rate=0.1))
     np.testing.assert_array_equal(st["x0"], data["x0"])
     np.testing.assert_array_equal(st["y"], data["y"])
 
 
-def test_langevin_noise_scale_on_a_gaussian() -> None:
+def test_langevin_noise_scale_on_a_gaussian(backend: dict) -> None:
     """x ~ N(m, 1/pi) under F = pi/2 (x - m)^2 at temperature T: stationary variance T/pi of the
     Euler-Maruyama chain is T / (pi (1 - rate pi / 2)) exactly (AR(1) closed form)."""
     net = npc.Network()
     net.population("z", 1, bias=True, bias_init=1.5, precision=4.0)
-    sim = npc.Simulator(net, dtype="float64", seed=0)
+    sim = npc.Simulator(net, **backend, dtype="float64", seed=0)
     rate, temp = 0.05, 0.5
     cfg = npc.Inference(steps=400, rate=rate, temperature=temp)
     samples = []

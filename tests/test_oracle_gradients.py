@@ -110,9 +110,14 @@ class Case:
         return {**self.data, **self.values}
 
 
-def make_case(seed: int, acts: tuple[str, ...] = activations.NAMES, batch: int = BATCH) -> Case:
+def make_case(
+    seed: int,
+    acts: tuple[str, ...] = activations.NAMES,
+    batch: int = BATCH,
+    backend: dict | None = None,
+) -> Case:
     net = random_dag(seed, acts)
-    sim = Simulator(net, backend="numba", dtype="float64", seed=seed)
+    sim = Simulator(net, **(backend or {}), dtype="float64", seed=seed)
     rng = np.random.default_rng(1000 + seed)
     params = random_parameters(net, rng)
     sim.load_parameters(params)
@@ -125,8 +130,8 @@ def make_case(seed: int, acts: tuple[str, ...] = activations.NAMES, batch: int =
 
 
 @pytest.fixture(params=SEEDS, ids=[f"dag{s}" for s in SEEDS])
-def case(request: pytest.FixtureRequest) -> Case:
-    return make_case(request.param)
+def case(request: pytest.FixtureRequest, backend: dict) -> Case:
+    return make_case(request.param, backend=backend)
 
 
 # ---- torch side of the oracle -------------------------------------------------------------------
@@ -298,8 +303,8 @@ DESCENT_RATE = 0.02
 
 @pytest.mark.parametrize("init", ["forward", "zero"])
 @pytest.mark.parametrize("seed", [0, 2, 6, 8, 9])
-def test_energy_descent_random_dag(seed: int, init: str) -> None:
-    c = make_case(seed, SMOOTH, batch=16)
+def test_energy_descent_random_dag(seed: int, init: str, backend: dict) -> None:
+    c = make_case(seed, SMOOTH, batch=16, backend=backend)
     st = c.sim.infer(
         c.data, phase="train", inference=Inference(init=init, steps=100, rate=DESCENT_RATE)
     )
@@ -309,9 +314,9 @@ def test_energy_descent_random_dag(seed: int, init: str) -> None:
 
 @pytest.mark.parametrize("init", ["forward", "zero"])
 @pytest.mark.parametrize("act", SMOOTH)
-def test_energy_descent_mlp(act: str, init: str) -> None:
+def test_energy_descent_mlp(act: str, init: str, backend: dict) -> None:
     net = neuropc.mlp([20, 15, 12, 5], activation=act)
-    sim = Simulator(net, backend="numba", dtype="float64", seed=1)
+    sim = Simulator(net, **backend, dtype="float64", seed=1)
     rng = np.random.default_rng(2)
     data = {"input": rng.normal(0, 1, (32, 20)), "output": rng.normal(0, 1, (32, 5))}
     # f = x^2 makes the energy quartic in the values: its curvature grows with |x|, so gradient
@@ -328,7 +333,7 @@ def _relerr(a: np.ndarray, b: np.ndarray) -> float:
     return _maxabs(a, b) / max(float(np.max(np.abs(b))), 1e-300)
 
 
-def test_float32_tracks_float64() -> None:
+def test_float32_tracks_float64(backend: dict) -> None:
     net = neuropc.mlp([20, 15, 12, 5], activation="tanh")
     rng = np.random.default_rng(7)
     batches = [
@@ -336,7 +341,7 @@ def test_float32_tracks_float64() -> None:
     ]
     inf = Inference(steps=20, rate=0.1)
     sims = {
-        dt: Simulator(net, dtype=dt, seed=3, inference=inf, optimizer=SGD(lr=0.05))
+        dt: Simulator(net, **backend, dtype=dt, seed=3, inference=inf, optimizer=SGD(lr=0.05))
         for dt in ("float32", "float64")
     }
     p32, p64 = sims["float32"].parameters(), sims["float64"].parameters()
@@ -364,10 +369,14 @@ def test_float32_tracks_float64() -> None:
 
 
 # ---- reproducibility -----------------------------------------------------------------------------
-def _learn_noisy(seed: int, params=None, noise_seed: int | None = None) -> dict[str, np.ndarray]:
+def _learn_noisy(
+    seed: int, params=None, noise_seed: int | None = None, backend: dict | None = None
+) -> dict[str, np.ndarray]:
     net = neuropc.mlp([6, 5, 3], activation="tanh")
     inf = Inference(steps=10, rate=0.1, temperature=0.5, seed=noise_seed)
-    sim = Simulator(net, dtype="float64", seed=seed, inference=inf, optimizer=SGD(lr=0.1))
+    sim = Simulator(
+        net, **(backend or {}), dtype="float64", seed=seed, inference=inf, optimizer=SGD(lr=0.1)
+    )
     if params is not None:
         sim.load_parameters(params)
     rng = np.random.default_rng(11)
@@ -380,12 +389,15 @@ def _same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
     return all(np.array_equal(a[k], b[k]) for k in a)
 
 
-def test_determinism_with_noise() -> None:
-    a, b = _learn_noisy(5), _learn_noisy(5)
+def test_determinism_with_noise(backend: dict) -> None:
+    def run(seed, params=None, noise_seed=None):
+        return _learn_noisy(seed, params, noise_seed, backend)
+
+    a, b = run(5), run(5)
     assert _same(a, b), "same seed, different weights"
-    assert not _same(a, _learn_noisy(6)), "different seeds, same weights"
+    assert not _same(a, run(6)), "different seeds, same weights"
     # with identical starting weights, the seed still decides the noise ...
     start = Simulator(neuropc.mlp([6, 5, 3], activation="tanh"), seed=5).parameters()
-    assert not _same(_learn_noisy(5, start), _learn_noisy(6, start))
+    assert not _same(run(5, start), run(6, start))
     # ... unless Inference.seed fixes it
-    assert _same(_learn_noisy(5, start, noise_seed=9), _learn_noisy(6, start, noise_seed=9))
+    assert _same(run(5, start, noise_seed=9), run(6, start, noise_seed=9))

@@ -1,4 +1,4 @@
-"""Backends that run a lowered network: ``"numba"`` (CPU kernels)."""
+"""Backends that run a lowered network: ``"numba"`` (CPU kernels), ``"torch"`` (CPU/CUDA)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 from ..plan import Plan
 from .base import Backend, RunOutput
 
-BACKENDS = ("numba",)
+BACKENDS = ("numba", "torch")
 
 
 def create(name: str, plan: Plan, dtype: np.dtype, device: str | None = None) -> Backend:
@@ -16,6 +16,10 @@ def create(name: str, plan: Plan, dtype: np.dtype, device: str | None = None) ->
         from .numba_backend import NumbaBackend
 
         return NumbaBackend(plan, dtype, device)
+    if name == "torch":
+        from .torch_backend import TorchBackend
+
+        return TorchBackend(plan, dtype, device)
     raise ValueError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
 
 

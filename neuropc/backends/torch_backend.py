@@ -1,0 +1,255 @@
+"""Batched torch backend (CPU or CUDA): the same plan and the same dynamics as the numba kernels.
+
+Populations are separate contiguous tensors; one batch is a Python loop over the inference steps
+issuing a fixed set of batched ops per step (no host synchronisation per step unless ``tol`` is
+set). Divergence is detected after the loop from the energy table, before any parameter changes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..activations import NAMES, get
+from ..inference import Inference
+from ..optim import OPT_ADAM, OPT_SGD, Optimizer
+from ..plan import Plan
+from .base import Backend, RunOutput
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, plan: Plan, dtype: np.dtype, device: str | None = None) -> None:
+        super().__init__(plan, dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64; got {self.dtype}")
+        device = device or "cpu"
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but torch sees no CUDA device")
+        self.device = torch.device(device)
+        self.tdt = torch.float64 if self.dtype == np.float64 else torch.float32
+        kw = dict(dtype=self.tdt, device=self.device)
+        n = plan.n_params
+        self.P = torch.zeros(n, **kw)
+        self.G = torch.zeros(n, **kw)
+        self.S1 = torch.zeros(n, **kw)
+        self.S2 = torch.zeros(n, **kw)
+        self.trainable = torch.as_tensor(plan.trainable, **kw)
+        self.opt_t = 0
+        sizes = [int(s) for s in plan.sizes]
+        self.sizes = sizes
+        self.W = [
+            self.P[int(o) : int(o) + sizes[q] * sizes[p]].view(sizes[p], sizes[q])
+            for o, q, p in zip(plan.cwoff, plan.cpre, plan.cpost)
+        ]
+        self.Gw = [
+            self.G[int(o) : int(o) + sizes[q] * sizes[p]].view(sizes[p], sizes[q])
+            for o, q, p in zip(plan.cwoff, plan.cpre, plan.cpost)
+        ]
+        self.bias = [
+            self.P[int(o) : int(o) + s] if o >= 0 else None for o, s in zip(plan.boff, sizes)
+        ]
+        self.Gb = [
+            self.G[int(o) : int(o) + s] if o >= 0 else None for o, s in zip(plan.boff, sizes)
+        ]
+        self.pi = [
+            torch.as_tensor(plan.precision[int(e) : int(e) + s], **kw) if e >= 0 else None
+            for e, s in zip(plan.eoff, sizes)
+        ]
+        self.acts = [get(NAMES[int(c)], slope=float(a) if NAMES[int(c)] == "leaky_relu" else None)
+                     for c, a in zip(plan.act_code, plan.act_param)]  # fmt: skip
+        self.inc = [
+            [c for c in range(len(plan.cpre)) if plan.cpost[c] == p] for p in range(len(sizes))
+        ]
+        self.out = [
+            [c for c in range(len(plan.cpre)) if plan.cpre[c] == p] for p in range(len(sizes))
+        ]
+        self._host: dict[int, np.ndarray] = {}
+
+    # ---- parameters -------------------------------------------------------------------------
+    def get_params(self) -> np.ndarray:
+        return self.P.detach().to("cpu", torch.float64).numpy().copy()
+
+    def set_params(self, flat: np.ndarray) -> None:
+        self.P.copy_(torch.as_tensor(np.asarray(flat, np.float64), dtype=self.tdt))
+
+    def reset_optimizer(self) -> None:
+        self.S1.zero_()
+        self.S2.zero_()
+        self.opt_t = 0
+
+    def values_buffer(self, batch: int) -> np.ndarray:
+        buf = self._host.get(batch)
+        if buf is None:
+            if len(self._host) >= 4:
+                self._host.pop(next(iter(self._host)))
+            buf = self._host[batch] = np.zeros((batch, self.plan.n_value), self.dtype)
+        return buf
+
+    # ---- running ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def run(
+        self,
+        batch: int,
+        clamped: np.ndarray,
+        keep: np.ndarray,
+        cfg: Inference,
+        seed: int,
+        *,
+        learn: Optimizer | None = None,
+        grads: bool = False,
+    ) -> RunOutput:
+        pl = self.plan
+        npop = pl.n_pops
+        sizes = self.sizes
+        host = torch.from_numpy(self.values_buffer(batch)).to(self.device)
+        x = [host[:, int(pl.voff[p]) : int(pl.voff[p]) + sizes[p]].clone() for p in range(npop)]
+        cl = [bool(v) for v in clamped]
+        has_err = [bool(v) for v in pl.has_err]
+        var_in = [[c for c in self.inc[p] if not cl[pl.cpre[c]]] for p in range(npop)]
+        const_in = [[c for c in self.inc[p] if cl[pl.cpre[c]]] for p in range(npop)]
+        bp_out = [[c for c in self.out[q] if not cl[q]] for q in range(npop)]
+        is_pre = [bool(self.out[p]) for p in range(npop)]
+        leaky = cfg.errors == "leaky"
+        rate = float(cfg.rate)
+        err_rate = rate if cfg.error_rate is None else float(cfg.error_rate)
+        noise_sd = float(np.sqrt(2.0 * rate * cfg.temperature))
+        gen = None
+        if noise_sd > 0:
+            gen = torch.Generator(device=self.device)
+            gen.manual_seed(int(seed))
+
+        fx: list = [None] * npop
+        dfx: list = [None] * npop
+        muc: list = [None] * npop
+        for p in range(npop):  # initialisation in topological order
+            if not keep[p] and (cfg.init == "zero" or not has_err[p]):
+                x[p].zero_()
+            if has_err[p]:
+                m = self._bias_rows(p, batch)
+                for c in const_in[p]:
+                    m = m + fx[pl.cpre[c]] @ self.W[c].T
+                muc[p] = m
+                if not keep[p] and cfg.init != "zero":
+                    xp = m
+                    for c in var_in[p]:
+                        xp = xp + fx[pl.cpre[c]] @ self.W[c].T
+                    x[p] = xp.clone()
+            if is_pre[p]:
+                fx[p], dfx[p] = self.acts[p].torch_with_derivative(x[p])
+        eps: list = [
+            torch.zeros_like(x[p]) if (leaky and has_err[p]) else None for p in range(npop)
+        ]
+
+        energies = []
+        done = cfg.steps
+        stop_next = False
+        for t in range(cfg.steps + 1):
+            d = [None] * npop
+            row = []
+            for p in range(npop):
+                if not has_err[p]:
+                    row.append(torch.zeros((), dtype=torch.float64, device=self.device))
+                    continue
+                mu = muc[p]
+                for c in var_in[p]:
+                    mu = mu + fx[pl.cpre[c]] @ self.W[c].T
+                d[p] = x[p] - mu
+                if not leaky:
+                    eps[p] = self.pi[p] * d[p]
+                row.append(0.5 * (d[p] * self.pi[p] * d[p]).sum(dtype=torch.float64) / batch)
+            energies.append(torch.stack(row))
+            if t == cfg.steps or stop_next:
+                done = t
+                break
+            bp: list = [None] * npop
+            for q in range(npop):
+                for c in bp_out[q]:
+                    v = eps[pl.cpost[c]] @ self.W[c]
+                    bp[q] = v if bp[q] is None else bp[q] + v
+            rown = None
+            for p in range(npop):
+                free = not cl[p]
+                g = None
+                if free:
+                    g = eps[p] if has_err[p] else None
+                    if bp[p] is not None:
+                        g = -dfx[p] * bp[p] if g is None else g - dfx[p] * bp[p]
+                if leaky and has_err[p]:  # from the old state, like the value step
+                    eps[p] = eps[p] + err_rate * (d[p] - eps[p] / self.pi[p])
+                if not free:
+                    continue
+                if g is not None:
+                    dx = -rate * g
+                    rn = (dx * dx).sum(dim=1)
+                    rown = rn if rown is None else rown + rn
+                    x[p] = x[p] + dx
+                if noise_sd > 0:
+                    x[p] = x[p] + noise_sd * torch.randn(
+                        x[p].shape, generator=gen, dtype=self.tdt, device=self.device
+                    )
+                if is_pre[p]:
+                    fx[p], dfx[p] = self.acts[p].torch_with_derivative(x[p])
+            if cfg.tol > 0 and rown is not None and float(rown.max().sqrt()) < cfg.tol:
+                stop_next = True
+
+        etab = torch.stack(energies).cpu().numpy()
+        bad = np.argwhere(~np.isfinite(etab))
+        bad_t, bad_p = (int(bad[0][0]), int(bad[0][1])) if len(bad) else (-1, -1)
+        if bad_t >= 0:
+            done = bad_t
+        out_grads = None
+        if bad_t < 0 and (learn is not None or grads):
+            self._weight_grads(x, fx, eps, batch)
+            if learn is not None:
+                self.opt_t += 1
+                self._optimizer_step(learn, self.opt_t)
+            out_grads = self.G.detach().to("cpu", torch.float64).numpy()
+        values = torch.cat(x, dim=1).cpu().numpy()
+        errs = [eps[p] for p in range(npop) if has_err[p]]
+        errors = torch.cat(errs, dim=1).cpu().numpy() if errs else np.zeros((batch, 0), self.dtype)
+        return RunOutput(values, errors, etab[: done + 1], int(done), bad_t, bad_p, out_grads)
+
+    # ---- pieces -----------------------------------------------------------------------------
+    def _bias_rows(self, p: int, batch: int) -> torch.Tensor:
+        b = self.bias[p]
+        if b is None:
+            return torch.zeros((batch, self.sizes[p]), dtype=self.tdt, device=self.device)
+        return b.expand(batch, -1)
+
+    def _weight_grads(self, x, fx, eps, batch: int) -> None:
+        """dF/dW_c = -1/B eps_post^T f(x_pre), dF/db = -1/B sum_b eps (zeroed where frozen)."""
+        pl = self.plan
+        for c in range(len(self.W)):
+            torch.mm(eps[pl.cpost[c]].T, fx[pl.cpre[c]], out=self.Gw[c])
+            self.Gw[c].mul_(-1.0 / batch)
+        for p in range(pl.n_pops):
+            if self.Gb[p] is not None:
+                torch.sum(eps[p], dim=0, out=self.Gb[p])
+                self.Gb[p].mul_(-1.0 / batch)
+        self.G.mul_(self.trainable)
+
+    def _optimizer_step(self, opt: Optimizer, t: int) -> None:
+        """The same update rules as the numba kernel (torch.optim's definitions)."""
+        P, G, tr = self.P, self.G, self.trainable
+        hp = opt.hyper()
+        if opt.kind == OPT_SGD:
+            lr, mom, wd, nest, damp = (float(v) for v in hp[:5])
+            g = G + wd * P
+            if mom != 0.0:
+                if t == 1:
+                    self.S1.copy_(g)
+                else:
+                    self.S1.mul_(mom).add_(g, alpha=1.0 - damp)
+                g = g + mom * self.S1 if nest != 0.0 else self.S1
+            P.sub_(lr * g * tr)
+        elif opt.kind == OPT_ADAM:
+            lr, b1, b2, eps, wd, dec = (float(v) for v in hp[:6])
+            g = G if dec != 0.0 else G + wd * P
+            self.S1.mul_(b1).add_(g, alpha=1.0 - b1)
+            self.S2.mul_(b2).addcmul_(g, g, value=1.0 - b2)
+            step = lr * (self.S1 / (1.0 - b1**t)) / ((self.S2 / (1.0 - b2**t)).sqrt() + eps)
+            if dec != 0.0:
+                step = step + lr * wd * P
+            P.sub_(step * tr)
