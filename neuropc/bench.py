@@ -48,10 +48,13 @@ def gemm_shapes(sim: Simulator, batch: int, steps: int) -> np.ndarray:
 
 
 def blas_ceiling_ms(sim: Simulator, batch: int, steps: int, repeats: int = 20) -> float:
-    """Median time of the batch's gemm calls alone, on the numba backend's BLAS."""
+    """Median time of the batch's gemm calls alone, with the backend's own matmul: scipy's BLAS
+    from compiled code for numba, ``torch.mm`` on the simulator's device for torch."""
+    shapes = gemm_shapes(sim, batch, steps)
+    if sim.backend.name == "torch":
+        return _torch_ceiling_ms(shapes, sim.backend.device, sim.backend.tdt, repeats)
     from .backends import _numba_kernels as K
 
-    shapes = gemm_shapes(sim, batch, steps)
     big = int(max(max(r[2] * r[4], r[4] * r[3], r[2] * r[3]) for r in shapes))
     rng = np.random.default_rng(0)
     A, B, C = (rng.standard_normal(big).astype(sim.dtype) for _ in range(3))
@@ -59,7 +62,31 @@ def blas_ceiling_ms(sim: Simulator, batch: int, steps: int, repeats: int = 20) -
     return _median_ms(lambda: K.gemm_sequence(shapes, A, B, C, 1), repeats)
 
 
-def torch_bp_ms(sizes: Sequence[int], activation: str, batch: int, dtype: str, n: int) -> float:
+def _torch_ceiling_ms(shapes: np.ndarray, device, dtype, repeats: int) -> float:
+    import torch
+
+    mats = []
+    for ta, tb, m, n, k, cnt in shapes.tolist():
+        a = torch.randn((k, m) if ta else (m, k), device=device, dtype=dtype)
+        b = torch.randn((n, k) if tb else (k, n), device=device, dtype=dtype)
+        mats.append(
+            (a.T if ta else a, b.T if tb else b, torch.empty(m, n, device=device, dtype=dtype), cnt)
+        )
+
+    def seq() -> None:
+        for a, b, c, cnt in mats:
+            for _ in range(cnt):
+                torch.mm(a, b, out=c)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    seq()
+    return _median_ms(seq, repeats)
+
+
+def torch_bp_ms(
+    sizes: Sequence[int], activation: str, batch: int, dtype: str, n: int, device: str = "cpu"
+) -> float:
     """Median ms of a torch backprop step (forward, 1/2 squared error, backward, Adam)."""
     import torch
 
@@ -67,13 +94,15 @@ def torch_bp_ms(sizes: Sequence[int], activation: str, batch: int, dtype: str, n
 
     act = activations.get(activation)
     tdt = getattr(torch, dtype)
+    dev = torch.device(device)
     g = torch.Generator().manual_seed(0)
-    layers = [torch.nn.Linear(a, b).to(tdt) for a, b in zip(sizes[:-1], sizes[1:])]
+    layers = [torch.nn.Linear(a, b).to(dev, tdt) for a, b in zip(sizes[:-1], sizes[1:])]
     params = [p for lay in layers for p in lay.parameters()]
     opt = torch.optim.Adam(params, lr=1e-3)
-    x = torch.rand(batch, sizes[0], generator=g, dtype=tdt)
+    x = torch.rand(batch, sizes[0], generator=g, dtype=tdt).to(dev)
     y = torch.zeros(batch, sizes[-1], dtype=tdt)
     y[torch.arange(batch), torch.randint(0, sizes[-1], (batch,), generator=g)] = 1.0
+    y = y.to(dev)
 
     def step() -> None:
         h = x
@@ -83,6 +112,8 @@ def torch_bp_ms(sizes: Sequence[int], activation: str, batch: int, dtype: str, n
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
 
     for _ in range(5):
         step()
@@ -97,6 +128,7 @@ def run(
     steps: int = 20,
     rate: float = 0.1,
     backend: str = "numba",
+    device: str | None = None,
     dtype: str = "float32",
     timed: int = 50,
     warmup: int = 5,
@@ -109,7 +141,7 @@ def run(
     net = mlp(list(sizes), activation=activation)
     t0 = time.perf_counter()
     sim = Simulator(
-        net, backend=backend, dtype=dtype, seed=seed,
+        net, backend=backend, device=device, dtype=dtype, seed=seed,
         inference=Inference(steps=steps, rate=rate), optimizer=Adam(1e-3),
     )  # fmt: skip
     rng = np.random.default_rng(seed)
@@ -126,6 +158,7 @@ def run(
     blas_ms = blas_ceiling_ms(sim, batch, steps, repeats=max(timed // 2, 10))
     out = {
         "backend": backend,
+        "device": device or "cpu",
         "dtype": dtype,
         "sizes": list(sizes),
         "activation": activation,
@@ -141,6 +174,8 @@ def run(
         "compile_s": compile_s,
     }
     if bp:
-        out["bp_ms_per_batch"] = torch_bp_ms(sizes, activation, batch, dtype, timed)
+        out["bp_ms_per_batch"] = torch_bp_ms(
+            sizes, activation, batch, dtype, timed, device or "cpu"
+        )
         out["pc_over_bp"] = ms / out["bp_ms_per_batch"]
     return out

@@ -41,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--steps", type=int, default=20)
     b.add_argument("--rate", type=float, default=0.1)
     b.add_argument("--backend", default="numba")
+    b.add_argument("--device", default=None, help="cpu or cuda (torch backend)")
     b.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     b.add_argument("--timed", type=int, default=50, help="timed batches (default 50)")
     b.add_argument("--no-bp", action="store_true", help="skip the torch backprop reference")
@@ -81,7 +82,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     res = run(
         args.sizes, activation=args.activation, batch=args.batch, steps=args.steps,
-        rate=args.rate, backend=args.backend, dtype=args.dtype, timed=args.timed,
+        rate=args.rate, backend=args.backend, device=args.device, dtype=args.dtype, timed=args.timed,
         bp=not args.no_bp,
     )  # fmt: skip
     if args.json:
