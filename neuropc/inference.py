@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 INITS = ("forward", "zero", "given")
+MODES = ("strict", "fpa", "zil", "ipc")
 ERROR_DYNAMICS = ("instant", "leaky")
 
 
@@ -29,6 +30,10 @@ class Inference:
     makes error neurons leaky integrators ``eps <- eps + error_rate ((x - mu) - eps / Pi)``
     (Bogacz 2017 eqs 12-14), whose fixed point is the instant error; ``error_rate`` defaults to
     ``rate``.
+
+    ``mode``: ``"strict"`` PC (default), ``"fpa"`` (fixed-prediction assumption), ``"zil"``
+    (zero-divergence inference learning) or ``"ipc"`` (incremental PC); ``nudge = beta`` nudges the
+    targets instead of clamping them. Their exact conditions are in :mod:`neuropc.modes`.
     """
 
     steps: int = 20
@@ -39,6 +44,8 @@ class Inference:
     seed: int | None = None
     errors: str = "instant"
     error_rate: float | None = None
+    mode: str = "strict"
+    nudge: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 0:
@@ -53,6 +60,22 @@ class Inference:
             raise ValueError(
                 f"Inference.errors must be one of {', '.join(ERROR_DYNAMICS)}; got {self.errors!r}"
             )
+        if self.mode not in MODES:
+            raise ValueError(f"Inference.mode must be one of {', '.join(MODES)}; got {self.mode!r}")
+        if self.nudge is not None and not (
+            self.nudge == self.nudge and self.nudge not in (0, float("inf"), float("-inf"))
+        ):
+            raise ValueError(f"Inference.nudge must be a finite nonzero number; got {self.nudge!r}")
+        if self.mode in ("fpa", "zil") and self.init != "forward":
+            raise ValueError(f"mode {self.mode!r} needs init='forward'; got {self.init!r}")
+        if self.mode in ("fpa", "zil") and self.errors != "instant":
+            raise ValueError(f"mode {self.mode!r} needs errors='instant'")
+        if self.mode == "zil" and self.rate != 1.0:
+            raise ValueError(
+                f"mode 'zil' needs rate=1 (Song et al. 2020, condition C3); got {self.rate!r}"
+            )
+        if self.mode == "zil" and self.nudge is not None:
+            raise ValueError("mode 'zil' does not combine with nudge")
         if self.error_rate is not None and not (self.error_rate > 0):
             raise ValueError(f"Inference.error_rate must be > 0; got {self.error_rate!r}")
 

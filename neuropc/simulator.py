@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import backends as _backends
+from . import modes as _modes
 from .errors import DivergenceError
 from .inference import Inference
 from .network import Network
@@ -222,7 +223,12 @@ class Simulator:
     ) -> tuple[State, dict[str, np.ndarray]]:
         """Inference, then the local gradients ``dF/dtheta`` of the batch-mean energy at the final
         state (keys as in :meth:`parameters`); parameters are not changed. Entries of parameters
-        marked not trainable are returned as 0."""
+        marked not trainable are returned as 0. In mode ``"zil"`` each gradient is the one taken at
+        its scheduled step; with ``nudge`` they are scaled by 1/beta."""
+        if (inference or self.inference).mode == "ipc":
+            raise ValueError(
+                "mode 'ipc' learns during inference and has no end-of-inference gradient; use learn()"
+            )
         out = self._run(data, phase, values, inference or self.inference, learn=None, grads=True)
         g = np.asarray(out.grads, dtype=np.float64)
         res = {}
@@ -413,7 +419,8 @@ class Simulator:
             buf[:, self.plan.value_slice(name)] = a
             keep[self.plan.index(name)] = True
         seed = cfg.seed if cfg.seed is not None else int(self.noise_rng.integers(0, 2**31 - 1))
-        out = self.backend.run(b, clamped, keep, cfg, seed, learn=learn, grads=grads)
+        mode = _modes.setup(self.plan, clamped, cfg)
+        out = self.backend.run(b, clamped, keep, cfg, seed, mode, learn=learn, grads=grads)
         if out.bad_step >= 0:
             raise DivergenceError(out.bad_step, self.plan.names[out.bad_pop], phase)
         return out

@@ -24,6 +24,7 @@ import numpy as np
 from numba import types
 from numba.extending import get_cython_function_address, overload
 
+from ..modes import CODES  # inference mode codes
 from ..optim import OPT_NONE  # optimiser codes are defined in neuropc.optim
 
 for _name in ("dgemm", "sgemm"):
@@ -327,13 +328,47 @@ def _update_block_general(
 # ---------------------------------------------------------------------------------------------
 # the whole inference loop of a batch
 # ---------------------------------------------------------------------------------------------
+MODE_STRICT, MODE_FPA, MODE_ZIL, MODE_IPC = (CODES[m] for m in ("strict", "fpa", "zil", "ipc"))
+
+
+@nb.njit(**_JIT)
+def _const_prediction(p, FX, MUC, P, sizes, voff, eoff, clamped, cpre, cpost, cwoff, boff):
+    """MUC_p = b_p + sum over connections from clamped populations of f(x_pre) W^T."""
+    nb_ = FX.shape[0]
+    eo = eoff[p]
+    bo = boff[p]
+    n = sizes[p]
+    for b in range(nb_):
+        m = MUC[b, eo : eo + n]
+        for j in range(n):
+            m[j] = P[bo + j] if bo >= 0 else 0.0
+    for c in range(cpre.shape[0]):
+        if cpost[c] == p and clamped[cpre[c]]:
+            q = cpre[c]
+            gemm(False, True, nb_, n, sizes[q], 1.0, FX[0:, voff[q]:], FX.shape[1],
+                 P[cwoff[c]:], sizes[q], 1.0, MUC[0:, eo:], MUC.shape[1])  # fmt: skip
+
+
+@nb.njit(**_JIT)
+def _var_prediction(p, FX, OUT, o_out, P, sizes, voff, clamped, cpre, cpost, cwoff, beta):
+    """OUT[:, o_out:] = beta OUT + sum over connections from free populations of f(x_pre) W^T."""
+    for c in range(cpre.shape[0]):
+        if cpost[c] == p and not clamped[cpre[c]]:
+            q = cpre[c]
+            gemm(False, True, FX.shape[0], sizes[p], sizes[q], 1.0, FX[0:, voff[q]:], FX.shape[1],
+                 P[cwoff[c]:], sizes[q], beta, OUT[0:, o_out:], OUT.shape[1])  # fmt: skip
+            beta = 1.0
+
+
 @nb.njit(**_JIT)
 def infer(
-    X, FX, DFX, BP, MUC, MUV, EPS, P, PI,
+    X, FX, DFX, BP, MUC, MUV, EPS, P, PI, G, S1, S2,
     sizes, voff, eoff, has_err, clamped, keep, act_code, act_param, cpre, cpost, cwoff, boff,
-    zero_init, T, rate, temp, tol, leaky, err_rate, seed, energies,
+    trainable, zero_init, T, rate, temp, tol, leaky, err_rate, seed, energies,
+    mode, depth, nudge, nudged, want_grads, opt_kind, hp, opt_t,
 ):  # fmt: skip
-    """Run ``T`` steps of PC inference on one batch, in place.
+    """Run ``T`` steps of PC inference on one batch, in place; optionally the local gradients and
+    optimiser steps. Returns ``(steps_done, bad_step, bad_pop, optimiser_steps)``.
 
     Dynamics (overdamped Langevin on the total energy F; temp = 0 is plain PC)::
 
@@ -344,9 +379,16 @@ def infer(
     others are set in topological order to their prediction (forward) or to zero (``zero_init``).
     Predictions from clamped populations (and biases) are computed once, into ``MUC``.
     Energies (batch mean, per population) of the state before step t go to ``energies[t]``, t = 0..T;
-    the errors in ``EPS`` are those of the final state. Early stop when the largest per-sample
-    update norm ``|dx|_2`` falls below ``tol`` (tol > 0). Returns ``(steps_done, bad_step, bad_pop)``
-    with ``bad_step = -1`` unless an energy became non-finite.
+    ``EPS`` holds the errors of the final state. Early stop when the largest per-sample update norm
+    ``|dx|_2`` falls below ``tol`` (tol > 0). ``bad_step = -1`` unless an energy became non-finite,
+    in which case nothing was learned.
+
+    Modes (see neuropc.inference.Inference): strict PC; FPA (predictions and f' frozen at the
+    forward pass); Z-IL (the gradients of the connections into a population of depth d, and its
+    bias, are taken at step d); iPC (gradients and an optimiser step at every step). ``nudge``
+    (beta != 0) moves the ``nudged`` targets to mu + beta (y - mu) at the start and scales the
+    gradients by 1/beta. With ``want_grads`` the gradients of the batch-mean energy end in ``G``;
+    with ``opt_kind`` an optimiser step follows (every step in iPC).
     """
     nb_ = X.shape[0]
     NV = X.shape[1]
@@ -359,13 +401,10 @@ def infer(
     is_pre = np.zeros(npop, np.bool_)
     has_var = np.zeros(npop, np.bool_)
     has_bp = np.zeros(npop, np.bool_)
-    first_var = np.zeros(nconn, np.bool_)  # first prediction from a free pre into its post
     first_bp = np.zeros(nconn, np.bool_)  # first back-projection into its pre
     for c in range(nconn):
         is_pre[cpre[c]] = True
         if not clamped[cpre[c]]:
-            if not has_var[cpost[c]]:
-                first_var[c] = True
             has_var[cpost[c]] = True
             if not has_bp[cpre[c]]:
                 first_bp[c] = True
@@ -381,42 +420,53 @@ def infer(
                     X[b, j] = 0.0
         if has_err[p]:
             eo = eoff[p]
-            bo = boff[p]
-            for b in range(nb_):
-                for j in range(n):
-                    MUC[b, eo + j] = P[bo + j] if bo >= 0 else 0.0
-            for c in range(nconn):
-                if cpost[c] == p and clamped[cpre[c]]:
-                    q = cpre[c]
-                    gemm(False, True, nb_, n, sizes[q], 1.0, FX[0:, voff[q]:], NV,
-                         P[cwoff[c]:], sizes[q], 1.0, MUC[0:, eo:], NE)  # fmt: skip
+            _const_prediction(p, FX, MUC, P, sizes, voff, eoff, clamped, cpre, cpost, cwoff, boff)
             if not keep[p] and not zero_init:
                 for b in range(nb_):
                     for j in range(n):
                         X[b, o + j] = MUC[b, eo + j]
-                for c in range(nconn):
-                    if cpost[c] == p and not clamped[cpre[c]]:
-                        q = cpre[c]
-                        gemm(False, True, nb_, n, sizes[q], 1.0, FX[0:, voff[q]:], NV,
-                             P[cwoff[c]:], sizes[q], 1.0, X[0:, o:], NV)  # fmt: skip
+                _var_prediction(p, FX, X, o, P, sizes, voff, clamped, cpre, cpost, cwoff, 1.0)
+            elif (nudge != 0.0 and nudged[p]) or (mode == MODE_FPA and has_var[p]):
+                # the forward prediction mu = MUC + MUV is needed now
+                _var_prediction(p, FX, MUV, eo, P, sizes, voff, clamped, cpre, cpost, cwoff, 0.0)
+                for b in range(nb_):
+                    for j in range(n):
+                        mu = MUC[b, eo + j] + (MUV[b, eo + j] if has_var[p] else 0.0)
+                        if mode == MODE_FPA:
+                            MUC[b, eo + j] = mu  # frozen prediction
+                        if nudge != 0.0 and nudged[p]:
+                            X[b, o + j] = mu + nudge * (X[b, o + j] - mu)
         if is_pre[p]:
             act_block(act_code[p], act_param[p], X, FX, DFX, o, n)
+    if mode == MODE_FPA:  # freeze the predictions of the free populations at the forward pass
+        for p in range(npop):
+            if has_err[p] and has_var[p]:
+                if not keep[p]:  # (kept ones were frozen above)
+                    for b in range(nb_):
+                        for j in range(sizes[p]):
+                            MUC[b, eoff[p] + j] = X[b, voff[p] + j]
+                has_var[p] = False
     if leaky:
         for b in range(nb_):
             for j in range(NE):
                 EPS[b, j] = 0.0
+    if mode == MODE_ZIL:
+        for i in range(G.shape[0]):
+            G[i] = 0.0
+    scale = 1.0 / nudge if nudge != 0.0 else 1.0
+    learn = opt_kind != OPT_NONE
+    steps_taken = 0
 
     rown = np.zeros(nb_)
     done = T
     stop_next = False
     for t in range(T + 1):
         # predictions from free populations
-        for c in range(nconn):
-            q = cpre[c]
-            if not clamped[q]:
-                p = cpost[c]
-                gemm(False, True, nb_, sizes[p], sizes[q], 1.0, FX[0:, voff[q]:], NV,
-                     P[cwoff[c]:], sizes[q], 0.0 if first_var[c] else 1.0, MUV[0:, eoff[p]:], NE)  # fmt: skip
+        for p in range(npop):
+            if has_err[p] and has_var[p]:
+                _var_prediction(
+                    p, FX, MUV, eoff[p], P, sizes, voff, clamped, cpre, cpost, cwoff, 0.0
+                )
         # errors and energies
         for p in range(npop):
             if has_err[p]:
@@ -424,7 +474,10 @@ def infer(
                                   not leaky)  # fmt: skip
                 energies[t, p] = e
                 if not np.isfinite(e):
-                    return t, t, p
+                    return t, t, p, steps_taken
+        if mode == MODE_ZIL:  # the connections into depth-t populations learn now
+            weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, trainable,
+                         depth, t, scale)  # fmt: skip
         if t == T or stop_next:
             done = t
             break
@@ -435,6 +488,9 @@ def infer(
                 p = cpost[c]
                 gemm(False, False, nb_, sizes[q], sizes[p], 1.0, EPS[0:, eoff[p]:], NE,
                      P[cwoff[c]:], sizes[q], 0.0 if first_bp[c] else 1.0, BP[0:, voff[q]:], NV)  # fmt: skip
+        if mode == MODE_IPC:  # gradients from the same state as the value step
+            weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, trainable,
+                         depth, -1, scale)  # fmt: skip
         # value (and leaky error) updates
         for b in range(nb_):
             rown[b] = 0.0
@@ -449,28 +505,43 @@ def infer(
             else:
                 _update_block(X, DFX, BP, EPS, voff[p], eoff[p], sizes[p], has_err[p], has_bp[p],
                               rate, rown)  # fmt: skip
-            if free and is_pre[p]:
+            if free and is_pre[p] and mode != MODE_FPA:
                 act_block(act_code[p], act_param[p], X, FX, DFX, voff[p], sizes[p])
+        if mode == MODE_IPC and learn:
+            steps_taken += 1
+            optimizer_step(opt_kind, P, G, S1, S2, hp, opt_t + steps_taken, trainable)
+            for p in range(npop):  # the weights changed: so did the constant predictions
+                if has_err[p]:
+                    _const_prediction(p, FX, MUC, P, sizes, voff, eoff, clamped, cpre, cpost,
+                                      cwoff, boff)  # fmt: skip
         if tol > 0.0:
             m = 0.0
             for b in range(nb_):
                 m = max(m, rown[b])
             if np.sqrt(m) < tol:
                 stop_next = True
-    return done, -1, -1
+    if (want_grads or learn) and (mode == MODE_STRICT or mode == MODE_FPA):
+        weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, trainable, depth, -1,
+                     scale)  # fmt: skip
+    if learn and mode != MODE_IPC:
+        steps_taken += 1
+        optimizer_step(opt_kind, P, G, S1, S2, hp, opt_t + steps_taken, trainable)
+    return done, -1, -1, steps_taken
 
 
 # ---------------------------------------------------------------------------------------------
 # local learning
 # ---------------------------------------------------------------------------------------------
 @nb.njit(**_JIT_REDUCE)
-def weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, trainable):
+def weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, trainable, depth, sel,
+                 scale):  # fmt: skip
     """Gradient of the batch-mean energy w.r.t. the parameters (local, Hebbian form)::
 
         dF/dW_c = -1/B sum_b eps_post f(x_pre)^T,    dF/db_p = -1/B sum_b eps_p
 
-    so a descent step ``W -= lr * G`` is the Hebbian update ``dW ∝ eps_post f(x_pre)^T``.
-    Entries with ``trainable == 0`` are zeroed.
+    so a descent step ``W -= lr * G`` is the Hebbian update ``dW ∝ eps_post f(x_pre)^T``. Times
+    ``scale`` (1/beta when nudging). With ``sel >= 0`` only the connections into, and the biases
+    of, populations with ``depth == sel`` are computed (Z-IL). Frozen entries are zeroed.
     """
     nb_ = FX.shape[0]
     NV = FX.shape[1]
@@ -478,11 +549,13 @@ def weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, traina
     for c in range(cpre.shape[0]):
         q = cpre[c]
         p = cpost[c]
-        gemm(True, False, sizes[p], sizes[q], nb_, -1.0 / nb_, EPS[0:, eoff[p]:], NE,
+        if sel >= 0 and depth[p] != sel:
+            continue
+        gemm(True, False, sizes[p], sizes[q], nb_, -scale / nb_, EPS[0:, eoff[p]:], NE,
              FX[0:, voff[q]:], NV, 0.0, G[cwoff[c]:], sizes[q])  # fmt: skip
     for p in range(sizes.shape[0]):
         bo = boff[p]
-        if bo >= 0:
+        if bo >= 0 and (sel < 0 or depth[p] == sel):
             eo = eoff[p]
             n = sizes[p]
             g_ = G[bo : bo + n]
@@ -493,7 +566,7 @@ def weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, traina
                 for j in range(n):
                     g_[j] -= e_[j]
             for j in range(n):
-                g_[j] /= nb_
+                g_[j] *= scale / nb_
     for i in range(G.shape[0]):
         G[i] *= trainable[i]
 
@@ -538,28 +611,6 @@ def optimizer_step(kind, P, G, S1, S2, hp, t, trainable):
             if dec != 0.0:
                 step += lr * wd * P[i]
             P[i] -= step * trainable[i]
-
-
-@nb.njit(**_JIT)
-def train_step(
-    X, FX, DFX, BP, MUC, MUV, EPS, P, PI, G, S1, S2,
-    sizes, voff, eoff, has_err, clamped, keep, act_code, act_param, cpre, cpost, cwoff, boff,
-    trainable, zero_init, T, rate, temp, tol, leaky, err_rate, seed, energies,
-    opt_kind, hp, opt_t,
-):  # fmt: skip
-    """Inference, local gradients and one optimiser step for a batch: a single compiled call.
-    Nothing is updated when inference diverges (``bad_step >= 0``)."""
-    done, bad_t, bad_p = infer(
-        X, FX, DFX, BP, MUC, MUV, EPS, P, PI, sizes, voff, eoff, has_err, clamped, keep,
-        act_code, act_param, cpre, cpost, cwoff, boff, zero_init, T, rate, temp, tol, leaky,
-        err_rate, seed, energies,
-    )  # fmt: skip
-    if bad_t >= 0:
-        return done, bad_t, bad_p
-    weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, trainable)
-    if opt_kind != OPT_NONE:
-        optimizer_step(opt_kind, P, G, S1, S2, hp, opt_t, trainable)
-    return done, bad_t, bad_p
 
 
 @nb.njit(**_JIT)

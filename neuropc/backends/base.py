@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..inference import Inference
+from ..modes import ModeSetup
 from ..optim import Optimizer
 from ..plan import Plan
 
@@ -62,9 +63,11 @@ class Backend(ABC):
         keep: np.ndarray,
         cfg: Inference,
         seed: int,
+        mode: ModeSetup,
         *,
         learn: Optimizer | None = None,
         grads: bool = False,
     ) -> RunOutput:
-        """Inference on the batch in ``values_buffer(batch)``; then, with ``learn``, local gradients
-        and one optimiser step (skipped if inference diverged); with ``grads``, gradients only."""
+        """Inference on the batch in ``values_buffer(batch)`` in the given mode; then, with
+        ``learn``, local gradients and an optimiser step (every inference step in iPC; nothing if
+        inference diverged); with ``grads``, gradients only."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..inference import Inference
+from ..modes import ModeSetup
 from ..optim import OPT_NONE, Optimizer
 from ..plan import Plan
 from . import _numba_kernels as K
@@ -75,6 +76,7 @@ class NumbaBackend(Backend):
         keep: np.ndarray,
         cfg: Inference,
         seed: int,
+        mode: ModeSetup,
         *,
         learn: Optimizer | None = None,
         grads: bool = False,
@@ -94,20 +96,21 @@ class NumbaBackend(Backend):
             cfg.init == "zero", cfg.steps, float(cfg.rate), float(cfg.temperature),
             float(cfg.tol), leaky, float(err_rate), int(seed), energies,
         )  # fmt: skip
-        out_grads = None
-        if learn is not None or grads:
-            kind, hp = (learn.kind, learn.hyper()) if learn is not None else (OPT_NONE, np.zeros(6))
-            t = self.opt_t + 1 if learn is not None else 0
-            done, bad_t, bad_p = K.train_step(
-                X, FX, DFX, BP, MUC, MUV, EPS, self.P, self.PI, self.G, self.S1, self.S2,
-                *common, self.trainable, *loop, kind, hp, t,
-            )  # fmt: skip
-            if bad_t < 0:
-                if learn is not None:
-                    self.opt_t = t
-                out_grads = self.G
-        else:
-            done, bad_t, bad_p = K.infer(
-                X, FX, DFX, BP, MUC, MUV, EPS, self.P, self.PI, *common, *loop
-            )
+        kind, hp = (learn.kind, learn.hyper()) if learn is not None else (OPT_NONE, np.zeros(6))
+        # iPC changes the weights during inference: keep a copy to restore if it diverges
+        saved = (
+            (self.P.copy(), self.S1.copy(), self.S2.copy())
+            if mode.code == K.MODE_IPC and learn
+            else None
+        )
+        done, bad_t, bad_p, nsteps = K.infer(
+            X, FX, DFX, BP, MUC, MUV, EPS, self.P, self.PI, self.G, self.S1, self.S2,
+            *common, self.trainable, *loop,
+            mode.code, mode.depth, mode.nudge, mode.nudged, bool(grads), kind, hp, self.opt_t,
+        )  # fmt: skip
+        if bad_t >= 0 and saved is not None:
+            self.P[:], self.S1[:], self.S2[:] = saved
+            nsteps = 0
+        self.opt_t += nsteps
+        out_grads = self.G if (bad_t < 0 and (grads or learn is not None)) else None
         return RunOutput(X, EPS, energies[: done + 1], int(done), int(bad_t), int(bad_p), out_grads)

@@ -12,9 +12,12 @@ import torch
 
 from ..activations import NAMES, get
 from ..inference import Inference
+from ..modes import CODES, ModeSetup
 from ..optim import OPT_ADAM, OPT_SGD, Optimizer
 from ..plan import Plan
 from .base import Backend, RunOutput
+
+MODE_FPA, MODE_ZIL, MODE_IPC = CODES["fpa"], CODES["zil"], CODES["ipc"]
 
 
 class TorchBackend(Backend):
@@ -96,10 +99,12 @@ class TorchBackend(Backend):
         keep: np.ndarray,
         cfg: Inference,
         seed: int,
+        mode: ModeSetup,
         *,
         learn: Optimizer | None = None,
         grads: bool = False,
     ) -> RunOutput:
+        """The numba kernel's algorithm (see ``_numba_kernels.infer``) as batched torch ops."""
         pl = self.plan
         npop = pl.n_pops
         sizes = self.sizes
@@ -108,9 +113,11 @@ class TorchBackend(Backend):
         cl = [bool(v) for v in clamped]
         has_err = [bool(v) for v in pl.has_err]
         var_in = [[c for c in self.inc[p] if not cl[pl.cpre[c]]] for p in range(npop)]
-        const_in = [[c for c in self.inc[p] if cl[pl.cpre[c]]] for p in range(npop)]
         bp_out = [[c for c in self.out[q] if not cl[q]] for q in range(npop)]
         is_pre = [bool(self.out[p]) for p in range(npop)]
+        fpa, zil, ipc = mode.code == MODE_FPA, mode.code == MODE_ZIL, mode.code == MODE_IPC
+        beta = mode.nudge
+        scale = 1.0 / beta if beta != 0.0 else 1.0
         leaky = cfg.errors == "leaky"
         rate = float(cfg.rate)
         err_rate = rate if cfg.error_rate is None else float(cfg.error_rate)
@@ -119,6 +126,7 @@ class TorchBackend(Backend):
         if noise_sd > 0:
             gen = torch.Generator(device=self.device)
             gen.manual_seed(int(seed))
+        saved = (self.P.clone(), self.S1.clone(), self.S2.clone()) if ipc and learn else None
 
         fx: list = [None] * npop
         dfx: list = [None] * npop
@@ -127,20 +135,29 @@ class TorchBackend(Backend):
             if not keep[p] and (cfg.init == "zero" or not has_err[p]):
                 x[p].zero_()
             if has_err[p]:
-                m = self._bias_rows(p, batch)
-                for c in const_in[p]:
-                    m = m + fx[pl.cpre[c]] @ self.W[c].T
-                muc[p] = m
+                muc[p] = self._const_prediction(p, fx, cl, batch)
                 if not keep[p] and cfg.init != "zero":
-                    xp = m
-                    for c in var_in[p]:
-                        xp = xp + fx[pl.cpre[c]] @ self.W[c].T
-                    x[p] = xp.clone()
+                    x[p] = self._with_var(muc[p], p, var_in, fx).clone()
+                elif (beta != 0.0 and mode.nudged[p]) or (fpa and var_in[p]):
+                    mu = self._with_var(muc[p], p, var_in, fx)
+                    if fpa:
+                        muc[p] = mu
+                    if beta != 0.0 and mode.nudged[p]:
+                        x[p] = mu + beta * (x[p] - mu)
             if is_pre[p]:
                 fx[p], dfx[p] = self.acts[p].torch_with_derivative(x[p])
+        if fpa:  # predictions frozen at the forward pass
+            for p in range(npop):
+                if has_err[p] and var_in[p]:
+                    if not keep[p]:
+                        muc[p] = x[p].clone()
+                    var_in[p] = []
         eps: list = [
             torch.zeros_like(x[p]) if (leaky and has_err[p]) else None for p in range(npop)
         ]
+        if zil:
+            self.G.zero_()
+        opt_steps = 0
 
         # few, fused ops per step: torch costs ~5-10 us per op on small CPU tensors
         etab_t = torch.zeros((cfg.steps + 1, npop), dtype=self.tdt, device=self.device)
@@ -151,14 +168,13 @@ class TorchBackend(Backend):
             for p in range(npop):
                 if not has_err[p]:
                     continue
-                mu = muc[p]
-                for c in var_in[p]:
-                    mu = torch.addmm(mu, fx[pl.cpre[c]], self.W[c].T)
-                d[p] = x[p] - mu
+                d[p] = x[p] - self._with_var(muc[p], p, var_in, fx)
                 pe = self.pi[p] * d[p]
                 if not leaky:
                     eps[p] = pe
                 etab_t[t, p] = torch.vdot(d[p].reshape(-1), pe.reshape(-1))
+            if zil:
+                self._weight_grads(fx, eps, batch, scale, [int(v) == t for v in mode.depth])
             if t == cfg.steps or stop_next:
                 done = t
                 break
@@ -167,6 +183,8 @@ class TorchBackend(Backend):
                 for c in bp_out[q]:
                     e = eps[pl.cpost[c]]
                     bp[q] = e @ self.W[c] if bp[q] is None else torch.addmm(bp[q], e, self.W[c])
+            if ipc:
+                self._weight_grads(fx, eps, batch, scale)
             rown = None
             for p in range(npop):
                 free = not cl[p]
@@ -191,45 +209,72 @@ class TorchBackend(Backend):
                     x[p] = x[p] + noise_sd * torch.randn(
                         x[p].shape, generator=gen, dtype=self.tdt, device=self.device
                     )
-                if is_pre[p]:
+                if is_pre[p] and not fpa:
                     fx[p], dfx[p] = self.acts[p].torch_with_derivative(x[p])
+            if ipc and learn is not None:
+                opt_steps += 1
+                self._optimizer_step(learn, self.opt_t + opt_steps)
+                for p in range(npop):  # the weights changed: so did the constant predictions
+                    if has_err[p]:
+                        muc[p] = self._const_prediction(p, fx, cl, batch)
             if cfg.tol > 0 and rown is not None and float(rown.max().sqrt()) < cfg.tol:
                 stop_next = True
 
         etab = (etab_t[: done + 1].to(torch.float64) * (0.5 / batch)).cpu().numpy()
         bad = np.argwhere(~np.isfinite(etab))
         bad_t, bad_p = (int(bad[0][0]), int(bad[0][1])) if len(bad) else (-1, -1)
+        out_grads = None
         if bad_t >= 0:
             done = bad_t
-        out_grads = None
-        if bad_t < 0 and (learn is not None or grads):
-            self._weight_grads(x, fx, eps, batch)
-            if learn is not None:
-                self.opt_t += 1
-                self._optimizer_step(learn, self.opt_t)
-            out_grads = self.G.detach().to("cpu", torch.float64).numpy()
+            if saved is not None:  # iPC learned during inference: undo it
+                self.P.copy_(saved[0])
+                self.S1.copy_(saved[1])
+                self.S2.copy_(saved[2])
+        else:
+            if (learn is not None or grads) and not (ipc or zil):
+                self._weight_grads(fx, eps, batch, scale)
+            if learn is not None and not ipc:
+                opt_steps += 1
+                self._optimizer_step(learn, self.opt_t + opt_steps)
+            self.opt_t += opt_steps
+            if learn is not None or grads:
+                out_grads = self.G.detach().to("cpu", torch.float64).numpy()
         values = torch.cat(x, dim=1).cpu().numpy()
         errs = [eps[p] for p in range(npop) if has_err[p]]
         errors = torch.cat(errs, dim=1).cpu().numpy() if errs else np.zeros((batch, 0), self.dtype)
         return RunOutput(values, errors, etab[: done + 1], int(done), bad_t, bad_p, out_grads)
 
     # ---- pieces -----------------------------------------------------------------------------
-    def _bias_rows(self, p: int, batch: int) -> torch.Tensor:
+    def _const_prediction(self, p: int, fx: list, cl: list, batch: int) -> torch.Tensor:
+        """b_p + sum over connections from clamped populations of f(x_pre) W^T."""
         b = self.bias[p]
-        if b is None:
-            return torch.zeros((batch, self.sizes[p]), dtype=self.tdt, device=self.device)
-        return b.expand(batch, -1)
+        m = b.expand(batch, -1) if b is not None else None
+        for c in self.inc[p]:
+            if cl[self.plan.cpre[c]]:
+                f = fx[self.plan.cpre[c]]
+                m = f @ self.W[c].T if m is None else torch.addmm(m, f, self.W[c].T)
+        if m is None:
+            m = torch.zeros((batch, self.sizes[p]), dtype=self.tdt, device=self.device)
+        return m
 
-    def _weight_grads(self, x, fx, eps, batch: int) -> None:
-        """dF/dW_c = -1/B eps_post^T f(x_pre), dF/db = -1/B sum_b eps (zeroed where frozen)."""
+    def _with_var(self, mu: torch.Tensor, p: int, var_in: list, fx: list) -> torch.Tensor:
+        for c in var_in[p]:
+            mu = torch.addmm(mu, fx[self.plan.cpre[c]], self.W[c].T)
+        return mu
+
+    def _weight_grads(self, fx, eps, batch: int, scale: float = 1.0, sel=None) -> None:
+        """dF/dW_c = -1/B eps_post^T f(x_pre), dF/db = -1/B sum_b eps, times ``scale``; with
+        ``sel`` only the connections into (and biases of) the selected populations (Z-IL)."""
         pl = self.plan
+        a = -scale / batch
         for c in range(len(self.W)):
-            torch.mm(eps[pl.cpost[c]].T, fx[pl.cpre[c]], out=self.Gw[c])
-            self.Gw[c].mul_(-1.0 / batch)
+            if sel is None or sel[pl.cpost[c]]:
+                torch.mm(eps[pl.cpost[c]].T, fx[pl.cpre[c]], out=self.Gw[c])
+                self.Gw[c].mul_(a)
         for p in range(pl.n_pops):
-            if self.Gb[p] is not None:
+            if self.Gb[p] is not None and (sel is None or sel[p]):
                 torch.sum(eps[p], dim=0, out=self.Gb[p])
-                self.Gb[p].mul_(-1.0 / batch)
+                self.Gb[p].mul_(a)
         self.G.mul_(self.trainable)
 
     def _optimizer_step(self, opt: Optimizer, t: int) -> None:

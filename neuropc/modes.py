@@ -1,0 +1,104 @@
+"""Inference modes and their exact conditions.
+
+``strict`` (default)
+    Plain PC: predictions and Jacobians follow the current values at every step; the weight
+    gradients are taken at the end of inference. Not equal to backprop in general; it approaches
+    backprop as the output error shrinks (Whittington & Bogacz 2017), e.g. under output nudging
+    ``beta -> 0``, where the relative error falls in proportion to ``beta``.
+``fpa``
+    Fixed-prediction assumption (Millidge et al. 2020; Rosenbaum 2022): forward initialisation,
+    then every prediction ``mu`` and every ``f'`` stay at their feed-forward values. At the fixed
+    point ``eps_l = f'(x_l) * sum W^T eps_post`` with the output error ``Pi (y - yhat)``: the
+    errors are backprop's deltas and the weight gradients equal backprop's, for any DAG and any
+    hidden precision. With ``rate * Pi_hidden = 1`` the fixed point is reached exactly after as
+    many steps as the longest path to a target.
+``zil``
+    Zero-divergence inference learning (Song et al. 2020): forward initialisation (C1), rate 1
+    (C3), unit precision on free populations, and the weights into a population at distance ``d``
+    from the targets (and its bias) take their gradient at step ``d`` (C2). Exact backprop for
+    graphs where every path from a population to the targets has the same length (levelled
+    graphs; insert linear identity populations to level a graph with skip connections).
+``ipc``
+    Incremental PC (Salvatori et al. 2024): the weights take an optimiser step at every inference
+    step, from the same state as the value step. Not equal to backprop.
+
+``Inference(nudge=beta)``: the targets clamped in training are set to ``mu + beta (y - mu)`` from
+their forward prediction ``mu`` (``beta = 1`` is plain clamping; negative ``beta`` nudges away)
+and the gradients are scaled by ``1 / beta`` (PCX's nudging protocol).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .inference import MODES, Inference
+from .plan import Plan
+
+CODES = {m: i for i, m in enumerate(MODES)}
+
+
+@dataclass(frozen=True)
+class ModeSetup:
+    """What a backend needs to run a mode: its code, per-population depth (Z-IL), the nudging
+    strength (0 when nothing is nudged) and which populations are nudged."""
+
+    code: int
+    depth: np.ndarray  # (P,) int64
+    nudge: float
+    nudged: np.ndarray  # (P,) bool
+
+
+def depths(plan: Plan, clamped: np.ndarray) -> np.ndarray:
+    """Distance (in connections) from each population to the clamped targets below it.
+
+    Clamped populations and free populations that predict nothing have depth 0; any other
+    population has ``1 + depth(post)``, which must be the same for all its posts (levelled graph).
+    """
+    n = plan.n_pops
+    out_posts: list[list[int]] = [[] for _ in range(n)]
+    for q, p in zip(plan.cpre, plan.cpost):
+        out_posts[int(q)].append(int(p))
+    d = np.zeros(n, dtype=np.int64)
+    for p in reversed(range(n)):
+        if clamped[p] or not out_posts[p]:
+            continue
+        ds = {int(d[q]) + 1 for q in out_posts[p]}
+        if len(ds) > 1:
+            raise ValueError(
+                f"mode 'zil' needs a levelled graph: population {plan.names[p]!r} reaches the "
+                f"targets over paths of lengths {sorted(ds)}; insert linear identity populations "
+                "so that every path from it has the same length"
+            )
+        d[p] = ds.pop()
+    return d
+
+
+def setup(plan: Plan, clamped: np.ndarray, cfg: Inference) -> ModeSetup:
+    """Validate ``cfg`` against the plan and phase, and lower it for the backends."""
+    code = CODES[cfg.mode]
+    depth = np.zeros(plan.n_pops, dtype=np.int64)
+    if cfg.mode == "zil":
+        depth = depths(plan, clamped)
+        for i, name in enumerate(plan.names):
+            if plan.has_err[i] and not clamped[i]:
+                sl = plan.error_slice(name)
+                if not np.all(plan.precision[sl] == 1.0):
+                    raise ValueError(
+                        f"mode 'zil' needs unit precision on free populations; population "
+                        f"{name!r} has precision {plan.precision[sl].tolist()}"
+                    )
+        need = int(depth.max(initial=0))
+        if cfg.steps < need:
+            raise ValueError(
+                f"mode 'zil' needs steps >= {need} (the longest distance to a target); got {cfg.steps}"
+            )
+    nudged = np.array(
+        [
+            bool(clamped[i] and plan.has_err[i] and plan.roles[i] == "target")
+            for i in range(plan.n_pops)
+        ]
+    )
+    beta = float(cfg.nudge) if cfg.nudge is not None and nudged.any() else 0.0
+    return ModeSetup(code, depth, beta, nudged)
