@@ -74,6 +74,8 @@ class Inference:
             raise ValueError(
                 f"mode 'zil' needs rate=1 (Song et al. 2020, condition C3); got {self.rate!r}"
             )
+        if self.nudge is not None and self.errors != "instant":
+            raise ValueError("nudge needs errors='instant'")
         if self.mode == "zil" and self.nudge is not None:
             raise ValueError("mode 'zil' does not combine with nudge")
         if self.error_rate is not None and not (self.error_rate > 0):

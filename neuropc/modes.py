@@ -22,9 +22,14 @@
     Incremental PC (Salvatori et al. 2024): the weights take an optimiser step at every inference
     step, from the same state as the value step. Not equal to backprop.
 
-``Inference(nudge=beta)``: the targets clamped in training are set to ``mu + beta (y - mu)`` from
-their forward prediction ``mu`` (``beta = 1`` is plain clamping; negative ``beta`` nudges away)
-and the gradients are scaled by ``1 / beta`` (PCX's nudging protocol).
+``Inference(nudge=beta)``: a target clamped in training holds ``mu + beta (y - mu)`` at every
+step, following its current prediction ``mu``, so its error is ``Pi beta (y - mu)``; the
+gradients are scaled by ``1 / beta`` (PCX's nudging, ``h = u - beta (u - y)``; ``beta = 1`` is
+plain clamping, negative ``beta`` nudges away from the label). This is the equilibrium of an
+output soft-clamped to the label (equilibrium propagation), and strict PC's gradients approach
+backprop's as ``beta -> 0`` with an error proportional to ``beta``. (Holding the target fixed at
+its *initial* ``mu + beta (y - mu)`` instead would not: the hidden values' relaxation then moves
+``mu`` by O(beta) and leaves an O(1) bias in ``eps / beta``.)
 """
 
 from __future__ import annotations

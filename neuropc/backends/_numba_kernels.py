@@ -224,8 +224,9 @@ def act_block(code, param, X, FX, DFX, o, n):
 # fused elementwise pieces of an inference step (row views, see act_block)
 # ---------------------------------------------------------------------------------------------
 @nb.njit(**_JIT_REDUCE)
-def _errors_block(X, MUC, MUV, EPS, PI, o, eo, n, has_var, write_eps):
-    """eps = Pi (x - mu) with mu = MUC (+ MUV); returns the batch-mean energy 1/2 d^T Pi d."""
+def _errors_block(X, MUC, MUV, EPS, PI, o, eo, n, has_var, write_eps, beta):
+    """eps = Pi d, d = beta (x - mu) with mu = MUC (+ MUV) (beta = 1 except for nudged targets);
+    returns the batch-mean energy 1/2 d^T Pi d."""
     nb_ = X.shape[0]
     pi = PI[eo : eo + n]
     acc = 0.0
@@ -237,23 +238,23 @@ def _errors_block(X, MUC, MUV, EPS, PI, o, eo, n, has_var, write_eps):
         s = 0.0
         if has_var and write_eps:
             for j in range(n):
-                d = x_[j] - (mc[j] + mv[j])
+                d = beta * (x_[j] - (mc[j] + mv[j]))
                 e = pi[j] * d
                 e_[j] = e
                 s += d * e
         elif write_eps:
             for j in range(n):
-                d = x_[j] - mc[j]
+                d = beta * (x_[j] - mc[j])
                 e = pi[j] * d
                 e_[j] = e
                 s += d * e
         elif has_var:
             for j in range(n):
-                d = x_[j] - (mc[j] + mv[j])
+                d = beta * (x_[j] - (mc[j] + mv[j]))
                 s += d * pi[j] * d
         else:
             for j in range(n):
-                d = x_[j] - mc[j]
+                d = beta * (x_[j] - mc[j])
                 s += d * pi[j] * d
         acc += s
     return 0.5 * acc / nb_
@@ -386,8 +387,8 @@ def infer(
     Modes (see neuropc.inference.Inference): strict PC; FPA (predictions and f' frozen at the
     forward pass); Z-IL (the gradients of the connections into a population of depth d, and its
     bias, are taken at step d); iPC (gradients and an optimiser step at every step). ``nudge``
-    (beta != 0) moves the ``nudged`` targets to mu + beta (y - mu) at the start and scales the
-    gradients by 1/beta. With ``want_grads`` the gradients of the batch-mean energy end in ``G``;
+    (beta != 0): a ``nudged`` target holds mu + beta (y - mu) at every step, following its current
+    prediction mu (its error is Pi beta (y - mu)), and the gradients are scaled by 1/beta. With ``want_grads`` the gradients of the batch-mean energy end in ``G``;
     with ``opt_kind`` an optimiser step follows (every step in iPC).
     """
     nb_ = X.shape[0]
@@ -426,16 +427,8 @@ def infer(
                     for j in range(n):
                         X[b, o + j] = MUC[b, eo + j]
                 _var_prediction(p, FX, X, o, P, sizes, voff, clamped, cpre, cpost, cwoff, 1.0)
-            elif (nudge != 0.0 and nudged[p]) or (mode == MODE_FPA and has_var[p]):
-                # the forward prediction mu = MUC + MUV is needed now
-                _var_prediction(p, FX, MUV, eo, P, sizes, voff, clamped, cpre, cpost, cwoff, 0.0)
-                for b in range(nb_):
-                    for j in range(n):
-                        mu = MUC[b, eo + j] + (MUV[b, eo + j] if has_var[p] else 0.0)
-                        if mode == MODE_FPA:
-                            MUC[b, eo + j] = mu  # frozen prediction
-                        if nudge != 0.0 and nudged[p]:
-                            X[b, o + j] = mu + nudge * (X[b, o + j] - mu)
+            elif mode == MODE_FPA and has_var[p]:  # freeze the forward prediction
+                _var_prediction(p, FX, MUC, eo, P, sizes, voff, clamped, cpre, cpost, cwoff, 1.0)
         if is_pre[p]:
             act_block(act_code[p], act_param[p], X, FX, DFX, o, n)
     if mode == MODE_FPA:  # freeze the predictions of the free populations at the forward pass
@@ -470,8 +463,9 @@ def infer(
         # errors and energies
         for p in range(npop):
             if has_err[p]:
+                beta = nudge if (nudge != 0.0 and nudged[p]) else 1.0
                 e = _errors_block(X, MUC, MUV, EPS, PI, voff[p], eoff[p], sizes[p], has_var[p],
-                                  not leaky)  # fmt: skip
+                                  not leaky, beta)  # fmt: skip
                 energies[t, p] = e
                 if not np.isfinite(e):
                     return t, t, p, steps_taken
@@ -520,6 +514,14 @@ def infer(
                 m = max(m, rown[b])
             if np.sqrt(m) < tol:
                 stop_next = True
+    if nudge != 0.0:  # report what a nudged target holds: x = mu + beta (y - mu), final mu
+        for p in range(npop):
+            if nudged[p]:
+                o, eo = voff[p], eoff[p]
+                for b in range(nb_):
+                    for j in range(sizes[p]):
+                        mu = MUC[b, eo + j] + (MUV[b, eo + j] if has_var[p] else 0.0)
+                        X[b, o + j] = mu + nudge * (X[b, o + j] - mu)
     if (want_grads or learn) and (mode == MODE_STRICT or mode == MODE_FPA):
         weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, trainable, depth, -1,
                      scale)  # fmt: skip

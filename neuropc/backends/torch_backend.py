@@ -138,12 +138,8 @@ class TorchBackend(Backend):
                 muc[p] = self._const_prediction(p, fx, cl, batch)
                 if not keep[p] and cfg.init != "zero":
                     x[p] = self._with_var(muc[p], p, var_in, fx).clone()
-                elif (beta != 0.0 and mode.nudged[p]) or (fpa and var_in[p]):
-                    mu = self._with_var(muc[p], p, var_in, fx)
-                    if fpa:
-                        muc[p] = mu
-                    if beta != 0.0 and mode.nudged[p]:
-                        x[p] = mu + beta * (x[p] - mu)
+                elif fpa and var_in[p]:  # freeze the forward prediction
+                    muc[p] = self._with_var(muc[p], p, var_in, fx)
             if is_pre[p]:
                 fx[p], dfx[p] = self.acts[p].torch_with_derivative(x[p])
         if fpa:  # predictions frozen at the forward pass
@@ -169,6 +165,8 @@ class TorchBackend(Backend):
                 if not has_err[p]:
                     continue
                 d[p] = x[p] - self._with_var(muc[p], p, var_in, fx)
+                if beta != 0.0 and mode.nudged[p]:  # the target follows mu + beta (y - mu)
+                    d[p] = beta * d[p]
                 pe = self.pi[p] * d[p]
                 if not leaky:
                     eps[p] = pe
@@ -220,6 +218,11 @@ class TorchBackend(Backend):
             if cfg.tol > 0 and rown is not None and float(rown.max().sqrt()) < cfg.tol:
                 stop_next = True
 
+        if beta != 0.0:  # report what a nudged target holds: mu + beta (y - mu), final mu
+            for p in range(npop):
+                if mode.nudged[p]:
+                    mu = self._with_var(muc[p], p, var_in, fx)
+                    x[p] = mu + beta * (x[p] - mu)
         etab = (etab_t[: done + 1].to(torch.float64) * (0.5 / batch)).cpu().numpy()
         bad = np.argwhere(~np.isfinite(etab))
         bad_t, bad_p = (int(bad[0][0]), int(bad[0][1])) if len(bad) else (-1, -1)
