@@ -125,7 +125,7 @@ def test_zil_equals_backprop(seed: int, backend: dict) -> None:
 
 
 def test_zil_conditions_are_enforced(backend: dict) -> None:
-    net, sim, _, data = _setup(0, backend, levelled=False)
+    _, sim, _, data = _setup(0, backend, levelled=False)
     with pytest.raises(ValueError, match="rate=1"):
         npc.Inference(mode="zil", rate=0.5)
     with pytest.raises(ValueError, match="levelled graph"):
