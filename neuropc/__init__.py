@@ -9,7 +9,8 @@ Public API::
 
 from __future__ import annotations
 
-from . import activations, data, energy
+from . import activations, alignment, data, energy, modes
+from .alignment import gradient_alignment
 from .data import one_hot
 from .errors import DivergenceError
 from .inference import Inference
@@ -35,9 +36,12 @@ __all__ = [
     "State",
     "__version__",
     "activations",
+    "alignment",
     "data",
     "energy",
+    "gradient_alignment",
     "lower",
     "mlp",
+    "modes",
     "one_hot",
 ]

@@ -80,8 +80,9 @@ def depths(plan: Plan, clamped: np.ndarray) -> np.ndarray:
     return d
 
 
-def setup(plan: Plan, clamped: np.ndarray, cfg: Inference) -> ModeSetup:
-    """Validate ``cfg`` against the plan and phase, and lower it for the backends."""
+def setup(plan: Plan, clamped: np.ndarray, cfg: Inference, *, learning: bool = False) -> ModeSetup:
+    """Validate ``cfg`` against the plan and phase, and lower it for the backends. In Z-IL, a
+    population deeper than ``cfg.steps`` gets no gradient (zero): an error when ``learning``."""
     code = CODES[cfg.mode]
     depth = np.zeros(plan.n_pops, dtype=np.int64)
     if cfg.mode == "zil":
@@ -95,7 +96,7 @@ def setup(plan: Plan, clamped: np.ndarray, cfg: Inference) -> ModeSetup:
                         f"{name!r} has precision {plan.precision[sl].tolist()}"
                     )
         need = int(depth.max(initial=0))
-        if cfg.steps < need:
+        if learning and cfg.steps < need:
             raise ValueError(
                 f"mode 'zil' needs steps >= {need} (the longest distance to a target); got {cfg.steps}"
             )

@@ -419,7 +419,7 @@ class Simulator:
             buf[:, self.plan.value_slice(name)] = a
             keep[self.plan.index(name)] = True
         seed = cfg.seed if cfg.seed is not None else int(self.noise_rng.integers(0, 2**31 - 1))
-        mode = _modes.setup(self.plan, clamped, cfg)
+        mode = _modes.setup(self.plan, clamped, cfg, learning=learn is not None)
         out = self.backend.run(b, clamped, keep, cfg, seed, mode, learn=learn, grads=grads)
         if out.bad_step >= 0:
             raise DivergenceError(out.bad_step, self.plan.names[out.bad_pop], phase)

@@ -1,0 +1,81 @@
+"""Figures of PC-vs-backprop gradient alignment from ``models/pc_vs_bp.py``'s ``alignment.json``.
+
+    python analysis/pc_vs_bp.py runs/pc_vs_bp/alignment.json [--out DIR]
+
+Writes ``cosine_vs_t.png`` (cosine against inference step, one panel per mode, a line per
+connection, at the last epoch), ``error_vs_beta.png`` (strict PC's relative error against the
+output nudging, log-log, with a slope-1 guide) and ``error_vs_output_precision.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("alignment", type=Path)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    curves = json.loads(args.alignment.read_text())
+    out = args.out or args.alignment.parent
+    out.mkdir(parents=True, exist_ok=True)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    modes = [m for m in ("strict", "fpa", "zil") if m in curves]
+    fig, axes = plt.subplots(
+        1, len(modes), figsize=(4.2 * len(modes), 3.4), sharey=True, squeeze=False
+    )
+    for ax, mode in zip(axes[0], modes):
+        last = curves[mode][-1]
+        for j, name in enumerate(last["names"]):
+            ax.plot(last["steps"], [row[j] for row in last["cosine"]], marker="o", ms=3, label=name)
+        ax.set_title(f"{mode} (epoch {last['epoch']})")
+        ax.set_xlabel("inference step t")
+        ax.axhline(1.0, color="0.7", lw=0.8)
+    axes[0][0].set_ylabel("cosine(PC update, BP gradient)")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    written.append(_save(fig, out / "cosine_vs_t.png"))
+
+    if "beta" in curves:
+        b = curves["beta"]
+        fig, ax = plt.subplots(figsize=(4.5, 3.5))
+        ax.loglog(b["beta"], b["rel_error"], "o-", label=f"strict PC (slope {b['slope']:.2f})")
+        ref = [b["rel_error"][-1] * x / b["beta"][-1] for x in b["beta"]]
+        ax.loglog(b["beta"], ref, "--", color="0.6", label="slope 1")
+        ax.set_xlabel("output nudging beta")
+        ax.set_ylabel("|g_PC - g_BP| / |g_BP|")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        written.append(_save(fig, out / "error_vs_beta.png"))
+    if "output_precision" in curves:
+        c = curves["output_precision"]
+        fig, ax = plt.subplots(figsize=(4.5, 3.5))
+        ax.loglog(c["output_precision"], c["rel_error"], "o-")
+        ax.set_xlabel("output precision (hidden precision 1)")
+        ax.set_ylabel("|g_PC - g_BP| / |g_BP|")
+        fig.tight_layout()
+        written.append(_save(fig, out / "error_vs_output_precision.png"))
+    for p in written:
+        print(p)
+    return written
+
+
+def _save(fig, path: Path) -> Path:
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+if __name__ == "__main__":
+    main()
