@@ -31,26 +31,10 @@ def _median_ms(fn, n: int) -> float:
     return 1000.0 * float(np.median(ts))
 
 
-def gemm_shapes(sim: Simulator, batch: int, steps: int) -> np.ndarray:
-    """Rows ``(ta, tb, M, N, K, count)`` of the row-major gemms one training batch performs."""
-    pl = sim.plan
-    cl = pl.clamped_mask("train")
-    rows = []
-    for c in range(len(pl.conn_names)):
-        q, p = pl.cpre[c], pl.cpost[c]
-        npre, npost = int(pl.sizes[q]), int(pl.sizes[p])
-        preds = 1 + (0 if cl[q] else steps + 1)
-        rows.append((0, 1, batch, npost, npre, preds))  # predictions f(x_pre) W^T
-        if not cl[q]:
-            rows.append((0, 0, batch, npre, npost, steps))  # back-projections eps W
-        rows.append((1, 0, npost, npre, batch, 1))  # weight gradient eps^T f(x_pre)
-    return np.array(rows, dtype=np.int64)
-
-
 def blas_ceiling_ms(sim: Simulator, batch: int, steps: int, repeats: int = 20) -> float:
     """Median time of the batch's gemm calls alone, with the backend's own matmul: scipy's BLAS
     from compiled code for numba, ``torch.mm`` on the simulator's device for torch."""
-    shapes = gemm_shapes(sim, batch, steps)
+    shapes = sim.plan.gemm_calls(batch, steps)
     if sim.backend.name == "torch":
         return _torch_ceiling_ms(shapes, sim.backend.device, sim.backend.tdt, repeats)
     from .backends import _numba_kernels as K

@@ -78,22 +78,37 @@ class Plan:
             return None
         return slice(int(self.boff[i]), int(self.boff[i] + self.sizes[i]))
 
-    def matmul_flops(self, batch: int, steps: int, phase: str = "train") -> int:
-        """Multiply-add FLOPs (2 per MAC) of one training batch: forward initialisation, ``steps``
-        inference steps (predictions from free populations and error back-projections), the final
-        predictions and the weight gradients. Predictions from clamped populations count once."""
+    def unflatten(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        """Copies of the ``"pre->post"`` weights and ``"pop:bias"`` biases in a flat vector."""
+        out = {}
+        for c in self.conn_names:
+            sl, shape = self.weight_slice(c)
+            out[c] = flat[sl].reshape(shape).copy()
+        for n in self.names:
+            sl = self.bias_slice(n)
+            if sl is not None:
+                out[f"{n}:bias"] = flat[sl].copy()
+        return out
+
+    def gemm_calls(self, batch: int, steps: int, phase: str = "train") -> np.ndarray:
+        """Rows ``(ta, tb, M, N, K, count)`` of the row-major gemms of one training batch: per
+        connection, the forward prediction (once if the pre is clamped, else also every step and
+        at the end), the ``steps`` error back-projections to a free pre, and the weight gradient."""
         cl = self.clamped_mask(phase)
-        total = 0
+        rows = []
         for c in range(len(self.conn_names)):
-            pre, post = self.cpre[c], self.cpost[c]
-            mac = int(batch * self.sizes[pre] * self.sizes[post])
-            total += mac  # forward initialisation / constant prediction
-            if not cl[pre]:
-                total += mac * steps  # prediction recomputed every step
-                total += mac  # final prediction
-                total += mac * steps  # back-projection of the post error
-            total += mac  # weight gradient
-        return 2 * total
+            q, p = self.cpre[c], self.cpost[c]
+            npre, npost = int(self.sizes[q]), int(self.sizes[p])
+            rows.append((0, 1, batch, npost, npre, 1 + (0 if cl[q] else steps + 1)))
+            if not cl[q]:
+                rows.append((0, 0, batch, npre, npost, steps))
+            rows.append((1, 0, npost, npre, batch, 1))
+        return np.array(rows, dtype=np.int64).reshape(-1, 6)
+
+    def matmul_flops(self, batch: int, steps: int, phase: str = "train") -> int:
+        """Multiply-add FLOPs (2 per MAC) of the gemms of one training batch (:meth:`gemm_calls`)."""
+        g = self.gemm_calls(batch, steps, phase)
+        return int(2 * np.sum(g[:, 2] * g[:, 3] * g[:, 4] * g[:, 5]))
 
 
 def lower(net: Network) -> Plan:

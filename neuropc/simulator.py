@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import backends as _backends
+from . import metrics as _metrics
 from . import modes as _modes
 from .errors import DivergenceError
 from .inference import Inference
@@ -109,57 +110,47 @@ class Simulator:
         return self.backend.get_params()[sl].reshape(shape)
 
     def set_weights(self, connection: str, w: np.ndarray) -> None:
-        sl, shape = self._weight_slot(connection)
-        w = np.asarray(w, dtype=np.float64)
-        if w.shape != shape:
-            raise ValueError(
-                f"connection {connection!r}: expected weights of shape {shape}; got {w.shape}"
-            )
-        _check_finite(connection, w)
-        flat = self.backend.get_params()
-        flat[sl] = w.ravel()
-        self.backend.set_params(flat)
+        """Replace ``W`` (n_post, n_pre) of connection ``"pre->post"``."""
+        self.load_parameters({connection: w})
 
     def get_bias(self, population: str) -> np.ndarray:
         return self.backend.get_params()[self._bias_slot(population)].copy()
 
     def set_bias(self, population: str, b: np.ndarray | float) -> None:
-        sl = self._bias_slot(population)
-        n = sl.stop - sl.start
-        b = (
-            np.broadcast_to(np.asarray(b, np.float64), (n,))
-            if np.ndim(b) == 0
-            else np.asarray(b, np.float64)
-        )
-        if b.shape != (n,):
-            raise ValueError(
-                f"population {population!r}: expected a bias of shape ({n},); got {b.shape}"
-            )
-        _check_finite(population, b)
-        flat = self.backend.get_params()
-        flat[sl] = b
-        self.backend.set_params(flat)
+        """Replace the bias of ``population`` (a scalar is broadcast)."""
+        self.load_parameters({f"{population}:bias": b})
 
     def parameters(self) -> dict[str, np.ndarray]:
         """All parameters as float64 copies: ``"pre->post"`` weights and ``"pop:bias"`` biases."""
-        flat = self.backend.get_params()
-        out = {}
-        for c in self.plan.conn_names:
-            sl, shape = self.plan.weight_slice(c)
-            out[c] = flat[sl].reshape(shape).copy()
-        for n in self.plan.names:
-            sl = self.plan.bias_slice(n)
-            if sl is not None:
-                out[f"{n}:bias"] = flat[sl].copy()
-        return out
+        return self.plan.unflatten(self.backend.get_params())
 
     def load_parameters(self, params: Mapping[str, np.ndarray]) -> None:
-        """Set parameters from a mapping shaped like :meth:`parameters` (missing keys are kept)."""
+        """Set parameters from a mapping shaped like :meth:`parameters` (missing keys are kept).
+        Every entry is validated before anything changes."""
+        flat = self.backend.get_params()
         for k, v in params.items():
             if k.endswith(":bias"):
-                self.set_bias(k[: -len(":bias")], v)
+                pop = k[: -len(":bias")]
+                sl = self._bias_slot(pop)
+                n = sl.stop - sl.start
+                b = np.asarray(v, np.float64)
+                b = np.broadcast_to(b, (n,)) if b.ndim == 0 else b
+                if b.shape != (n,):
+                    raise ValueError(
+                        f"population {pop!r}: expected a bias of shape ({n},); got {b.shape}"
+                    )
+                _check_finite(pop, b, "population {!r}: bias")
+                flat[sl] = b
             else:
-                self.set_weights(k, v)
+                sl, shape = self._weight_slot(k)
+                w = np.asarray(v, dtype=np.float64)
+                if w.shape != shape:
+                    raise ValueError(
+                        f"connection {k!r}: expected weights of shape {shape}; got {w.shape}"
+                    )
+                _check_finite(k, w, "connection {!r}: weights")
+                flat[sl] = w.ravel()
+        self.backend.set_params(flat)
 
     def _weight_slot(self, connection: str) -> tuple[slice, tuple[int, int]]:
         if connection not in self.plan.conn_names:
@@ -230,16 +221,7 @@ class Simulator:
                 "mode 'ipc' learns during inference and has no end-of-inference gradient; use learn()"
             )
         out = self._run(data, phase, values, inference or self.inference, learn=None, grads=True)
-        g = np.asarray(out.grads, dtype=np.float64)
-        res = {}
-        for c in self.plan.conn_names:
-            sl, shape = self.plan.weight_slice(c)
-            res[c] = g[sl].reshape(shape).copy()
-        for n in self.plan.names:
-            sl = self.plan.bias_slice(n)
-            if sl is not None:
-                res[f"{n}:bias"] = g[sl].copy()
-        return self._state(out, phase), res
+        return self._state(out, phase), self.plan.unflatten(np.asarray(out.grads, np.float64))
 
     def predict(
         self, data: ArrayDict, *, inference: Inference | None = None, phase: str = "test"
@@ -259,17 +241,10 @@ class Simulator:
         inference: Inference | None = None,
     ) -> float:
         """Fraction of samples whose argmax of the (free) target population equals ``labels``."""
-        target = target or self._target_name()
-        labels = np.asarray(labels)
-        n = _batch_len(data)
-        if labels.shape != (n,):
-            raise ValueError(f"labels: expected shape ({n},); got {labels.shape}")
-        correct = 0
-        for s in range(0, n, batch_size):
-            part = {k: v[s : s + batch_size] for k, v in data.items()}
-            pred = self.predict(part, inference=inference)[target]
-            correct += int(np.sum(np.argmax(pred, axis=1) == labels[s : s + batch_size]))
-        return correct / max(n, 1)
+        return _metrics.accuracy(
+            lambda part: self.predict(part, inference=inference), data, labels,
+            target or _metrics.target_name(self.network), batch_size,
+        )  # fmt: skip
 
     # ---- training loop --------------------------------------------------------------------------
     def fit(
@@ -320,12 +295,6 @@ class Simulator:
         return hist
 
     # ---- internals ------------------------------------------------------------------------------
-    def _target_name(self) -> str:
-        t = [n for n, r in zip(self.plan.names, self.plan.roles) if r == "target"]
-        if len(t) != 1:
-            raise ValueError(f"pass target=: the network has {len(t)} target populations ({t})")
-        return t[0]
-
     def _check_data(
         self, data: ArrayDict, phase: str, *, values: bool = False
     ) -> dict[str, np.ndarray]:
@@ -474,14 +443,10 @@ def init_parameters(net: Network, plan: Plan, rng: np.random.Generator) -> np.nd
     return flat
 
 
-def _check_finite(name: str, a: np.ndarray) -> None:
+def _check_finite(name: str, a: np.ndarray, what: str = "population {!r}: data") -> None:
     if not np.all(np.isfinite(a)):
-        bad = np.argwhere(~np.isfinite(a))[0]
-        raise ValueError(
-            f"population {name!r}: data contains NaN or inf (first at index {tuple(int(i) for i in bad)})"
-            if a.ndim == 2
-            else f"{name!r}: contains NaN or inf"
-        )
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
+        raise ValueError(f"{what.format(name)} contains NaN or inf (first at index {bad})")
 
 
 def _batch_len(arrays: Mapping[str, np.ndarray]) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -11,6 +12,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
+
+
+def load_model(name: str):
+    """Import ``models/NAME.py`` once per process, registered in ``sys.modules`` under its name
+    (numba's disk cache finds jitted functions of a module by that name)."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, MODELS / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
 
 
 def run_model_json(name: str, out: Path, *, cli: bool = False, extra: tuple[str, ...] = ()) -> dict:

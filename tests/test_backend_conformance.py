@@ -8,12 +8,9 @@ sample (Bogacz 2017 tutorial: mean 1.480, sd 0.342).
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import numpy as np
 import pytest
-from conftest import BACKEND_PARAMS, MODELS
+from conftest import BACKEND_PARAMS, load_model
 from test_oracle_gradients import SEEDS, random_dag, random_parameters
 
 import neuropc as npc
@@ -101,19 +98,13 @@ def test_early_stop_and_divergence_agree(other: dict) -> None:
     assert errs[0] == errs[1]
 
 
-def _bogacz():
-    spec = importlib.util.spec_from_file_location("bogacz_tutorial", MODELS / "bogacz_tutorial.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("bogacz_tutorial", mod)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.mark.parametrize("be", BACKEND_PARAMS)
 def test_langevin_posterior_on_every_backend(be: dict) -> None:
     """Bogacz (2017) posterior p(v | u = 2): mean 1.480, sd 0.342 (exact), sampled with T = 1."""
     if be["device"] not in (None, "cpu"):
         pytest.skip("the tutorial script selects backends by name only")
-    post = _bogacz().posterior_sampling(be["backend"], 0, chains=2000, steps=8000, burn_in=1000)
+    post = load_model("bogacz_tutorial").posterior_sampling(
+        be["backend"], 0, chains=2000, steps=8000, burn_in=1000
+    )
     assert post["mean"] == pytest.approx(1.480, abs=0.01)
     assert post["sd"] == pytest.approx(0.342, abs=0.01)

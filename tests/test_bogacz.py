@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_model_json
+from conftest import load_model, run_model_json
 from scipy.integrate import quad
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,12 +24,7 @@ FIGURES = (
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("bogacz_tutorial", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    # registered so that numba's disk cache can find the module by name (see the script)
-    sys.modules.setdefault(spec.name, mod)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_model("bogacz_tutorial")
 
 
 @pytest.fixture(scope="module")

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import MODELS, run_model_json
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, MODELS / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, mod)
-    spec.loader.exec_module(mod)
-    return mod
-
+from conftest import MODELS, load_model, run_model_json
 
 DIGITS_KEYS = ("test_accuracy", "bp_test_accuracy", "train_seconds", "bp_train_seconds")
 
@@ -33,7 +22,7 @@ def _check_digits(m: dict) -> None:
 
 
 def test_digits_classifier_quick(tmp_path: Path) -> None:
-    mod = _load("digits_classifier")
+    mod = load_model("digits_classifier")
     m = mod.main(["--quick", "--out", str(tmp_path / "inproc")])
     _check_digits(m)
     history = json.loads((tmp_path / "inproc" / "history.json").read_text())

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from .. import metrics as _metrics
 from ..network import Network
 from ..optim import SGD, Adam, Optimizer
 
@@ -324,18 +325,6 @@ class BackpropModel:
         batch_size: int = 1000,
     ) -> float:
         """Fraction of samples whose argmax of the target's prediction equals ``labels``."""
-        if target is None:
-            targets = [n for n, p in self.network.populations.items() if p.role == "target"]
-            if len(targets) != 1:
-                raise ValueError(
-                    f"pass target=: the network has {len(targets)} targets ({targets})"
-                )
-            target = targets[0]
-        labels = np.asarray(labels)
-        n = len(labels)
-        correct = 0
-        for s in range(0, n, batch_size):
-            part = {k: v[s : s + batch_size] for k, v in data.items()}
-            pred = self.predict(part)[target]
-            correct += int(np.sum(np.argmax(pred, axis=1) == labels[s : s + batch_size]))
-        return correct / max(n, 1)
+        return _metrics.accuracy(
+            self.predict, data, labels, target or _metrics.target_name(self.network), batch_size
+        )
