@@ -61,6 +61,33 @@ class Activation:
             return x * x
         raise AssertionError(n)
 
+    def torch_forward(self, x):
+        """``(f(x), aux)`` for :meth:`torch_vjp`: aux is f(x) itself for tanh and sigmoid, whose
+        derivatives are functions of the output (torch fuses ``g (1 - t^2)`` and ``g s (1 - s)``
+        into one kernel), None for linear, and f'(x) otherwise."""
+        n = self.name
+        if n == "linear":
+            return x, None
+        if n in ("tanh", "sigmoid"):
+            import torch
+
+            f = torch.tanh(x) if n == "tanh" else torch.sigmoid(x)
+            return f, f
+        return self.torch_with_derivative(x)
+
+    def torch_vjp(self, aux, g):
+        """``f'(x) * g`` from the ``aux`` that :meth:`torch_forward` returned."""
+        import torch
+
+        n = self.name
+        if n == "linear":
+            return g
+        if n == "tanh":
+            return torch.ops.aten.tanh_backward(g, aux)
+        if n == "sigmoid":
+            return torch.ops.aten.sigmoid_backward(g, aux)
+        return aux * g
+
     def torch_with_derivative(self, x):
         """``(f(x), f'(x))`` with torch, in closed form (no autograd): the torch backend's kernel."""
         import torch

@@ -7,6 +7,8 @@ set). Divergence is detected after the loop from the energy table, before any pa
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -39,6 +41,7 @@ class TorchBackend(Backend):
         self.S1 = torch.zeros(n, **kw)
         self.S2 = torch.zeros(n, **kw)
         self.trainable = torch.as_tensor(plan.trainable, **kw)
+        self.all_trainable = bool(np.all(plan.trainable))
         self.opt_t = 0
         sizes = [int(s) for s in plan.sizes]
         self.sizes = sizes
@@ -56,9 +59,12 @@ class TorchBackend(Backend):
         self.Gb = [
             self.G[int(o) : int(o) + s] if o >= 0 else None for o, s in zip(plan.boff, sizes)
         ]
+        # None where the population has no error neurons or unit precision (no multiply)
+        pis = [plan.precision[int(e) : int(e) + s] if e >= 0 else None
+               for e, s in zip(plan.eoff, sizes)]  # fmt: skip
         self.pi = [
-            torch.as_tensor(plan.precision[int(e) : int(e) + s], **kw) if e >= 0 else None
-            for e, s in zip(plan.eoff, sizes)
+            None if v is None or np.all(v == 1.0) else torch.as_tensor(v, **kw)
+            for v in pis
         ]
         self.acts = [get(NAMES[int(c)], slope=float(a) if NAMES[int(c)] == "leaky_relu" else None)
                      for c, a in zip(plan.act_code, plan.act_param)]  # fmt: skip
@@ -141,7 +147,7 @@ class TorchBackend(Backend):
                 elif fpa and var_in[p]:  # freeze the forward prediction
                     muc[p] = self._with_var(muc[p], p, var_in, fx)
             if is_pre[p]:
-                fx[p], dfx[p] = self.acts[p].torch_with_derivative(x[p])
+                fx[p], dfx[p] = self.acts[p].torch_forward(x[p])
         if fpa:  # predictions frozen at the forward pass
             for p in range(npop):
                 if has_err[p] and var_in[p]:
@@ -156,21 +162,24 @@ class TorchBackend(Backend):
         opt_steps = 0
 
         # few, fused ops per step: torch costs ~5-10 us per op on small CPU tensors
-        etab_t = torch.zeros((cfg.steps + 1, npop), dtype=self.tdt, device=self.device)
+        zero = torch.zeros((), dtype=self.tdt, device=self.device)
+        energies: list = []  # per step, one 0-d tensor per population; stacked once at the end
         done = cfg.steps
         stop_next = False
         for t in range(cfg.steps + 1):
             d = [None] * npop
+            e_t = [zero] * npop
             for p in range(npop):
                 if not has_err[p]:
                     continue
                 d[p] = x[p] - self._with_var(muc[p], p, var_in, fx)
                 if beta != 0.0 and mode.nudged[p]:  # the target follows mu + beta (y - mu)
                     d[p] = beta * d[p]
-                pe = self.pi[p] * d[p]
+                pe = d[p] if self.pi[p] is None else self.pi[p] * d[p]
                 if not leaky:
                     eps[p] = pe
-                etab_t[t, p] = torch.vdot(d[p].reshape(-1), pe.reshape(-1))
+                e_t[p] = torch.vdot(d[p].reshape(-1), pe.reshape(-1))
+            energies.append(e_t)
             if zil:
                 self._weight_grads(fx, eps, batch, scale, [int(v) == t for v in mode.depth])
             if t == cfg.steps or stop_next:
@@ -187,15 +196,17 @@ class TorchBackend(Backend):
             for p in range(npop):
                 free = not cl[p]
                 g = None
-                if free:
-                    if has_err[p] and bp[p] is not None:
-                        g = torch.addcmul(eps[p], dfx[p], bp[p], value=-1.0)
+                if free:  # dF/dx = eps - f'(x) * back-projected errors
+                    fb = None if bp[p] is None else self.acts[p].torch_vjp(dfx[p], bp[p])
+                    if has_err[p] and fb is not None:
+                        g = eps[p] - fb
                     elif has_err[p]:
                         g = eps[p]
-                    elif bp[p] is not None:
-                        g = -dfx[p] * bp[p]
+                    elif fb is not None:
+                        g = -fb
                 if leaky and has_err[p]:  # from the old state, like the value step
-                    eps[p] = eps[p] + err_rate * (d[p] - eps[p] / self.pi[p])
+                    pi_e = eps[p] if self.pi[p] is None else eps[p] / self.pi[p]
+                    eps[p] = eps[p] + err_rate * (d[p] - pi_e)
                 if not free:
                     continue
                 if g is not None:
@@ -208,7 +219,7 @@ class TorchBackend(Backend):
                         x[p].shape, generator=gen, dtype=self.tdt, device=self.device
                     )
                 if is_pre[p] and not fpa:
-                    fx[p], dfx[p] = self.acts[p].torch_with_derivative(x[p])
+                    fx[p], dfx[p] = self.acts[p].torch_forward(x[p])
             if ipc and learn is not None:
                 opt_steps += 1
                 self._optimizer_step(learn, self.opt_t + opt_steps)
@@ -223,7 +234,8 @@ class TorchBackend(Backend):
                 if mode.nudged[p]:
                     mu = self._with_var(muc[p], p, var_in, fx)
                     x[p] = mu + beta * (x[p] - mu)
-        etab = (etab_t[: done + 1].to(torch.float64) * (0.5 / batch)).cpu().numpy()
+        etab_t = torch.stack([torch.stack(e) for e in energies[: done + 1]])
+        etab = (etab_t.to(torch.float64) * (0.5 / batch)).cpu().numpy()
         bad = np.argwhere(~np.isfinite(etab))
         bad_t, bad_p = (int(bad[0][0]), int(bad[0][1])) if len(bad) else (-1, -1)
         out_grads = None
@@ -296,10 +308,12 @@ class TorchBackend(Backend):
             P.sub_(lr * g * tr)
         elif opt.kind == OPT_ADAM:
             lr, b1, b2, eps, wd, dec = (float(v) for v in hp[:6])
-            g = G if dec != 0.0 else G + wd * P
+            g = G if (dec != 0.0 or wd == 0.0) else G + wd * P
             self.S1.mul_(b1).add_(g, alpha=1.0 - b1)
             self.S2.mul_(b2).addcmul_(g, g, value=1.0 - b2)
-            step = lr * (self.S1 / (1.0 - b1**t)) / ((self.S2 / (1.0 - b2**t)).sqrt() + eps)
-            if dec != 0.0:
-                step = step + lr * wd * P
-            P.sub_(step * tr)
+            # torch.optim's order of operations: denom = sqrt(v) / sqrt(1 - b2^t) + eps
+            denom = (self.S2.sqrt() / math.sqrt(1.0 - b2**t)).add_(eps)
+            m = self.S1 if self.all_trainable else self.S1 * tr
+            if dec != 0.0 and wd != 0.0:
+                P.sub_(P * tr, alpha=lr * wd)
+            P.addcdiv_(m, denom, value=-lr / (1.0 - b1**t))
