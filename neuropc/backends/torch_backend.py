@@ -62,10 +62,7 @@ class TorchBackend(Backend):
         # None where the population has no error neurons or unit precision (no multiply)
         pis = [plan.precision[int(e) : int(e) + s] if e >= 0 else None
                for e, s in zip(plan.eoff, sizes)]  # fmt: skip
-        self.pi = [
-            None if v is None or np.all(v == 1.0) else torch.as_tensor(v, **kw)
-            for v in pis
-        ]
+        self.pi = [None if v is None or np.all(v == 1.0) else torch.as_tensor(v, **kw) for v in pis]
         self.acts = [get(NAMES[int(c)], slope=float(a) if NAMES[int(c)] == "leaky_relu" else None)
                      for c, a in zip(plan.act_code, plan.act_param)]  # fmt: skip
         self.inc = [
