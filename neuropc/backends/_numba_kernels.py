@@ -290,10 +290,11 @@ def _update_block(X, DFX, BP, EPS, o, eo, n, has_err, has_bp, rate, rown):
 @nb.njit(**_JIT)
 def _update_block_general(
     X, DFX, BP, EPS, MUC, MUV, PI, o, eo, n, has_err, has_bp, has_var, free, leaky, rate,
-    err_rate, noise_sd, rown,
+    err_rate, noise_sd, rown, NZ, keep_noise,
 ):  # fmt: skip
     """General value step: optional Langevin noise x += sqrt(2 rate T) xi, and leaky error neurons
-    (Bogacz 2017 eqs 12-14) eps <- eps + err_rate ((x - mu) - eps / Pi), both from the old state."""
+    (Bogacz 2017 eqs 12-14) eps <- eps + err_rate ((x - mu) - eps / Pi), both from the old state.
+    With ``keep_noise`` the noise added is also written to ``NZ`` (for recording)."""
     e0 = max(eo, 0)
     pi = PI[e0 : e0 + n]
     for b in range(X.shape[0]):
@@ -321,9 +322,22 @@ def _update_block_general(
                 dx = -rate * g
                 s += dx * dx
                 if noise_sd > 0.0:
-                    dx += noise_sd * np.random.standard_normal()
+                    xi = noise_sd * np.random.standard_normal()
+                    dx += xi
+                    if keep_noise:
+                        NZ[b, o + j] = xi
                 x_[j] = x + dx
         rown[b] += s
+
+
+@nb.njit(**_JIT)
+def _gather(SRC, rows, cols, OUT, s):
+    """OUT[r, s, k] = SRC[rows[r], cols[k]]: one recorded step, trial-major."""
+    for r in range(rows.shape[0]):
+        src = SRC[rows[r]]
+        o = OUT[r, s]
+        for k in range(cols.shape[0]):
+            o[k] = src[cols[k]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -367,6 +381,7 @@ def infer(
     sizes, voff, eoff, has_err, clamped, keep, act_code, act_param, cpre, cpost, cwoff, boff,
     trainable, zero_init, T, rate, temp, tol, leaky, err_rate, seed, energies,
     mode, depth, nudge, nudged, want_grads, opt_kind, hp, opt_t,
+    rec_every, rec_rows, rec_vcols, rec_ecols, rec_ncols, VT, ET, NT, NZ,
 ):  # fmt: skip
     """Run ``T`` steps of PC inference on one batch, in place; optionally the local gradients and
     optimiser steps. Returns ``(steps_done, bad_step, bad_pop, optimiser_steps)``.
@@ -388,8 +403,14 @@ def infer(
     forward pass); Z-IL (the gradients of the connections into a population of depth d, and its
     bias, are taken at step d); iPC (gradients and an optimiser step at every step). ``nudge``
     (beta != 0): a ``nudged`` target holds mu + beta (y - mu) at every step, following its current
-    prediction mu (its error is Pi beta (y - mu)), and the gradients are scaled by 1/beta. With ``want_grads`` the gradients of the batch-mean energy end in ``G``;
-    with ``opt_kind`` an optimiser step follows (every step in iPC).
+    prediction mu (its error is Pi beta (y - mu)), and the gradients are scaled by 1/beta. With
+    ``want_grads`` the gradients of the batch-mean energy end in ``G``; with ``opt_kind`` an
+    optimiser step follows (every step in iPC).
+
+    Recording (``rec_every > 0``): at every step t with t % rec_every == 0 the values ``X`` and
+    errors ``EPS`` of state t (rows ``rec_rows``, columns ``rec_vcols`` / ``rec_ecols``) are
+    gathered into ``VT[:, t // rec_every]`` / ``ET[...]``, and the noise added by update t into
+    ``NT`` (through ``NZ``); rows after an early stop repeat the final state (noise 0).
     """
     nb_ = X.shape[0]
     NV = X.shape[1]
@@ -448,6 +469,7 @@ def infer(
             G[i] = 0.0
     scale = 1.0 / nudge if nudge != 0.0 else 1.0
     learn = opt_kind != OPT_NONE
+    keep_noise = rec_every > 0 and rec_ncols.shape[0] > 0 and noise_sd > 0.0
     steps_taken = 0
 
     rown = np.zeros(nb_)
@@ -472,6 +494,9 @@ def infer(
         if mode == MODE_ZIL:  # the connections into depth-t populations learn now
             weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, trainable,
                          depth, t, scale)  # fmt: skip
+        if rec_every > 0 and t % rec_every == 0:
+            _gather(X, rec_rows, rec_vcols, VT, t // rec_every)
+            _gather(EPS, rec_rows, rec_ecols, ET, t // rec_every)
         if t == T or stop_next:
             done = t
             break
@@ -495,12 +520,14 @@ def infer(
             if leaky or noise_sd > 0.0:
                 _update_block_general(X, DFX, BP, EPS, MUC, MUV, PI, voff[p], eoff[p], sizes[p],
                                       has_err[p], has_bp[p], has_var[p], free, leaky, rate,
-                                      err_rate, noise_sd, rown)  # fmt: skip
+                                      err_rate, noise_sd, rown, NZ, keep_noise)  # fmt: skip
             else:
                 _update_block(X, DFX, BP, EPS, voff[p], eoff[p], sizes[p], has_err[p], has_bp[p],
                               rate, rown)  # fmt: skip
             if free and is_pre[p] and mode != MODE_FPA:
                 act_block(act_code[p], act_param[p], X, FX, DFX, voff[p], sizes[p])
+        if keep_noise and t % rec_every == 0:
+            _gather(NZ, rec_rows, rec_ncols, NT, t // rec_every)
         if mode == MODE_IPC and learn:
             steps_taken += 1
             optimizer_step(opt_kind, P, G, S1, S2, hp, opt_t + steps_taken, trainable)
@@ -514,6 +541,10 @@ def infer(
                 m = max(m, rown[b])
             if np.sqrt(m) < tol:
                 stop_next = True
+    if rec_every > 0:  # after an early stop the remaining rows hold the settled state
+        for s in range(done // rec_every + 1, VT.shape[1]):
+            _gather(X, rec_rows, rec_vcols, VT, s)
+            _gather(EPS, rec_rows, rec_ecols, ET, s)
     if nudge != 0.0:  # report what a nudged target holds: x = mu + beta (y - mu), final mu
         for p in range(npop):
             if nudged[p]:

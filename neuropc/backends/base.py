@@ -19,6 +19,22 @@ from ..optim import Optimizer
 from ..plan import Plan
 
 
+@dataclass(frozen=True)
+class TraceSpec:
+    """What the inference loop gathers at every ``every``-th step (see ``_numba_kernels.infer``):
+    ``rows`` of the batch, and sorted columns of the value buffer (``vcols``), the error buffer
+    (``ecols``) and of the injected noise (``ncols``, value-buffer columns)."""
+
+    every: int
+    rows: np.ndarray
+    vcols: np.ndarray
+    ecols: np.ndarray
+    ncols: np.ndarray
+
+    def n_steps(self, steps: int) -> int:
+        return steps // self.every + 1
+
+
 @dataclass
 class RunOutput:
     """Result of one batch. Arrays are numpy views of backend buffers, valid until the next run."""
@@ -30,6 +46,8 @@ class RunOutput:
     bad_step: int  # -1, or the step at which an energy became non-finite
     bad_pop: int
     grads: np.ndarray | None = None  # (n_params,) dF/dtheta of the batch-mean energy
+    # with a TraceSpec: (values, errors, noise), each (len(rows), steps // every + 1, n_cols)
+    traces: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
 class Backend(ABC):
@@ -67,7 +85,9 @@ class Backend(ABC):
         *,
         learn: Optimizer | None = None,
         grads: bool = False,
+        trace: TraceSpec | None = None,
     ) -> RunOutput:
         """Inference on the batch in ``values_buffer(batch)`` in the given mode; then, with
         ``learn``, local gradients and an optimiser step (every inference step in iPC; nothing if
-        inference diverged); with ``grads``, gradients only."""
+        inference diverged); with ``grads``, gradients only; with ``trace``, the recorded steps
+        (gathered inside the loop: no Python call per step)."""

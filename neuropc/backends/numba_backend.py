@@ -10,7 +10,7 @@ from ..modes import ModeSetup
 from ..optim import OPT_NONE, Optimizer
 from ..plan import Plan
 from . import _numba_kernels as K
-from .base import Backend, RunOutput
+from .base import Backend, RunOutput, TraceSpec
 
 
 class NumbaBackend(Backend):
@@ -80,6 +80,7 @@ class NumbaBackend(Backend):
         *,
         learn: Optimizer | None = None,
         grads: bool = False,
+        trace: TraceSpec | None = None,
     ) -> RunOutput:
         X, FX, DFX, BP, MUC, MUV, EPS = self._buffers(batch)
         pl = self.plan
@@ -103,14 +104,33 @@ class NumbaBackend(Backend):
             if mode.code == K.MODE_IPC and learn
             else None
         )
+        rec = self._trace_buffers(trace, cfg.steps, batch)
         done, bad_t, bad_p, nsteps = K.infer(
             X, FX, DFX, BP, MUC, MUV, EPS, self.P, self.PI, self.G, self.S1, self.S2,
             *common, self.trainable, *loop,
             mode.code, mode.depth, mode.nudge, mode.nudged, bool(grads), kind, hp, self.opt_t,
+            *rec,
         )  # fmt: skip
         if bad_t >= 0 and saved is not None:
             self.P[:], self.S1[:], self.S2[:] = saved
             nsteps = 0
         self.opt_t += nsteps
         out_grads = self.G if (bad_t < 0 and (grads or learn is not None)) else None
-        return RunOutput(X, EPS, energies[: done + 1], int(done), int(bad_t), int(bad_p), out_grads)
+        traces = rec[5:8] if trace is not None else None
+        return RunOutput(
+            X, EPS, energies[: done + 1], int(done), int(bad_t), int(bad_p), out_grads, traces
+        )
+
+    def _trace_buffers(self, trace: TraceSpec | None, steps: int, batch: int) -> tuple:
+        """The kernel's recording arguments; fresh output arrays (the caller keeps them)."""
+        dt = self.dtype
+        if trace is None:
+            z = np.zeros(0, np.int64)
+            e = np.zeros((0, 0, 0), dt)
+            return (0, z, z, z, z, e, e, e, np.zeros((1, 1), dt))
+        r, s = len(trace.rows), trace.n_steps(steps)
+        bufs = [np.zeros((r, s, len(c)), dt) for c in (trace.vcols, trace.ecols, trace.ncols)]
+        nz = np.zeros((batch, self.plan.n_value) if len(trace.ncols) else (1, 1), dt)
+        cols = [np.ascontiguousarray(a, np.int64) for a in (trace.rows, trace.vcols, trace.ecols,
+                                                            trace.ncols)]  # fmt: skip
+        return (int(trace.every), *cols, *bufs, nz)

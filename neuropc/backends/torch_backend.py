@@ -17,7 +17,7 @@ from ..inference import Inference
 from ..modes import CODES, ModeSetup
 from ..optim import OPT_ADAM, OPT_SGD, Optimizer
 from ..plan import Plan
-from .base import Backend, RunOutput
+from .base import Backend, RunOutput, TraceSpec
 
 MODE_FPA, MODE_ZIL, MODE_IPC = CODES["fpa"], CODES["zil"], CODES["ipc"]
 
@@ -106,6 +106,7 @@ class TorchBackend(Backend):
         *,
         learn: Optimizer | None = None,
         grads: bool = False,
+        trace: TraceSpec | None = None,
     ) -> RunOutput:
         """The numba kernel's algorithm (see ``_numba_kernels.infer``) as batched torch ops."""
         pl = self.plan
@@ -163,6 +164,7 @@ class TorchBackend(Backend):
         energies: list = []  # per step, one 0-d tensor per population; stacked once at the end
         done = cfg.steps
         stop_next = False
+        rec = _Recorder(self, trace, cfg.steps, noise_sd > 0) if trace is not None else None
         for t in range(cfg.steps + 1):
             d = [None] * npop
             e_t = [zero] * npop
@@ -177,6 +179,8 @@ class TorchBackend(Backend):
                     eps[p] = pe
                 e_t[p] = torch.vdot(d[p].reshape(-1), pe.reshape(-1))
             energies.append(e_t)
+            if rec is not None and t % rec.every == 0:
+                rec.gather(t // rec.every, x, eps)
             if zil:
                 self._weight_grads(fx, eps, batch, scale, [int(v) == t for v in mode.depth])
             if t == cfg.steps or stop_next:
@@ -212,9 +216,12 @@ class TorchBackend(Backend):
                         rown = rn if rown is None else rown + rn
                     x[p] = x[p].add(g, alpha=-rate)
                 if noise_sd > 0:
-                    x[p] = x[p] + noise_sd * torch.randn(
+                    xi = noise_sd * torch.randn(
                         x[p].shape, generator=gen, dtype=self.tdt, device=self.device
                     )
+                    x[p] = x[p] + xi
+                    if rec is not None and t % rec.every == 0:
+                        rec.noise(t // rec.every, p, xi)
                 if is_pre[p] and not fpa:
                     fx[p], dfx[p] = self.acts[p].torch_forward(x[p])
             if ipc and learn is not None:
@@ -226,6 +233,9 @@ class TorchBackend(Backend):
             if cfg.tol > 0 and rown is not None and float(rown.max().sqrt()) < cfg.tol:
                 stop_next = True
 
+        if rec is not None:  # after an early stop the remaining rows hold the settled state
+            for s_ in range(done // rec.every + 1, rec.n_steps):
+                rec.gather(s_, x, eps)
         if beta != 0.0:  # report what a nudged target holds: mu + beta (y - mu), final mu
             for p in range(npop):
                 if mode.nudged[p]:
@@ -254,7 +264,10 @@ class TorchBackend(Backend):
         values = torch.cat(x, dim=1).cpu().numpy()
         errs = [eps[p] for p in range(npop) if has_err[p]]
         errors = torch.cat(errs, dim=1).cpu().numpy() if errs else np.zeros((batch, 0), self.dtype)
-        return RunOutput(values, errors, etab[: done + 1], int(done), bad_t, bad_p, out_grads)
+        traces = rec.host() if rec is not None else None
+        return RunOutput(
+            values, errors, etab[: done + 1], int(done), bad_t, bad_p, out_grads, traces
+        )
 
     # ---- pieces -----------------------------------------------------------------------------
     def _const_prediction(self, p: int, fx: list, cl: list, batch: int) -> torch.Tensor:
@@ -314,3 +327,58 @@ class TorchBackend(Backend):
             if dec != 0.0 and wd != 0.0:
                 P.sub_(P * tr, alpha=lr * wd)
             P.addcdiv_(m, denom, value=-lr / (1.0 - b1**t))
+
+
+class _Recorder:
+    """Device-side trace buffers of one batch: each recorded step is a few index ops, no host
+    transfer; the traces are copied to the host once, after the loop."""
+
+    def __init__(self, be: TorchBackend, trace: TraceSpec, steps: int, noise: bool) -> None:
+        pl, dev = be.plan, be.device
+        self.every = int(trace.every)
+        self.n_steps = trace.n_steps(steps)
+        rows = torch.as_tensor(np.asarray(trace.rows, np.int64), device=dev)
+        self.rows = rows
+        kw = dict(dtype=be.tdt, device=dev)
+        r = len(trace.rows)
+        self.VT = torch.zeros((r, self.n_steps, len(trace.vcols)), **kw)
+        self.ET = torch.zeros((r, self.n_steps, len(trace.ecols)), **kw)
+        self.NT = torch.zeros((r, self.n_steps, len(trace.ncols)), **kw)
+        self.v = _pieces(trace.vcols, pl.voff, pl.sizes, dev)
+        self.e = _pieces(trace.ecols, pl.eoff, pl.sizes, dev)
+        self.n = (
+            dict((p, a) for p, a in _pieces(trace.ncols, pl.voff, pl.sizes, dev)) if noise else {}
+        )
+
+    def _put(self, out, s, pieces, tensors) -> None:
+        for p, (a, b, local) in pieces:
+            src = tensors[p].index_select(0, self.rows)
+            out[:, s, a:b] = src if local is None else src.index_select(1, local)
+
+    def gather(self, s: int, x: list, eps: list) -> None:
+        self._put(self.VT, s, self.v, x)
+        self._put(self.ET, s, self.e, eps)
+
+    def noise(self, s: int, p: int, xi) -> None:
+        if p in self.n:
+            a, b, local = self.n[p]
+            src = xi.index_select(0, self.rows)
+            self.NT[:, s, a:b] = src if local is None else src.index_select(1, local)
+
+    def host(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return tuple(t.cpu().numpy() for t in (self.VT, self.ET, self.NT))
+
+
+def _pieces(cols, off, sizes, dev) -> list:
+    """Split sorted buffer columns by population: [(p, (start, stop, local index or None))]."""
+    cols = np.asarray(cols, np.int64)
+    out = []
+    for p, (o, n) in enumerate(zip(off, sizes)):
+        if o < 0:
+            continue
+        a, b = np.searchsorted(cols, [o, o + n])
+        if b > a:
+            local = cols[a:b] - o
+            full = b - a == n
+            out.append((p, (int(a), int(b), None if full else torch.as_tensor(local, device=dev))))
+    return out
