@@ -9,14 +9,21 @@ Public API::
 
 from __future__ import annotations
 
-from . import activations, alignment, data, energy, modes
+from . import activations, alignment, analysis, data, energy, modes
 from .alignment import gradient_alignment
 from .data import one_hot
-from .errors import DivergenceError
+from .errors import DivergenceError, RecordingError
 from .inference import Inference
 from .network import Connection, Network, Population, mlp
 from .optim import SGD, Adam, AdamW
 from .plan import Plan, lower
+from .probes import Probe
+from .reader import (
+    LabelledArray,
+    Recording,
+    open,
+)
+from .recording import Recorder
 from .simulator import History, Simulator, State
 
 __version__ = "0.1.0"
@@ -29,14 +36,20 @@ __all__ = [
     "DivergenceError",
     "History",
     "Inference",
+    "LabelledArray",
     "Network",
     "Plan",
     "Population",
+    "Probe",
+    "Recorder",
+    "Recording",
+    "RecordingError",
     "Simulator",
     "State",
     "__version__",
     "activations",
     "alignment",
+    "analysis",
     "data",
     "energy",
     "gradient_alignment",
@@ -44,4 +57,5 @@ __all__ = [
     "mlp",
     "modes",
     "one_hot",
+    "open",
 ]

@@ -19,3 +19,7 @@ class DivergenceError(RuntimeError):
             f"inference step {step} (phase {phase!r}); parameters were left unchanged. "
             "Lower the inference rate or the learning rate."
         )
+
+
+class RecordingError(RuntimeError):
+    """A recording could not be created, written or read. The simulation state is unaffected."""

@@ -269,6 +269,28 @@ class Network:
             raise ValueError(f"unknown population {name!r}; valid: {valid}")
         return self.populations[name]
 
+    def spec(self) -> dict:
+        """A JSON-able description of the network (stored in recordings)."""
+
+        def arr(v):
+            return np.asarray(v).tolist()
+
+        return {
+            "populations": [
+                {"name": p.name, "size": p.size, "activation": p.activation.name,
+                 "activation_param": p.activation.param, "role": p.role,
+                 "precision": arr(p.precision), "bias": p.bias, "bias_init": arr(p.bias_init),
+                 "trainable_bias": p.trainable_bias}
+                for p in self.populations.values()
+            ],
+            "connections": [
+                {"pre": c.pre, "post": c.post, "init": c.init, "gain": c.gain,
+                 "trainable": c.trainable}
+                for c in self.connections
+            ],
+            "clamps": {k: sorted(v) for k, v in self._clamps.items()},
+        }  # fmt: skip
+
     def summary(self) -> str:
         """A short human-readable description."""
         lines = ["population      size  activation   role    error  clamped(train/test)"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,6 +13,8 @@ import numpy as np
 from . import backends as _backends
 from . import metrics as _metrics
 from . import modes as _modes
+from . import probes as _probes
+from . import recording as _recording
 from .errors import DivergenceError
 from .inference import Inference
 from .network import Network
@@ -102,6 +106,7 @@ class Simulator:
         self.noise_rng = np.random.default_rng(noise_ss)
         self.backend.set_params(init_parameters(network, self.plan, np.random.default_rng(init_ss)))
         self._masks: dict[str, np.ndarray] = {}
+        self._recorder: _recording.Recorder | None = None
 
     # ---- parameters ---------------------------------------------------------------------------
     def get_weights(self, connection: str) -> np.ndarray:
@@ -175,15 +180,18 @@ class Simulator:
         values: ArrayDict | None = None,
         inference: Inference | None = None,
         batch_size: int | None = None,
+        trials: Mapping[str, Sequence] | None = None,
     ) -> State:
         """Clamp ``data`` (the populations clamped in ``phase``) and run inference. No learning.
 
         ``values`` are initial values of free populations (with ``Inference(init="given")``).
         ``batch_size`` is needed only when nothing is clamped and no values are given (e.g. to
-        sample a generative network from its priors)."""
+        sample a generative network from its priors). ``trials``: labels per sample for the
+        recording's trials table (columns declared in :meth:`record`)."""
         out = self._run(
-            data, phase, values, inference or self.inference, learn=None, batch=batch_size
-        )
+            data, phase, values, inference or self.inference, learn=None, batch=batch_size,
+            trials=trials,
+        )  # fmt: skip
         return self._state(out, phase)
 
     def learn(
@@ -194,14 +202,16 @@ class Simulator:
         inference: Inference | None = None,
         optimizer: Optimizer | None = None,
         state: bool = True,
+        trials: Mapping[str, Sequence] | None = None,
     ) -> State | float:
         """One training batch in phase ``"train"``: inference, local gradients, optimiser step.
 
         Returns the :class:`State`, or with ``state=False`` only the final total energy (skips
-        copying the buffers, as :meth:`fit` does)."""
+        copying the buffers, as :meth:`fit` does). ``trials`` as in :meth:`infer`."""
         out = self._run(
-            data, "train", values, inference or self.inference, learn=optimizer or self.optimizer
-        )
+            data, "train", values, inference or self.inference, learn=optimizer or self.optimizer,
+            trials=trials,
+        )  # fmt: skip
         return self._state(out, "train") if state else float(np.sum(out.energies[-1]))
 
     def gradients(
@@ -257,12 +267,14 @@ class Simulator:
         shuffle: bool = True,
         progress: bool = True,
         callback: Callable[[dict], None] | None = None,
+        trials: Mapping[str, Sequence] | None = None,
     ) -> History:
         """Train for ``epochs`` over ``data`` (arrays for every population clamped in ``"train"``).
 
         Each epoch shuffles the samples with ``shuffle_rng`` (from the simulator's seed), runs :meth:`learn` per
         minibatch, and records ``energy`` (mean final total energy), ``seconds`` and, with
         ``validation=(inputs, labels)``, ``accuracy`` of the free target at test time.
+        ``trials``: per-sample labels for the recording, shuffled with the samples.
         """
         if not isinstance(epochs, int) or epochs < 0:
             raise ValueError(f"epochs must be an integer >= 0; got {epochs!r}")
@@ -270,6 +282,7 @@ class Simulator:
             raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
         arrays = self._check_data(data, "train")
         n = _batch_len(arrays)
+        labels = self._check_trials(trials, n)
         hist = History()
         cfg = self.inference
         for ep in range(1, epochs + 1):
@@ -280,8 +293,9 @@ class Simulator:
             for s in _progress(starts, progress, f"epoch {ep}/{epochs}"):
                 idx = order[s : s + batch_size]
                 out = self._run_checked(
-                    {k: v[idx] for k, v in arrays.items()}, "train", None, cfg, self.optimizer
-                )
+                    {k: v[idx] for k, v in arrays.items()}, "train", None, cfg, self.optimizer,
+                    trials={k: v[idx] for k, v in labels.items()} if labels else None,
+                )  # fmt: skip
                 energies.append(float(np.sum(out.energies[-1])))
             rec = {"epoch": ep, "energy": float(np.mean(energies)) if energies else float("nan")}
             rec["seconds"] = time.perf_counter() - t0
@@ -348,7 +362,7 @@ class Simulator:
                 raise ValueError("data has an empty batch")
         return out
 
-    def _run(self, data, phase, values, cfg, learn, grads=False, batch=None):
+    def _run(self, data, phase, values, cfg, learn, grads=False, batch=None, trials=None):
         arrays = self._check_data(data, phase)
         vals = self._check_data(values, phase, values=True) if values else {}
         if vals and arrays and _batch_len(vals) != _batch_len(arrays):
@@ -368,9 +382,10 @@ class Simulator:
             )
         if vals and cfg.init != "given":
             raise ValueError("values= are used only with Inference(init='given')")
-        return self._run_checked(arrays, phase, vals, cfg, learn, grads, b)
+        labels = self._check_trials(trials, b)
+        return self._run_checked(arrays, phase, vals, cfg, learn, grads, b, labels)
 
-    def _run_checked(self, arrays, phase, vals, cfg, learn, grads=False, b=None):
+    def _run_checked(self, arrays, phase, vals, cfg, learn, grads=False, b=None, trials=None):
         if self.network.version != self._version:
             raise ValueError(
                 "the network changed after the Simulator was built; build a new Simulator "
@@ -389,9 +404,90 @@ class Simulator:
             keep[self.plan.index(name)] = True
         seed = cfg.seed if cfg.seed is not None else int(self.noise_rng.integers(0, 2**31 - 1))
         mode = _modes.setup(self.plan, clamped, cfg, learning=learn is not None)
+        rec = self._recorder
+        if rec is not None and rec.active(phase):
+            learned = learn is not None
+            ctx = _recording.batch_context(rec, self, arrays, phase, cfg, seed, learned)
+            out = self.backend.run(
+                b, clamped, keep, cfg, seed, mode, learn=learn, grads=grads or "P0" in ctx,
+                trace=rec.trace_spec(phase, b),
+            )  # fmt: skip
+            if out.bad_step >= 0:
+                raise DivergenceError(out.bad_step, self.plan.names[out.bad_pop], phase)
+            rows = _recording.batch_rows(rec, self, ctx, out, learned)
+            rec.consume(out, phase, b, cfg, seed, trials, learned, rows)
+            return out
         out = self.backend.run(b, clamped, keep, cfg, seed, mode, learn=learn, grads=grads)
         if out.bad_step >= 0:
             raise DivergenceError(out.bad_step, self.plan.names[out.bad_pop], phase)
+        return out
+
+    # ---- recording ------------------------------------------------------------------------------
+    def record(
+        self,
+        path: str | os.PathLike | None,
+        probes: Sequence[_probes.Probe] = (),
+        *,
+        preset: str = "energy",
+        trial_columns: Sequence[str] = (),
+        live: bool = True,
+        chunk_bytes: int = 1 << 18,
+        compression: str | None = None,
+        metadata: Mapping | None = None,
+        overwrite: bool = True,
+    ) -> _recording.Recorder:
+        """Record the following runs to the HDF5 file ``path`` (``None``: in memory).
+
+        ``probes`` (see :class:`~neuropc.probes.Probe`) come on top of ``preset``: ``"energy"``
+        (default: per-step energy of every population and the total), ``"settled"``, ``"steps"``
+        or ``"none"``. ``trial_columns`` declares the labels that ``trials=`` of
+        :meth:`infer`/:meth:`learn`/:meth:`fit` fill in. Everything is validated and created now;
+        with ``live`` the file is in SWMR mode, readable by other processes during the run.
+
+        >>> with sim.record("run.h5", [Probe("h1", "error")]) as rec:
+        ...     sim.fit(data, epochs=1)
+        """
+        if self._recorder is not None:
+            raise ValueError(
+                "this simulator is already recording; close that recording first (rec.close())"
+            )
+        rec = _recording.Recorder(
+            self, path, probes, preset=preset, trial_columns=trial_columns, live=live,
+            chunk_bytes=chunk_bytes, compression=compression, metadata=metadata,
+            overwrite=overwrite,
+        )  # fmt: skip
+        self._recorder = rec
+        return rec
+
+    @property
+    def recorder(self) -> _recording.Recorder | None:
+        """The open recording, if any."""
+        return self._recorder
+
+    @contextlib.contextmanager
+    def _recording_paused(self):
+        rec, self._recorder = self._recorder, None
+        try:
+            yield
+        finally:
+            self._recorder = rec
+
+    def _check_trials(self, trials, n: int) -> dict[str, np.ndarray]:
+        if trials is None:
+            return {}
+        rec = self._recorder
+        declared = rec.trial_columns if rec is not None else ()
+        out = {}
+        for k, v in trials.items():
+            if k not in declared:
+                raise ValueError(
+                    f"trial column {k!r} was not declared; declared in record(trial_columns=...): "
+                    f"{', '.join(declared) or '(none)'}"
+                )
+            a = np.asarray(v, dtype=object)
+            if a.shape != (n,):
+                raise ValueError(f"trial column {k!r}: expected shape ({n},); got {a.shape}")
+            out[k] = a
         return out
 
     def _state(self, out, phase: str) -> State:

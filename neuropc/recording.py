@@ -1,0 +1,572 @@
+"""Streaming HDF5 recording of neural activity (schema in ``docs/recording.md``).
+
+:meth:`Simulator.record <neuropc.simulator.Simulator.record>` binds probes to a simulator and
+creates the file with every group and dataset before the first run; the file then switches to
+SWMR mode, so another process can read it while it grows. Rows accumulate in one chunk-sized
+buffer per dataset and are written as whole chunks (chunk shapes are set explicitly), so memory
+is bounded whatever the run length and every flushed chunk survives a crash of the writer.
+
+The backends gather recorded steps inside their inference loops (:class:`TraceSpec`); this module
+turns one batch's traces into rows once per batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+
+from . import probes as _probes
+from .backends.base import RunOutput, TraceSpec
+from .errors import RecordingError
+from .inference import Inference
+
+SCHEMA = "neuropc-recording"
+SCHEMA_VERSION = 1
+LABEL_BYTES = 64  # trial labels: fixed-length UTF-8 (appendable under SWMR)
+_STR = h5py.string_dtype("utf-8")
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+class _Stream:
+    """An appendable dataset ``(rows, *shape)`` written one whole chunk at a time."""
+
+    def __init__(self, group: h5py.Group, name: str, shape: tuple, dtype, chunk_bytes: int,
+                 compression: str | None, rows: int | None = None) -> None:  # fmt: skip
+        """``rows`` per chunk: from ``chunk_bytes`` unless given (row-aligned companions, e.g.
+        a recording's trial ids, use its data's, so both flush together)."""
+        dtype = np.dtype(dtype)
+        row_bytes = max(1, int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
+        self.rows = rows or int(min(max(1, chunk_bytes // row_bytes), 1 << 16))
+        kw = {}
+        if compression:
+            kw = dict(compression=compression, shuffle=True)
+        self.ds = group.create_dataset(
+            name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
+            chunks=(self.rows, *shape), **kw,
+        )  # fmt: skip
+        self.buf = np.zeros((self.rows, *shape), dtype)
+        self.n = 0
+        self.written = 0
+
+    def append(self, block: np.ndarray) -> None:
+        block = np.asarray(block)
+        i, k = 0, len(block)
+        if self.n == 0 and k >= self.rows:  # whole chunks straight from the caller's array
+            whole = (k // self.rows) * self.rows
+            self._write(block[:whole])
+            i = whole
+        while i < k:
+            m = min(self.rows - self.n, k - i)
+            self.buf[self.n : self.n + m] = block[i : i + m]
+            self.n += m
+            i += m
+            if self.n == self.rows:
+                self._write(self.buf)
+                self.n = 0
+
+    def _write(self, rows: np.ndarray) -> None:
+        w = self.written
+        self.ds.resize(w + len(rows), axis=0)
+        self.ds[w : w + len(rows)] = rows
+        self.written = w + len(rows)
+        self.ds.flush()
+
+    def finish(self) -> None:
+        if self.n:
+            self._write(self.buf[: self.n])
+            self.n = 0
+
+
+@dataclass
+class _Plan:
+    """How one batch's outputs map to a probe's rows (cached per phase and batch size)."""
+
+    rows: np.ndarray  # positions in the trace rows (or batch rows for settled)
+    samples: np.ndarray  # batch indices
+    cols: np.ndarray | None  # positions in the trace columns, None = all in order
+    stride: int  # trace steps per recorded step
+
+
+class Recorder:
+    """An open recording bound to a simulator. Use it as a context manager, or call
+    :meth:`close`. Create it with :meth:`Simulator.record`."""
+
+    def __init__(
+        self,
+        sim,
+        path: str | os.PathLike | None,
+        probes: Sequence[_probes.Probe],
+        *,
+        preset: str = "energy",
+        trial_columns: Sequence[str] = (),
+        live: bool = True,
+        chunk_bytes: int = 1 << 18,
+        compression: str | None = None,
+        metadata: Mapping | None = None,
+        overwrite: bool = True,
+    ) -> None:
+        plan = sim.plan
+        self.sim = sim
+        self.plan = plan
+        explicit = [_probes.bind(p, plan) for p in probes]
+        _probes.check_unique(explicit)
+        mine = {b.probe.name for b in explicit}  # an explicit probe replaces a preset's namesake
+        self.bound = [_probes.bind(p, plan) for p in _probes.defaults(plan, preset)
+                      if p.name not in mine] + explicit  # fmt: skip
+        if compression not in (None, "lzf", "gzip"):
+            raise ValueError(f"compression must be None, 'lzf' or 'gzip'; got {compression!r}")
+        if not isinstance(chunk_bytes, int) or chunk_bytes < 1024:
+            raise ValueError(f"chunk_bytes must be an integer >= 1024; got {chunk_bytes!r}")
+        reserved = {"trial_id", "batch", "sample", "phase", "steps", "start_step", "stop_step"}
+        for c in trial_columns:
+            if not isinstance(c, str) or not c or c in reserved or "/" in c:
+                raise ValueError(
+                    f"trial column {c!r} is not allowed (reserved: {sorted(reserved)})"
+                )
+        self.trial_columns = tuple(trial_columns)
+        self.path = None if path is None else os.fspath(path)
+        self.closed = False
+        self.n_batches = 0
+        self.n_trials = 0
+        self.time = 0  # global step counter: trials laid end to end
+        self._plans: dict = {}
+        self._traces: dict = {}
+        self.file = self._create(overwrite, live, chunk_bytes, compression, metadata or {})
+
+    # ---- file creation ------------------------------------------------------------------------
+    def _create(self, overwrite, live, chunk_bytes, compression, metadata) -> h5py.File:
+        if self.path is None:  # NEST's "memory" backend: the same layout in RAM
+            f = h5py.File(f"neuropc-{id(self)}.h5", "w", driver="core", backing_store=False)
+            live = False
+        else:
+            if os.path.exists(self.path) and not overwrite:
+                raise RecordingError(f"{self.path!r} exists; pass overwrite=True to replace it")
+            d = os.path.dirname(os.path.abspath(self.path))
+            if not os.path.isdir(d):
+                raise RecordingError(f"cannot record to {self.path!r}: no directory {d!r}")
+            try:
+                f = h5py.File(self.path, "w", libver="latest")
+            except OSError as e:
+                raise RecordingError(f"cannot create the recording {self.path!r}: {e}") from None
+        try:
+            self._layout(f, chunk_bytes, compression, metadata)
+            if live:
+                f.swmr_mode = True
+        except Exception:
+            f.close()
+            raise
+        return f
+
+    def _layout(self, f: h5py.File, chunk_bytes: int, compression, metadata) -> None:
+        sim, plan = self.sim, self.plan
+        f.attrs.update({
+            "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "neuropc_version": _version(),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "seed": sim.seed, "backend": sim.backend.name, "dtype": str(sim.dtype),
+            "time_unit": "step", "dt": 1.0,
+            "time_semantics": "row t of a steps recording is the state before inference update t "
+            "(t = 0 is the initial state, the last row the settled state); trials are laid end to "
+            "end on the global step axis in trial order, also when a batch ran them in parallel",
+            # SONATA markers, so /recordings groups can be exposed as SONATA reports
+            "magic": np.uint32(0x0A7A), "version": np.array([0, 1], np.uint32),
+        })  # fmt: skip
+        config = {
+            "network": sim.network.spec(),
+            "simulator": {"backend": sim.backend.name, "dtype": str(sim.dtype), "seed": sim.seed},
+            "inference": dataclasses.asdict(sim.inference),
+            "optimizer": {
+                "type": type(sim.optimizer).__name__,
+                **dataclasses.asdict(sim.optimizer),
+            },
+            "probes": [b.probe.describe() for b in self.bound],
+            "trial_columns": list(self.trial_columns),
+            "metadata": dict(metadata),
+        }
+        f.create_dataset("config", data=json.dumps(config, default=_jsonable), dtype=_STR)
+        net = f.create_group("network")
+        pops = net.create_group("populations")
+        for i, n in enumerate(plan.names):
+            g = pops.create_group(n)
+            g.attrs.update({"size": int(plan.sizes[i]), "role": plan.roles[i],
+                            "has_error": bool(plan.has_err[i]),
+                            "activation": sim.network[n].activation.name})  # fmt: skip
+        conns = net.create_group("connections")
+        for c, name in enumerate(plan.conn_names):
+            g = conns.create_group(name.replace("->", "__to__"))
+            g.attrs.update({"name": name, "pre": plan.names[plan.cpre[c]],
+                            "post": plan.names[plan.cpost[c]]})  # fmt: skip
+        recs = f.create_group("recordings")
+        self.streams: dict[str, dict[str, _Stream]] = {}
+        for b in self.bound:
+            p = b.probe
+            g = recs.create_group(p.name)
+            g.attrs.update({
+                "target": p.target, "variable": p.variable, "units": _probes.UNITS[p.variable],
+                "mode": "batch" if p.per_batch else p.mode, "every": int(p.every),
+                "reduce": p.reduce, "window": json.dumps(list(p.window)),
+                "phases": json.dumps(list(p.phases)),
+                "row_kind": _row_kind(p), "columns": json.dumps(list(b.columns)),
+            })  # fmt: skip
+            width = b.width
+            data = _Stream(g, "data", (width,), p.dtype, chunk_bytes, compression)
+            idx = "trial" if _row_kind(p) == "sample" else "batch"
+            s = {"data": data, idx: _Stream(g, idx, (), np.int64, 0, None, data.rows)}
+            if p.mode == "steps" and not p.per_batch:
+                s["step"] = _Stream(g, "step", (), np.int32, 0, None, data.rows)
+            self.streams[p.name] = s
+            m = g.create_group("mapping")  # SONATA report mapping
+            ids = b.units if not b.columns else np.arange(width)
+            m.create_dataset("node_ids", data=np.asarray(ids, np.uint64)).attrs["sorted"] = (
+                np.uint8(np.all(np.diff(ids) > 0))
+            )
+            m.create_dataset("index_pointers", data=np.arange(width + 1, dtype=np.uint64))
+            m["index_pointer"] = m["index_pointers"]  # the spelling BMTK's reader uses
+            m.create_dataset("element_ids", data=np.zeros(width, np.uint32))
+            m.create_dataset("element_pos", data=np.full(width, 0.5, np.float32))
+            t = m.create_dataset("time", data=np.array([0.0, 0.0, float(p.every)]))
+            t.attrs["units"] = "step"
+            g.attrs["sonata_units"] = "step"
+        tr = f.create_group("trials")
+        n = max(1, chunk_bytes // 64)  # every column of a table flushes at the same rows
+        lab = h5py.string_dtype("utf-8", LABEL_BYTES)
+        self.trial_streams = {
+            k: _Stream(tr, k, (), dt, 0, None, n)
+            for k, dt in [("trial_id", np.int64), ("batch", np.int64), ("sample", np.int32),
+                          ("phase", "S5"), ("steps", np.int32), ("start_step", np.int64),
+                          ("stop_step", np.int64), *((c, lab) for c in self.trial_columns)]
+        }  # fmt: skip
+        tr.attrs["label_columns"] = json.dumps(list(self.trial_columns))
+        bt = f.create_group("batches")
+        self.batch_streams = {
+            k: _Stream(bt, k, (), dt, 0, None, n)
+            for k, dt in [("batch_id", np.int64), ("phase", "S5"), ("first_trial", np.int64),
+                          ("n_samples", np.int32), ("steps", np.int32), ("steps_done", np.int32),
+                          ("seed", np.int64), ("learned", np.int8)]
+        }  # fmt: skip
+        self.progress = f.create_dataset("progress", data=np.zeros(2, np.int64))
+        self.progress.attrs["columns"] = json.dumps(["batches", "trials"])
+
+    # ---- per batch --------------------------------------------------------------------------
+    def active(self, phase: str) -> bool:
+        return not self.closed and any(phase in b.probe.phases for b in self.bound)
+
+    def trace_spec(self, phase: str, batch: int) -> TraceSpec | None:
+        """The union of what this phase's steps/summary probes need from inside the loop."""
+        key = (phase, batch)
+        if key in self._traces:
+            return self._traces[key]
+        pl = self.plan
+        rows, v, e, n, every = set(), set(), set(), set(), []
+        for b in self.bound:
+            p = b.probe
+            if phase not in p.phases or p.per_batch or p.variable == "energy":
+                continue
+            if p.mode == "settled":
+                continue
+            every.append(p.every if p.mode == "steps" else 1)
+            rows.update(_samples(p, batch).tolist())
+            off = pl.eoff if p.variable == "error" else pl.voff
+            cols = (off[b.pop] + b.units).tolist()
+            {"value": v, "error": e, "noise": n}[p.variable].update(cols)
+        spec = None
+        if every:
+            spec = TraceSpec(
+                math.gcd(*every), *(np.array(sorted(s), np.int64) for s in (rows, v, e, n))
+            )
+        self._traces[key] = spec
+        return spec
+
+    def consume(self, out: RunOutput, phase: str, batch: int, cfg: Inference, seed: int,
+                trials: Mapping[str, np.ndarray] | None, learned: bool,
+                extras: Mapping[str, np.ndarray]) -> None:  # fmt: skip
+        """Append one batch's rows. Raises :class:`RecordingError` (and stops recording) when
+        the file cannot be written; the simulation state is not touched."""
+        if self.closed:
+            raise RecordingError("the recording is closed")
+        try:
+            self._consume(out, phase, batch, cfg, seed, trials, learned, extras)
+        except OSError as e:
+            self._abandon()
+            raise RecordingError(
+                f"writing the recording {self.path!r} failed ({e}); recording stopped, the "
+                "simulation state is intact and the chunks flushed before are on disk"
+            ) from None
+
+    def _consume(self, out, phase, batch, cfg, seed, trials, learned, extras) -> None:
+        T = int(cfg.steps)
+        spec = self.trace_spec(phase, batch)
+        bid, t0 = self.n_batches, self.n_trials
+        for b in self.bound:
+            p = b.probe
+            if phase not in p.phases:
+                continue
+            s = self.streams[p.name]
+            if p.per_batch:
+                if bid % p.every == 0 and p.name in extras:
+                    s["data"].append(np.asarray(extras[p.name], p.dtype)[None, :])
+                    s["batch"].append(np.array([bid]))
+                continue
+            if p.variable == "energy":
+                self._energy(b, s, out, T, bid)
+                continue
+            samples = _samples(p, batch)
+            if p.mode == "settled":
+                if p.variable == "noise":
+                    src = np.zeros((len(samples), len(b.units)))
+                else:
+                    buf, off = ((out.errors, self.plan.eoff) if p.variable == "error"
+                                else (out.values, self.plan.voff))  # fmt: skip
+                    src = buf[np.ix_(samples, off[b.pop] + b.units)]
+                s["data"].append(src.astype(p.dtype, copy=False))
+                s["trial"].append(t0 + samples)
+                continue
+            block, steps = self._from_trace(b, spec, out, phase, batch, samples)
+            if p.mode == "steps":
+                r, k, w = block.shape
+                s["data"].append(block.reshape(r * k, w).astype(p.dtype, copy=False))
+                s["trial"].append(np.repeat(t0 + samples, k))
+                s["step"].append(np.tile(steps, r).astype(np.int32))
+            else:  # summary over the window
+                w0, w1 = p.window
+                sel = (steps >= w0) & (steps < (w1 if w1 is not None else T + 1))
+                if not sel.any():
+                    raise ValueError(
+                        f"probe {p.name!r}: window {p.window} holds no recorded step of a run "
+                        f"with {T} steps"
+                    )
+                blk = block[:, sel].astype(np.float64)
+                red = {"mean": lambda a: a.mean(1), "min": lambda a: a.min(1),
+                       "max": lambda a: a.max(1),
+                       "norm": lambda a: np.sqrt((a * a).sum(1))}[p.reduce](blk)  # fmt: skip
+                s["data"].append(red.astype(p.dtype))
+                s["trial"].append(t0 + samples)
+        # tables
+        lab = {}
+        for c in self.trial_columns:
+            v = None if trials is None else trials.get(c)
+            lab[c] = np.full(batch, "", object) if v is None else np.asarray(v, object)
+        ts = self.trial_streams
+        ids = t0 + np.arange(batch)
+        ts["trial_id"].append(ids)
+        ts["batch"].append(np.full(batch, bid))
+        ts["sample"].append(np.arange(batch, dtype=np.int32))
+        ts["phase"].append(np.full(batch, phase.encode(), "S5"))
+        ts["steps"].append(np.full(batch, out.steps, np.int32))
+        start = self.time + np.arange(batch) * (T + 1)
+        ts["start_step"].append(start)
+        ts["stop_step"].append(start + T + 1)
+        for c in self.trial_columns:
+            ts[c].append(np.array([_label(x, c) for x in lab[c]], dtype=object))
+        bs = self.batch_streams
+        for k, v in [("batch_id", bid), ("phase", phase.encode()), ("first_trial", t0),
+                     ("n_samples", batch), ("steps", T), ("steps_done", out.steps),
+                     ("seed", seed), ("learned", int(learned))]:  # fmt: skip
+            bs[k].append(np.array([v]))
+        self.n_batches += 1
+        self.n_trials += batch
+        self.time += batch * (T + 1)
+        self.progress[:] = [self.n_batches, self.n_trials]  # counts given, not yet all flushed
+
+    def _energy(self, b, s, out: RunOutput, T: int, bid: int) -> None:
+        p = b.probe
+        e = out.energies  # (steps_done + 1, P)
+        col = e.sum(axis=1) if b.pop < 0 else e[:, b.pop]
+        full = np.concatenate([col, np.full(T + 1 - len(col), col[-1])])  # settled after a stop
+        if p.mode == "steps":
+            st = np.arange(0, T + 1, p.every)
+            s["data"].append(full[st, None].astype(p.dtype))
+            s["batch"].append(np.full(len(st), bid))
+            s["step"].append(st.astype(np.int32))
+        elif p.mode == "settled":
+            s["data"].append(np.array([[full[-1]]], p.dtype))
+            s["batch"].append(np.array([bid]))
+        else:
+            w0, w1 = p.window
+            seg = full[w0 : (w1 if w1 is not None else T + 1)]
+            red = {"mean": np.mean, "min": np.min, "max": np.max,
+                   "norm": lambda a: np.sqrt(np.sum(a * a))}[p.reduce](seg)  # fmt: skip
+            s["data"].append(np.array([[red]], p.dtype))
+            s["batch"].append(np.array([bid]))
+
+    def _from_trace(self, b, spec, out, phase, batch, samples):
+        """(len(samples), recorded steps, units) of a steps/summary probe, and the steps."""
+        p = b.probe
+        key = (p.name, phase, batch)
+        plan = self._plans.get(key)
+        if plan is None:
+            off = self.plan.eoff if p.variable == "error" else self.plan.voff
+            tcols = {"value": spec.vcols, "error": spec.ecols, "noise": spec.ncols}[p.variable]
+            want = off[b.pop] + b.units
+            cols = np.searchsorted(tcols, want)
+            if len(cols) == len(tcols) and np.all(cols == np.arange(len(tcols))):
+                cols = None
+            rows = np.searchsorted(spec.rows, samples)
+            stride = (p.every if p.mode == "steps" else 1) // spec.every
+            plan = self._plans[key] = _Plan(rows, samples, cols, stride)
+        tr = out.traces[{"value": 0, "error": 1, "noise": 2}[p.variable]]
+        blk = tr
+        if len(plan.rows) != tr.shape[0]:
+            blk = blk[plan.rows]
+        if plan.stride != 1:
+            blk = blk[:, :: plan.stride]
+        if plan.cols is not None:
+            blk = blk[:, :, plan.cols]
+        steps = np.arange(blk.shape[1]) * spec.every * plan.stride
+        return blk, steps
+
+    # ---- closing ----------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Write every partly filled buffer (an incomplete last chunk) and the progress counter."""
+        if self.closed:
+            return
+        for s in self.streams.values():
+            for st in s.values():
+                st.finish()
+        for st in (*self.trial_streams.values(), *self.batch_streams.values()):
+            st.finish()
+        for b in self.bound:
+            t = self.file[f"recordings/{b.probe.name}/mapping/time"]
+            t[1] = float(self.streams[b.probe.name]["data"].written * b.probe.every)
+        self.progress[:] = [self.n_batches, self.n_trials]
+        self.progress.flush()
+        self.file.flush()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            self.flush()
+        finally:
+            self._abandon()
+
+    def _abandon(self) -> None:
+        self.closed = True
+        try:
+            self.file.close()
+        except Exception:  # already broken (e.g. disk full): what was flushed stays on disk
+            pass
+        if getattr(self.sim, "_recorder", None) is self:
+            self.sim._recorder = None
+
+    def open(self):
+        """A reader of this recording (flushes first)."""
+        from .reader import Recording
+
+        self.flush()
+        if self.path is None:
+            return Recording(self.file, owned=False)
+        from .reader import open as _open
+
+        return _open(self.path)
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _row_kind(p: _probes.Probe) -> str:
+    return "batch" if p.per_batch or p.variable == "energy" else "sample"
+
+
+def _samples(p: _probes.Probe, batch: int) -> np.ndarray:
+    if p.samples is None:
+        return np.arange(batch, dtype=np.int64)
+    s = np.asarray(p.samples, np.int64)
+    return s[s < batch]  # a short last batch records the samples it has
+
+
+def _label(x, column: str) -> bytes:
+    b = str(x).encode("utf-8")
+    if len(b) > LABEL_BYTES:
+        raise ValueError(
+            f"trial column {column!r}: label {str(x)[:20]!r}... is longer than {LABEL_BYTES} bytes"
+        )
+    return b
+
+
+def _jsonable(o):
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    return str(o)
+
+
+# ---- per-batch variables ----------------------------------------------------------------------
+def batch_context(rec: Recorder, sim, arrays, phase: str, cfg: Inference, seed: int,
+                  learned: bool) -> dict:  # fmt: skip
+    """What per-batch probes need from before the batch runs: the parameters (for ``updates``)
+    and PC-vs-BP alignment (computed on the batch with the pre-update parameters and the batch's
+    noise seed, so the simulator's random streams are untouched)."""
+    ctx: dict = {}
+    due = [b for b in rec.bound if b.probe.per_batch and phase in b.probe.phases
+           and rec.n_batches % b.probe.every == 0]  # fmt: skip
+    if not due:
+        return ctx
+    ctx["due"] = due
+    if any(b.probe.variable == "updates" for b in due):
+        ctx["P0"] = sim.backend.get_params()
+    if learned and any(b.probe.variable == "alignment" for b in due):
+        if cfg.mode == "ipc":
+            raise ValueError(
+                "alignment probes need an end-of-inference gradient; mode 'ipc' has none"
+            )
+        from .alignment import gradient_alignment
+
+        with sim._recording_paused():
+            al = gradient_alignment(sim, arrays, inference=cfg.replace(seed=seed),
+                                    steps=[cfg.steps])  # fmt: skip
+        ctx["alignment"] = al
+    return ctx
+
+
+def batch_rows(rec: Recorder, sim, ctx: dict, out: RunOutput, learned: bool) -> dict:
+    """One row per due per-batch probe, from the state after the batch."""
+    rows: dict = {}
+    if not ctx:
+        return rows
+    pl = sim.plan
+    P1 = sim.backend.get_params() if any(b.probe.variable in ("weights", "updates")
+                                        for b in ctx["due"]) else None  # fmt: skip
+    for b in ctx["due"]:
+        p = b.probe
+        if p.variable == "precision":
+            i = pl.index(p.target)
+            rows[p.name] = pl.precision[int(pl.eoff[i]) + b.units]
+            continue
+        if b.conn < 0:
+            continue
+        sl, _ = pl.weight_slice(p.target)
+        if p.variable == "weights":
+            w = P1[sl]
+            rows[p.name] = [np.linalg.norm(w), w.mean(), w.std(), w.min(), w.max()]
+        elif p.variable == "updates" and learned:
+            dw = P1[sl] - ctx["P0"][sl]
+            g = (
+                np.asarray(out.grads[sl], np.float64)
+                if out.grads is not None
+                else np.full(1, np.nan)
+            )
+            nw = np.linalg.norm(ctx["P0"][sl])
+            rows[p.name] = [np.linalg.norm(dw), np.linalg.norm(g),
+                            np.linalg.norm(dw) / nw if nw > 0 else np.nan]  # fmt: skip
+        elif p.variable == "alignment" and "alignment" in ctx:
+            al = ctx["alignment"]
+            j = al.names.index(p.target)
+            rows[p.name] = [al.cosine[-1, j], al.rel_error[-1, j], al.norm_ratio[-1, j]]
+    return rows
