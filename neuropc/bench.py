@@ -104,6 +104,46 @@ def torch_bp_ms(
     return _median_ms(step, n)
 
 
+def record_overhead(sim: Simulator, data: dict, preset: str, timed: int) -> dict:
+    """Cost of recording with ``preset`` (:func:`neuropc.probes.defaults`: energies plus settled
+    states, or full per-step traces) to a temporary HDF5 file. Batches with and without
+    recording alternate, and ``record_overhead`` is the median of the per-pair time ratios, so a
+    slow phase of a noisy machine hits both. ``record_mb_per_s``: bytes of recorded data over the
+    time of the recorded batches."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        rec = sim.record(Path(d) / "bench.h5", preset=preset)
+        try:
+            for _ in range(3):
+                sim.learn(data, state=False)
+            pairs = []
+            for _ in range(timed):
+                with sim._recording_paused():
+                    t0 = time.perf_counter()
+                    sim.learn(data, state=False)
+                t1 = time.perf_counter()
+                sim.learn(data, state=False)
+                pairs.append((t1 - t0, time.perf_counter() - t1))
+        finally:
+            rec.close()
+        import h5py
+
+        with h5py.File(Path(d) / "bench.h5", "r") as f:
+            nbytes = sum(f[f"recordings/{n}/data"].nbytes for n in f["recordings"])
+    none_s, rec_s = np.array(pairs).T
+    per_batch = nbytes / (timed + 3)
+    return {
+        "record": preset,
+        "record_ms_per_batch": 1000.0 * float(np.median(rec_s)),
+        "record_none_ms_per_batch": 1000.0 * float(np.median(none_s)),
+        "record_overhead": float(np.median(rec_s / none_s)),
+        "record_mb_per_batch": per_batch / 1e6,
+        "record_mb_per_s": per_batch * timed / float(np.sum(rec_s)) / 1e6,
+    }
+
+
 def run(
     sizes: Sequence[int] = (784, 128, 128, 10),
     *,
@@ -118,10 +158,13 @@ def run(
     warmup: int = 5,
     bp: bool = True,
     seed: int = 0,
+    record: str = "none",
 ) -> dict:
     """Measure one configuration; returns the JSON-ready metrics (see the module docstring)."""
     if timed < 1:
         raise ValueError(f"timed must be >= 1; got {timed}")
+    if record not in ("none", "settled", "steps"):
+        raise ValueError(f"record must be none, settled or steps; got {record!r}")
     net = mlp(list(sizes), activation=activation)
     t0 = time.perf_counter()
     sim = Simulator(
@@ -157,6 +200,8 @@ def run(
         "efficiency": blas_ms / ms,
         "compile_s": compile_s,
     }
+    if record != "none":
+        out.update(record_overhead(sim, data, record, timed))
     if bp:
         out["bp_ms_per_batch"] = torch_bp_ms(
             sizes, activation, batch, dtype, timed, device or "cpu"

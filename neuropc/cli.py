@@ -45,6 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     b.add_argument("--timed", type=int, default=50, help="timed batches (default 50)")
     b.add_argument("--no-bp", action="store_true", help="skip the torch backprop reference")
+    b.add_argument(
+        "--record", default="none", choices=["none", "settled", "steps"],
+        help="also time recording energies + settled states, or full per-step traces",
+    )  # fmt: skip
     b.add_argument("--json", action="store_true")
 
     args, rest = ap.parse_known_args(argv)
@@ -83,7 +87,7 @@ def _bench(args: argparse.Namespace) -> int:
     res = run(
         args.sizes, activation=args.activation, batch=args.batch, steps=args.steps,
         rate=args.rate, backend=args.backend, device=args.device, dtype=args.dtype, timed=args.timed,
-        bp=not args.no_bp,
+        bp=not args.no_bp, record=args.record,
     )  # fmt: skip
     if args.json:
         print(json.dumps(res, sort_keys=True))

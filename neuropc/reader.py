@@ -217,19 +217,23 @@ class Recording:
         ds = g["data"]
         cols = json.loads(attrs["columns"])
         per_trial = attrs["row_kind"] == "sample"
-        ids = g["trial" if per_trial else "batch"]
-        n_rows = min(ds.shape[0], ids.shape[0])
+        ids = g["trial" if per_trial else "batch"][()]
+        n_rows = min(ds.shape[0], len(ids))
         first = "trial" if per_trial else "batch"
         last = "column" if cols else "unit"
         lastc = np.array(cols, dtype=object) if cols else g["mapping/node_ids"][()].astype(np.int64)
-        if "step" in g:
-            steps = g["step"][: min(n_rows, g["step"].shape[0])]
-            k = _steps_per_item(steps)
-            n = len(steps) // k if k else 0
-            rows = _Rows(ds, n, k) if k else _Rows(ds, 0, 1)
-            coords = {first: ids[: n * k : k] if k else np.zeros(0, np.int64),
-                      "step": steps[:k] if k else np.zeros(0, np.int32), last: lastc}  # fmt: skip
-            return LabelledArray(rows, (first, "step", last), coords, attrs, name)
+        if "nsteps" in g:
+            ns = g["nsteps"][: ids.shape[0]]
+            k = int(ns[0]) if len(ns) else 0
+            if len(ns) and np.any(ns != k):
+                raise RecordingError(
+                    f"{name!r} mixes runs with different numbers of inference steps; read its "
+                    "'data', 'trial'/'batch' and 'nsteps' datasets directly"
+                )
+            n = min(len(ns), ds.shape[0] // k) if k else 0
+            steps = np.arange(k) * int(attrs.get("every", 1))
+            coords = {first: ids[:n], "step": steps, last: lastc}
+            return LabelledArray(_Rows(ds, n, k or 1), (first, "step", last), coords, attrs, name)
         rows = _Rows(ds, n_rows, None)
         return LabelledArray(rows, (first, last), {first: ids[:n_rows], last: lastc}, attrs, name)
 
@@ -377,22 +381,6 @@ def _check_schema(f: h5py.File, path: str) -> None:
         )
     if v < 1:
         raise RecordingError(f"{path!r} has an invalid schema_version {v}")
-
-
-def _steps_per_item(steps: np.ndarray) -> int:
-    """Rows per trial in a steps recording (the step counter restarts at 0 for each trial)."""
-    starts = np.flatnonzero(steps == 0)
-    if len(starts) == 0:
-        return 0
-    if len(starts) == 1:
-        return len(steps) if starts[0] == 0 else 0
-    k = int(starts[1] - starts[0])
-    if np.any(np.diff(starts) != k):
-        raise RecordingError(
-            "a steps recording mixes runs with different numbers of inference steps; read its "
-            "'data', 'trial' and 'step' datasets directly"
-        )
-    return k
 
 
 def _str(v) -> str:

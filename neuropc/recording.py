@@ -17,6 +17,7 @@ import datetime as _dt
 import json
 import math
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -60,34 +61,56 @@ class _Stream:
         self.buf = np.zeros((self.rows, *shape), dtype)
         self.n = 0
         self.written = 0
+        self.dirty = False  # written since the last flush
+        self.direct = not compression  # raw chunks can bypass HDF5's chunk cache
 
     def append(self, block: np.ndarray) -> None:
+        """Buffer ``block``'s rows; write every completed chunk (the buffered partial chunk,
+        then the whole chunks straight from ``block``). :meth:`flush` makes them visible."""
         block = np.asarray(block)
-        i, k = 0, len(block)
-        if self.n == 0 and k >= self.rows:  # whole chunks straight from the caller's array
-            whole = (k // self.rows) * self.rows
-            self._write(block[:whole])
-            i = whole
-        while i < k:
-            m = min(self.rows - self.n, k - i)
-            self.buf[self.n : self.n + m] = block[i : i + m]
+        k, i, wrote = len(block), 0, False
+        if self.n:
+            m = min(self.rows - self.n, k)
+            self.buf[self.n : self.n + m] = block[:m]
             self.n += m
-            i += m
+            i = m
             if self.n == self.rows:
                 self._write(self.buf)
-                self.n = 0
+                self.n, wrote = 0, True
+        whole = ((k - i) // self.rows) * self.rows
+        if whole:
+            self._write(block[i : i + whole])
+            i += whole
+            wrote = True
+        if i < k:  # here the buffer is empty
+            self.buf[: k - i] = block[i:]
+            self.n = k - i
+        self.dirty |= wrote
 
     def _write(self, rows: np.ndarray) -> None:
-        w = self.written
-        self.ds.resize(w + len(rows), axis=0)
-        self.ds[w : w + len(rows)] = rows
-        self.written = w + len(rows)
-        self.ds.flush()
+        w, n = self.written, len(rows)
+        self.ds.resize(w + n, axis=0)
+        if self.direct and n % self.rows == 0 and w % self.rows == 0:  # whole chunks, no cache
+            rows = np.ascontiguousarray(rows, self.buf.dtype)
+            zeros = (0,) * (rows.ndim - 1)
+            for i in range(0, n, self.rows):
+                self.ds.id.write_direct_chunk((w + i, *zeros), rows[i : i + self.rows])
+        else:
+            self.ds[w : w + n] = rows
+        self.written = w + n
+
+    def flush(self) -> None:
+        if self.dirty:
+            self.ds.flush()
+            self.dirty = False
 
     def finish(self) -> None:
+        """Write the buffered rows (a partial chunk, rewritten when it fills) and flush."""
         if self.n:
             self._write(self.buf[: self.n])
             self.n = 0
+            self.dirty = True
+        self.flush()
 
 
 @dataclass
@@ -96,7 +119,7 @@ class _Plan:
 
     rows: np.ndarray  # positions in the trace rows (or batch rows for settled)
     samples: np.ndarray  # batch indices
-    cols: np.ndarray | None  # positions in the trace columns, None = all in order
+    cols: np.ndarray | slice | None  # positions in the trace columns, None = all in order
     stride: int  # trace steps per recorded step
 
 
@@ -117,6 +140,7 @@ class Recorder:
         compression: str | None = None,
         metadata: Mapping | None = None,
         overwrite: bool = True,
+        flush_interval: float = 0.2,
     ) -> None:
         plan = sim.plan
         self.sim = sim
@@ -138,6 +162,10 @@ class Recorder:
                 )
         self.trial_columns = tuple(trial_columns)
         self.path = None if path is None else os.fspath(path)
+        if not (isinstance(flush_interval, int | float) and flush_interval >= 0):
+            raise ValueError(f"flush_interval must be a number >= 0; got {flush_interval!r}")
+        self.flush_interval = float(flush_interval)
+        self._last_flush = time.monotonic()
         self.closed = False
         self.n_batches = 0
         self.n_trials = 0
@@ -222,10 +250,12 @@ class Recorder:
             })  # fmt: skip
             width = b.width
             data = _Stream(g, "data", (width,), p.dtype, chunk_bytes, compression)
+            # one id per trial (or batch) and, for steps, its number of rows: rows of item j
+            # follow those of items < j (the reader rebuilds step coordinates from ``every``)
             idx = "trial" if _row_kind(p) == "sample" else "batch"
-            s = {"data": data, idx: _Stream(g, idx, (), np.int64, 0, None, data.rows)}
+            s = {"data": data, idx: _Stream(g, idx, (), np.int64, chunk_bytes // 8, None)}
             if p.mode == "steps" and not p.per_batch:
-                s["step"] = _Stream(g, "step", (), np.int32, 0, None, data.rows)
+                s["nsteps"] = _Stream(g, "nsteps", (), np.int32, chunk_bytes // 8, None)
             self.streams[p.name] = s
             m = g.create_group("mapping")  # SONATA report mapping
             ids = b.units if not b.columns else np.arange(width)
@@ -305,6 +335,13 @@ class Recorder:
                 "simulation state is intact and the chunks flushed before are on disk"
             ) from None
 
+    def _sync(self, s: dict) -> None:
+        """A data chunk went to disk: write its companions' ids too (partial chunks), so a
+        reader after a crash can label every flushed row."""
+        for k, st in s.items():
+            if k != "data":
+                st.finish()
+
     def _consume(self, out, phase, batch, cfg, seed, trials, learned, extras) -> None:
         T = int(cfg.steps)
         spec = self.trace_spec(phase, batch)
@@ -313,47 +350,67 @@ class Recorder:
             p = b.probe
             if phase not in p.phases:
                 continue
-            s = self.streams[p.name]
-            if p.per_batch:
-                if bid % p.every == 0 and p.name in extras:
-                    s["data"].append(np.asarray(extras[p.name], p.dtype)[None, :])
-                    s["batch"].append(np.array([bid]))
-                continue
-            if p.variable == "energy":
-                self._energy(b, s, out, T, bid)
-                continue
-            samples = _samples(p, batch)
-            if p.mode == "settled":
-                if p.variable == "noise":
-                    src = np.zeros((len(samples), len(b.units)))
-                else:
-                    buf, off = ((out.errors, self.plan.eoff) if p.variable == "error"
-                                else (out.values, self.plan.voff))  # fmt: skip
-                    src = buf[np.ix_(samples, off[b.pop] + b.units)]
-                s["data"].append(src.astype(p.dtype, copy=False))
-                s["trial"].append(t0 + samples)
-                continue
-            block, steps = self._from_trace(b, spec, out, phase, batch, samples)
-            if p.mode == "steps":
-                r, k, w = block.shape
-                s["data"].append(block.reshape(r * k, w).astype(p.dtype, copy=False))
-                s["trial"].append(np.repeat(t0 + samples, k))
-                s["step"].append(np.tile(steps, r).astype(np.int32))
-            else:  # summary over the window
-                w0, w1 = p.window
-                sel = (steps >= w0) & (steps < (w1 if w1 is not None else T + 1))
-                if not sel.any():
-                    raise ValueError(
-                        f"probe {p.name!r}: window {p.window} holds no recorded step of a run "
-                        f"with {T} steps"
-                    )
-                blk = block[:, sel].astype(np.float64)
-                red = {"mean": lambda a: a.mean(1), "min": lambda a: a.min(1),
-                       "max": lambda a: a.max(1),
-                       "norm": lambda a: np.sqrt((a * a).sum(1))}[p.reduce](blk)  # fmt: skip
-                s["data"].append(red.astype(p.dtype))
-                s["trial"].append(t0 + samples)
-        # tables
+            self._consume_probe(b, self.streams[p.name], out, phase, batch, cfg, extras, spec,
+                                bid, t0, T)  # fmt: skip
+        self._tables(out, phase, batch, seed, trials, learned, bid, t0, T)
+        now = time.monotonic()
+        if now - self._last_flush >= self.flush_interval:
+            self._flush_written()
+            self._last_flush = now
+
+    def _flush_written(self) -> None:
+        """Make the chunks written so far visible to readers and durable against a crash."""
+        for s in self.streams.values():
+            if s["data"].dirty:
+                self._sync(s)
+            s["data"].flush()
+        for st in (*self.trial_streams.values(), *self.batch_streams.values()):
+            st.flush()
+        self.progress.flush()
+
+    def _consume_probe(self, b, s, out, phase, batch, cfg, extras, spec, bid, t0, T) -> None:
+        p = b.probe
+        if p.per_batch:
+            if bid % p.every == 0 and p.name in extras:
+                s["data"].append(np.asarray(extras[p.name], p.dtype)[None, :])
+                s["batch"].append(np.array([bid]))
+            return
+        if p.variable == "energy":
+            self._energy(b, s, out, T, bid)
+            return
+        samples = _samples(p, batch)
+        if p.mode == "settled":
+            if p.variable == "noise":
+                src = np.zeros((len(samples), len(b.units)))
+            else:
+                buf, off = ((out.errors, self.plan.eoff) if p.variable == "error"
+                            else (out.values, self.plan.voff))  # fmt: skip
+                src = buf[np.ix_(samples, off[b.pop] + b.units)]
+            s["data"].append(src.astype(p.dtype, copy=False))
+            s["trial"].append(t0 + samples)
+            return
+        block, steps = self._from_trace(b, spec, out, phase, batch, samples)
+        if p.mode == "steps":
+            r, k, w = block.shape
+            s["data"].append(block.reshape(r * k, w).astype(p.dtype, copy=False))
+            s["trial"].append(t0 + samples)
+            s["nsteps"].append(np.full(r, k, np.int32))
+        else:  # summary over the window
+            w0, w1 = p.window
+            sel = (steps >= w0) & (steps < (w1 if w1 is not None else T + 1))
+            if not sel.any():
+                raise ValueError(
+                    f"probe {p.name!r}: window {p.window} holds no recorded step of a run "
+                    f"with {T} steps"
+                )
+            blk = block[:, sel].astype(np.float64)
+            red = {"mean": lambda a: a.mean(1), "min": lambda a: a.min(1),
+                   "max": lambda a: a.max(1),
+                   "norm": lambda a: np.sqrt((a * a).sum(1))}[p.reduce](blk)  # fmt: skip
+            s["data"].append(red.astype(p.dtype))
+            s["trial"].append(t0 + samples)
+
+    def _tables(self, out, phase, batch, seed, trials, learned, bid, t0, T) -> None:
         lab = {}
         for c in self.trial_columns:
             v = None if trials is None else trials.get(c)
@@ -378,7 +435,7 @@ class Recorder:
         self.n_batches += 1
         self.n_trials += batch
         self.time += batch * (T + 1)
-        self.progress[:] = [self.n_batches, self.n_trials]  # counts given, not yet all flushed
+        self.progress[:] = [self.n_batches, self.n_trials]  # batches given, not all flushed yet
 
     def _energy(self, b, s, out: RunOutput, T: int, bid: int) -> None:
         p = b.probe
@@ -388,8 +445,8 @@ class Recorder:
         if p.mode == "steps":
             st = np.arange(0, T + 1, p.every)
             s["data"].append(full[st, None].astype(p.dtype))
-            s["batch"].append(np.full(len(st), bid))
-            s["step"].append(st.astype(np.int32))
+            s["batch"].append(np.array([bid]))
+            s["nsteps"].append(np.array([len(st)], np.int32))
         elif p.mode == "settled":
             s["data"].append(np.array([[full[-1]]], p.dtype))
             s["batch"].append(np.array([bid]))
@@ -413,6 +470,8 @@ class Recorder:
             cols = np.searchsorted(tcols, want)
             if len(cols) == len(tcols) and np.all(cols == np.arange(len(tcols))):
                 cols = None
+            elif np.all(np.diff(cols) == 1):  # a column range: a strided copy, not a gather
+                cols = slice(int(cols[0]), int(cols[-1]) + 1)
             rows = np.searchsorted(spec.rows, samples)
             stride = (p.every if p.mode == "steps" else 1) // spec.every
             plan = self._plans[key] = _Plan(rows, samples, cols, stride)

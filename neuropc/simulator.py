@@ -435,6 +435,7 @@ class Simulator:
         compression: str | None = None,
         metadata: Mapping | None = None,
         overwrite: bool = True,
+        flush_interval: float = 0.2,
     ) -> _recording.Recorder:
         """Record the following runs to the HDF5 file ``path`` (``None``: in memory).
 
@@ -443,6 +444,8 @@ class Simulator:
         or ``"none"``. ``trial_columns`` declares the labels that ``trials=`` of
         :meth:`infer`/:meth:`learn`/:meth:`fit` fill in. Everything is validated and created now;
         with ``live`` the file is in SWMR mode, readable by other processes during the run.
+        Written chunks are flushed (made visible to readers, and safe from a crash of this
+        process) at most every ``flush_interval`` seconds and at :meth:`Recorder.close`.
 
         >>> with sim.record("run.h5", [Probe("h1", "error")]) as rec:
         ...     sim.fit(data, epochs=1)
@@ -454,7 +457,7 @@ class Simulator:
         rec = _recording.Recorder(
             self, path, probes, preset=preset, trial_columns=trial_columns, live=live,
             chunk_bytes=chunk_bytes, compression=compression, metadata=metadata,
-            overwrite=overwrite,
+            overwrite=overwrite, flush_interval=flush_interval,
         )  # fmt: skip
         self._recorder = rec
         return rec

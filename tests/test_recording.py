@@ -323,8 +323,9 @@ def test_disk_full_stops_recording_and_keeps_state(tmp_path, monkeypatch):
     from neuropc import recording
 
     a, b = _sim({"backend": "numba", "device": None}), _sim({"backend": "numba", "device": None})
-    rec = a.record(tmp_path / "r.h5", [npc.Probe("h1", "value", dtype=F64)], chunk_bytes=1024)
-    a.learn(_data())
+    rec = a.record(tmp_path / "r.h5", [npc.Probe("h1", "value", dtype=F64)], chunk_bytes=1024,
+                   flush_interval=0)  # fmt: skip
+    a.learn(_data())  # a whole chunk is written and flushed
 
     def full(self, rows):
         raise OSError(28, "No space left on device")
