@@ -1,4 +1,5 @@
-"""``neuropc`` command line: ``run`` a model script, ``bench`` the PC training step."""
+"""``neuropc`` command line: ``run`` a model script, ``bench`` the PC training step, and
+``inspect``, ``plot`` and ``export`` recordings."""
 
 from __future__ import annotations
 
@@ -33,6 +34,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--quick", action="store_true")
     r.add_argument("--json", action="store_true")
     r.add_argument("--out", default=None)
+    r.add_argument("--record", default=None, metavar="PATH", help="record the run to HDF5")
+    r.add_argument("--record-preset", default=None, choices=["energy", "settled", "steps"])
+
+    i = sub.add_parser("inspect", help="print a recording's tree, shapes, units and metadata")
+    i.add_argument("file")
+
+    p = sub.add_parser("plot", help="save PNG figures of a recording")
+    p.add_argument("file")
+    p.add_argument("--out", default=None, help="directory (default: FILE's stem + _plots)")
+
+    e = sub.add_parser("export", help="export a recording to NWB or a SONATA report view")
+    e.add_argument("file")
+    e.add_argument("--nwb", default=None, metavar="OUT", help="write NWB (needs neuropc[nwb])")
+    e.add_argument("--sonata", default=None, metavar="DIR", help="write SONATA report views")
 
     b = sub.add_parser("bench", help="time a PC training minibatch on an MLP")
     b.add_argument("--sizes", type=_sizes, default=[784, 128, 128, 10])
@@ -56,7 +71,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args, rest)
     if rest:
         ap.error(f"unrecognized arguments: {' '.join(rest)}")
-    return _bench(args)
+    if args.cmd == "bench":
+        return _bench(args)
+    return _recording_command(args)
+
+
+def _recording_command(args: argparse.Namespace) -> int:
+    """inspect / plot / export; a bad file is one clear line on stderr and exit status 1."""
+    from .errors import RecordingError
+
+    try:
+        if args.cmd == "inspect":
+            from .export import describe
+
+            print(describe(args.file))
+        elif args.cmd == "plot":
+            from .plotting import plot_file
+
+            out = args.out or str(Path(args.file).with_suffix("")) + "_plots"
+            for path in plot_file(args.file, out):
+                print(path)
+        else:
+            if not (args.nwb or args.sonata):
+                print("neuropc export: give --nwb OUT and/or --sonata DIR", file=sys.stderr)
+                return 2
+            from . import export
+
+            if args.nwb:
+                print(export.to_nwb(args.file, args.nwb))
+            if args.sonata:
+                for path in export.to_sonata(args.file, args.sonata):
+                    print(path)
+    except (RecordingError, ImportError) as err:
+        print(f"neuropc {args.cmd}: {err}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _run(args: argparse.Namespace, rest: list[str]) -> int:
@@ -65,10 +114,10 @@ def _run(args: argparse.Namespace, rest: list[str]) -> int:
         print(f"neuropc run: no such script: {script}", file=sys.stderr)
         return 2
     argv = [str(script)]
-    for flag in ("backend", "seed", "out"):
+    for flag in ("backend", "seed", "out", "record", "record_preset"):
         v = getattr(args, flag)
         if v is not None:
-            argv += [f"--{flag}", str(v)]
+            argv += [f"--{flag.replace('_', '-')}", str(v)]
     argv += [f"--{f}" for f in ("quick", "json") if getattr(args, f)]
     old = sys.argv
     sys.argv = argv + rest

@@ -538,6 +538,47 @@ class Recorder:
         self.close()
 
 
+# ---- recording every simulator of a script (``--record PATH``) ------------------------------
+_AUTO: dict = {}
+
+
+def record_all(path: str | os.PathLike, preset: str = "settled") -> None:
+    """Record every simulator that runs from now on in this process: the first to ``path``, the
+    n-th to ``<stem>-<n><suffix>`` beside it (model scripts' ``--record PATH``). A simulator that
+    already records (its script chose probes) keeps its own recording. Closed at exit."""
+    import atexit
+
+    if preset not in ("energy", "settled", "steps"):
+        raise ValueError(f"record preset must be energy, settled or steps; got {preset!r}")
+    if not _AUTO:
+        atexit.register(close_all)
+    _AUTO.update(path=os.fspath(path), preset=preset, count=0, open=[])
+
+
+def auto_attach(sim) -> None:
+    """Called before a simulator's first run: attach the process-wide recording, if any."""
+    if not _AUTO or sim.recorder is not None or getattr(sim, "_auto_done", False):
+        return
+    sim._auto_done = True
+    _AUTO["count"] += 1
+    n, path = _AUTO["count"], _AUTO["path"]
+    if n > 1:
+        stem, ext = os.path.splitext(path)
+        path = f"{stem}-{n}{ext or '.h5'}"
+    _AUTO["open"].append(sim.record(path, preset=_AUTO["preset"]))
+
+
+def close_all() -> list[str]:
+    """Close the recordings made by :func:`record_all`; returns their paths."""
+    paths = []
+    for rec in _AUTO.get("open", []):
+        rec.close()
+        paths.append(rec.path)
+    if _AUTO:
+        _AUTO["open"] = []
+    return paths
+
+
 def _row_kind(p: _probes.Probe) -> str:
     return "batch" if p.per_batch or p.variable == "energy" else "sample"
 

@@ -8,6 +8,8 @@ with the same options::
     --quick          a small, fast version (the test suite runs every script this way)
     --json           print the run's final metrics as one JSON object on the last line
     --out DIR        where figures and files go (default runs/NAME)
+    --record PATH    record every simulator of the run to HDF5 (PATH, then PATH-2, ...)
+    --record-preset  what --record records: energy, settled (default) or steps
 """
 
 from __future__ import annotations
@@ -35,7 +37,16 @@ def script_args(
         "--json", action="store_true", help="print final metrics as JSON on the last line"
     )
     ap.add_argument("--out", default=None, help="output directory for figures (default: runs/NAME)")
+    ap.add_argument("--record", default=None, help="record the run to this HDF5 file")
+    ap.add_argument(
+        "--record-preset", default="settled", choices=["energy", "settled", "steps"],
+        help="what --record records (default: energies and settled states)",
+    )  # fmt: skip
     args = ap.parse_args(argv)
+    if args.record:
+        from .recording import record_all
+
+        record_all(args.record, args.record_preset)
     stem = name or Path(sys.argv[0]).stem or "model"
     args.out = Path(args.out if args.out is not None else os.path.join("runs", stem))
     return args
@@ -47,6 +58,11 @@ def report(metrics: dict, args: argparse.Namespace) -> dict:
     width = max((len(k) for k in clean), default=0)
     for k, v in clean.items():
         print(f"  {k:<{width}}  {v:.6g}" if isinstance(v, float) else f"  {k:<{width}}  {v}")
+    if getattr(args, "record", None):
+        from .recording import close_all
+
+        for path in close_all():
+            print(f"  recorded to {path}")
     if args.json:
         print(json.dumps(clean, sort_keys=True), flush=True)
     return clean

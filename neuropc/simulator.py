@@ -404,6 +404,8 @@ class Simulator:
             keep[self.plan.index(name)] = True
         seed = cfg.seed if cfg.seed is not None else int(self.noise_rng.integers(0, 2**31 - 1))
         mode = _modes.setup(self.plan, clamped, cfg, learning=learn is not None)
+        if self._recorder is None and _recording._AUTO:
+            _recording.auto_attach(self)
         rec = self._recorder
         if rec is not None and rec.active(phase):
             learned = learn is not None

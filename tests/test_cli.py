@@ -70,3 +70,35 @@ def test_console_entry_point_runs() -> None:
         [sys.executable, "-m", "neuropc.cli", "--help"], capture_output=True, text=True, check=True
     )
     assert "bench" in out.stdout and "run" in out.stdout
+
+
+@pytest.mark.parametrize("preset", ["settled", "steps"])
+def test_bench_record_fields(capsys: pytest.CaptureFixture[str], preset: str) -> None:
+    rc = cli.main(["bench", "--sizes", "20,16,4", "--batch", "8", "--steps", "3", "--timed", "4",
+                   "--no-bp", "--record", preset, "--json"])  # fmt: skip
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["record"] == preset and res["record_overhead"] > 0 and res["record_mb_per_s"] > 0
+    # bytes per batch: float32 rows of h1 and output values and errors, plus the per-step
+    # energies (T + 1 = 4 rows) of h1, output and the total
+    rows = 8 * (4 if preset == "steps" else 1)
+    energy = 3 * 4 * 4
+    assert res["record_mb_per_batch"] * 1e6 == pytest.approx(rows * (16 + 4) * 2 * 4 + energy)
+
+
+def test_run_record_writes_a_readable_file(tmp_path: Path) -> None:
+    import neuropc as npc
+
+    path = tmp_path / "rec.h5"
+    r = subprocess.run(
+        [sys.executable, "-m", "neuropc.cli", "run", "models/digits_classifier.py", "--quick",
+         "--out", str(tmp_path), "--record", str(path), "--record-preset", "settled"],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert f"recorded to {path}" in r.stdout
+    rec = npc.open(path)
+    assert {"h1:value_settled", "h1:error_settled", "total:energy"} <= set(rec.names)
+    n = len(rec.trials["trial_id"])
+    assert n > 0 and rec["h1:value_settled"].shape[0] == n
+    assert set(rec.trials["phase"]) == {"train", "test"}

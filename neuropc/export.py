@@ -1,0 +1,659 @@
+"""Views of a recording for other tools: a readable summary, NWB, SONATA reports.
+
+* :func:`describe` prints what a recording holds (``neuropc inspect FILE``).
+* :func:`to_nwb` writes a Neurodata Without Borders file (needs ``pynwb``:
+  ``pip install "neuropc[nwb]"``); see ``docs/nwb.md`` for the layout and the time mapping.
+* :func:`to_sonata` writes small SONATA report files that point into the recording (no copy).
+
+All three read the recording through :func:`neuropc.open`, so a file that is not a readable
+recording raises :class:`~neuropc.errors.RecordingError`. Data are streamed in row blocks, never
+read whole.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import importlib
+import json
+import math
+import os
+import re
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import h5py
+import numpy as np
+
+from .errors import RecordingError
+
+SECONDS_PER_STEP = 1e-3  # NWB time of one inference step (see docs/nwb.md)
+_NAMESPACE = uuid.UUID("5d0b6f2e-8a4c-5f3e-9c1b-6e7a2d4f0c11")  # NWB identifiers of neuropc files
+_BLOCK_BYTES = 1 << 22  # rows read per block when streaming (about 4 MiB)
+_SONATA_MAGIC = np.uint32(0x0A7A)
+
+
+# ---- shared helpers ---------------------------------------------------------------------------
+def _require(module: str, extra: str, what: str) -> Any:
+    """Import an optional dependency, or say how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(
+            f'{what} needs the optional dependency {module!r}: pip install "neuropc[{extra}]"'
+        ) from e
+
+
+def _attrs(obj: h5py.HLObject) -> dict:
+    out = {}
+    for k, v in obj.attrs.items():
+        if isinstance(v, bytes):
+            v = v.decode("utf-8")
+        elif isinstance(v, np.ndarray):
+            v = v.tolist()
+        elif isinstance(v, np.generic):
+            v = v.item()
+        out[k] = v
+    return out
+
+
+def sanitize(name: str) -> str:
+    """A recording name as a file or NWB object name: ``"h1:error"`` -> ``"h1_error"``,
+    ``"h1->h2:weights"`` -> ``"h1_to_h2_weights"``."""
+    s = re.sub(r"[^A-Za-z0-9_.-]+", "_", name.replace("->", "_to_")).strip("_.")
+    return s or "recording"
+
+
+def _unique_names(names: list[str]) -> dict[str, str]:
+    """Sanitized names, made unique with a numeric suffix where two collide."""
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    for n in names:
+        base = s = sanitize(n)
+        i = 2
+        while s.lower() in used:
+            s = f"{base}_{i}"
+            i += 1
+        used.add(s.lower())
+        out[n] = s
+    return out
+
+
+def row_index(group: h5py.Group) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """Per-row labels of a native recording group: ``(item, step, n)``.
+
+    ``item[r]`` is the trial (or batch) id of row ``r``, ``step[r]`` its inference step (None for
+    recordings without steps), ``n`` the number of rows that are complete and labelled (a killed
+    writer can leave the data and its ids uneven). Reads both layouts: one ``nsteps`` count per
+    item, or one ``step`` per row.
+    """
+    ds = group["data"]
+    key = "trial" if "trial" in group else "batch"
+    ids = np.asarray(group[key][()], np.int64)
+    every = int(_attrs(group).get("every", 1))
+    if "nsteps" in group:
+        ns = np.asarray(group["nsteps"][()], np.int64)
+        m = min(len(ids), len(ns))
+        ids, ns = ids[:m], ns[:m]
+        ends = np.cumsum(ns)
+        m = int(np.searchsorted(ends, ds.shape[0], side="right"))  # whole items only
+        ids, ns, ends = ids[:m], ns[:m], ends[:m]
+        n = int(ends[-1]) if m else 0
+        item = np.repeat(ids, ns)
+        step = (np.arange(n, dtype=np.int64) - np.repeat(ends - ns, ns)) * every
+        return item, step, n
+    if "step" in group:
+        n = min(ds.shape[0], len(ids), group["step"].shape[0])
+        return ids[:n], np.asarray(group["step"][:n], np.int64), n
+    n = min(ds.shape[0], len(ids))
+    return ids[:n], None, n
+
+
+def block_rows(ds: h5py.Dataset) -> int:
+    """Rows per streamed block of ``ds`` (about 4 MiB)."""
+    row = max(1, int(np.prod(ds.shape[1:], dtype=np.int64)) * ds.dtype.itemsize)
+    return max(1, _BLOCK_BYTES // row)
+
+
+def iter_blocks(ds: h5py.Dataset, n: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``(first row, rows)`` blocks of the first ``n`` rows of ``ds``."""
+    k = block_rows(ds)
+    for i in range(0, n, k):
+        yield i, ds[i : min(n, i + k)]
+
+
+def _counts(values: np.ndarray, limit: int = 12) -> str:
+    """``"std 6, dev 2"``: counts per value, in order of first appearance."""
+    if len(values) == 0:
+        return "(none)"
+    u, first, counts = np.unique(values.astype(str), return_index=True, return_counts=True)
+    order = np.argsort(first)
+    parts = [f"{u[i] or '(empty)'} {counts[i]}" for i in order[:limit]]
+    if len(order) > limit:
+        parts.append(f"... ({len(order) - limit} more values)")
+    return ", ".join(parts)
+
+
+def _table(rows: list[list[str]], indent: str) -> list[str]:
+    if not rows:
+        return []
+    w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [indent + "  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows]
+
+
+# ---- describe ---------------------------------------------------------------------------------
+def describe(path: str | os.PathLike) -> str:
+    """A readable tree of what the recording at ``path`` holds (``neuropc inspect FILE``).
+
+    File metadata, network populations, every recording (dims and shape as the reader sees them,
+    units, mode, every), the trials table (rows, label columns, counts per label value), the
+    batches and the progress counter. Raises :class:`~neuropc.errors.RecordingError` when the file
+    is not a readable recording.
+    """
+    from .reader import open as _open
+
+    with _open(path) as rec:
+        f, a = rec.file, rec.attrs
+        out = [f"{os.fspath(path)}"]
+        meta = [
+            ["schema", f"{a.get('schema')} version {a.get('schema_version')}"],
+            ["neuropc", str(a.get("neuropc_version", "?"))],
+            ["created", str(a.get("created", "?"))],
+            ["backend", f"{a.get('backend', '?')} ({a.get('dtype', '?')})"],
+            ["seed", str(a.get("seed", "?"))],
+            ["time unit", f"{a.get('time_unit', '?')} (dt {a.get('dt', '?')})"],
+        ]
+        prog = rec.progress
+        meta.append(["progress", f"{prog['batches']} batches, {prog['trials']} trials"])
+        out += _table(meta, "  ")
+
+        pops = f["network/populations"]
+        order = [p["name"] for p in rec.config.get("network", {}).get("populations", [])]
+        names = [n for n in order if n in pops] + [n for n in pops if n not in order]
+        out.append(
+            f"network: {len(names)} populations, {len(f['network/connections'])} connections"
+        )
+        rows = []
+        for n in names:
+            pa = _attrs(pops[n])
+            rows.append([n, f"size {pa.get('size')}", f"role {pa.get('role')}",
+                         f"activation {pa.get('activation')}",
+                         "error units" if pa.get("has_error") else ""])  # fmt: skip
+        out += _table(rows, "  ")
+        conns = [_attrs(g).get("name", k) for k, g in f["network/connections"].items()]
+        if conns:
+            out.append("  connections: " + ", ".join(conns))
+
+        out.append(f"recordings: {len(rec.names)}")
+        rows = []
+        for name in rec.names:
+            g = f["recordings"][name]
+            ra = _attrs(g)
+            try:
+                arr = rec[name]
+                shape = f"{' x '.join(arr.dims)} {tuple(arr.shape)}"
+            except RecordingError as e:  # e.g. runs with different step counts in one recording
+                _, _, n = row_index(g)
+                shape = f"rows x width ({n}, {g['data'].shape[1]}) [{e}]"
+            mode = ra.get("mode")
+            extra = (
+                f"reduce {ra.get('reduce')} over {ra.get('window')}" if mode == "summary" else ""
+            )
+            rows.append([name, shape, str(ra.get("units")), f"mode {mode}",
+                         f"every {ra.get('every')}", extra])  # fmt: skip
+        out += _table(rows, "  ")
+
+        tr = rec.trials
+        n_tr = len(tr.get("trial_id", ()))
+        labels = json.loads(_attrs(f["trials"]).get("label_columns", "[]"))
+        out.append(f"trials: {n_tr} rows; label columns: {', '.join(labels) or '(none)'}")
+        rows = [["phase", _counts(tr["phase"])]] if n_tr else []
+        rows += [[c, _counts(tr[c])] for c in labels if c in tr and n_tr]
+        out += _table(rows, "  ")
+        bt = rec.batches
+        n_b = len(bt.get("batch_id", ()))
+        out.append(f"batches: {n_b}" + (f" ({_counts(bt['phase'])})" if n_b else ""))
+        return "\n".join(out) + "\n"
+
+
+# ---- NWB --------------------------------------------------------------------------------------
+_ROW_ITERATOR: type | None = None
+
+
+def _row_iterator_class() -> type:
+    """A ``GenericDataChunkIterator`` over the rows of an HDF5 dataset (built lazily: hdmf is an
+    optional dependency)."""
+    global _ROW_ITERATOR
+    if _ROW_ITERATOR is not None:
+        return _ROW_ITERATOR
+    from hdmf.data_utils import GenericDataChunkIterator
+
+    class RowIterator(GenericDataChunkIterator):
+        """Streams rows ``[0, n)`` of ``ds`` (optionally one column, optionally in ``order``)
+        in buffers of about 16 MiB, chunked about 1 MiB per chunk, full width."""
+
+        def __init__(self, ds: h5py.Dataset, n: int, *, column: int | None = None,
+                     order: np.ndarray | None = None) -> None:  # fmt: skip
+            self.ds, self.n, self.column, self.order = ds, int(n), column, order
+            shape = self._get_maxshape()
+            row = max(1, int(np.prod(shape[1:], dtype=np.int64)) * ds.dtype.itemsize)
+            c = int(min(self.n, max(1, (1 << 20) // row)))
+            b = int(min(self.n, c * 16))
+            super().__init__(chunk_shape=(c, *shape[1:]), buffer_shape=(b, *shape[1:]))
+
+        def _get_data(self, selection: tuple) -> np.ndarray:
+            rows, rest = selection[0], selection[1:]
+            if self.order is not None:
+                idx = self.order[rows]
+                lo, hi = int(idx.min()), int(idx.max()) + 1
+                block = self.ds[lo:hi][idx - lo]
+            else:
+                block = self.ds[rows]
+            if self.column is not None:
+                block = block[:, self.column]
+            return block[(slice(None), *rest)]
+
+        def _get_maxshape(self) -> tuple:
+            if self.column is not None or self.ds.ndim == 1:
+                return (self.n,)
+            return (self.n, *self.ds.shape[1:])
+
+        def _get_dtype(self) -> np.dtype:
+            return self.ds.dtype
+
+    _ROW_ITERATOR = RowIterator
+    return RowIterator
+
+
+def _stream(ds: h5py.Dataset, n: int, *, column: int | None = None,
+            order: np.ndarray | None = None) -> Any:  # fmt: skip
+    """``H5DataIO`` (gzip) over a row iterator of ``ds``."""
+    from pynwb import H5DataIO
+
+    it = _row_iterator_class()(ds, n, column=column, order=order)
+    return H5DataIO(data=it, compression="gzip", chunks=it.chunk_shape)
+
+
+def _identifier(rec) -> str:
+    """A UUID determined by the recording: its creation time, configuration, progress and
+    trials table (re-exporting the same recording gives the same identifier)."""
+    h = hashlib.sha256()
+    for k in ("created", "seed", "neuropc_version", "backend"):
+        h.update(f"{k}={rec.attrs.get(k)};".encode())
+    h.update(json.dumps(rec.config, sort_keys=True, default=str).encode())
+    h.update(json.dumps(rec.progress, sort_keys=True).encode())
+    for k, v in sorted(rec.trials.items()):
+        h.update(k.encode())
+        h.update(np.asarray(v).astype(str).tobytes() if v.dtype == object else v.tobytes())
+    return str(uuid.uuid5(_NAMESPACE, h.hexdigest()))
+
+
+def _start_time(created: Any) -> _dt.datetime:
+    try:
+        t = _dt.datetime.fromisoformat(str(created))
+    except ValueError:
+        raise RecordingError(
+            f"the recording's 'created' attribute {created!r} is not an ISO 8601 time"
+        ) from None
+    return t if t.tzinfo else t.replace(tzinfo=_dt.UTC)
+
+
+def _experiment_description(config: Mapping) -> str:
+    net = config.get("network", {})
+    pops = ", ".join(
+        f"{p['name']} ({p['size']}, {p.get('role', '?')}, {p.get('activation', '?')})"
+        for p in net.get("populations", [])
+    )
+    conns = ", ".join(f"{c['pre']}->{c['post']}" for c in net.get("connections", []))
+    inf = config.get("inference", {})
+    opt = config.get("optimizer", {})
+    sim = config.get("simulator", {})
+    return (
+        "In-silico predictive-coding network simulated with neuropc. Populations (units, role, "
+        f"activation): {pops}. Connections: {conns or 'none'}. Inference: {inf.get('steps')} "
+        f"steps at rate {inf.get('rate')} (mode {inf.get('mode')}, init {inf.get('init')}, "
+        f"temperature {inf.get('temperature')}). Optimizer: {opt.get('type')} "
+        f"(lr {opt.get('lr')}). Backend {sim.get('backend')}, dtype {sim.get('dtype')}, seed "
+        f"{sim.get('seed')}. The full configuration (JSON) is in general/source_script."
+    )
+
+
+def _subject(subject: Any, Subject: type) -> Any:
+    if subject is None:
+        return Subject(
+            subject_id="neuropc-model",
+            description="in-silico predictive-coding network; no animal",
+        )
+    if isinstance(subject, Subject):
+        return subject
+    if isinstance(subject, Mapping):
+        return Subject(**subject)
+    raise TypeError(f"subject must be a pynwb Subject, a mapping of its fields or None; got "
+                    f"{type(subject).__name__}")  # fmt: skip
+
+
+def _times(item: np.ndarray, step: np.ndarray | None, start: np.ndarray,
+           stop: np.ndarray) -> np.ndarray:  # fmt: skip
+    """Global step of every row: the trial's start + the row's step (steps recordings), or the
+    trial's last step (settled and summary rows)."""
+    if step is not None:
+        return start[item] + step
+    return stop[item] - 1
+
+
+def _timing(t: np.ndarray, sps: float) -> dict:
+    """``starting_time`` and ``rate`` where the rows are evenly spaced, else ``timestamps``."""
+    d = np.diff(t)
+    if len(t) >= 2 and d[0] > 0 and np.all(d == d[0]):
+        return {"starting_time": float(t[0]) * sps, "rate": 1.0 / (float(d[0]) * sps)}
+    from pynwb import H5DataIO
+
+    return {"timestamps": H5DataIO(t.astype(np.float64) * sps, compression="gzip")}
+
+
+def to_nwb(
+    path: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    session_description: str | None = None,
+    subject: Any = None,
+    seconds_per_step: float = SECONDS_PER_STEP,
+) -> str:
+    """Export the recording at ``path`` to the NWB file ``out``; returns ``out``.
+
+    * Per-sample recordings (value, error, noise; steps, settled, summary) become one
+      ``TimeSeries`` each in the processing module ``misc``, data ``(rows, units)`` as in the
+      recording. Steps rows lie on the global step axis (trials end to end); settled and summary
+      rows at their trial's last step. Evenly spaced rows get ``starting_time`` and ``rate``,
+      others ``timestamps``. A table ``model_units`` maps every data column to its population,
+      variable and unit index; ``model_populations`` describes the network.
+    * The trials table becomes the NWB trials (start/stop time, phase, batch, sample, steps and
+      the label columns).
+    * Energy and per-batch recordings (one row per batch or batch step) and the batches table
+      go to ``analysis`` as ``DynamicTable`` s.
+
+    One inference step is ``seconds_per_step`` seconds of NWB time (default 1 ms). Data are
+    streamed in blocks and gzip-compressed. ``subject``: a ``pynwb.file.Subject``, a mapping of its
+    fields, or None for an in-silico subject without age, sex or species (see ``docs/nwb.md`` for
+    the nwbinspector checks that therefore fail). Needs ``pynwb`` (``pip install
+    "neuropc[nwb]"``).
+    """
+    _require("pynwb", "nwb", "NWB export")
+    from hdmf.common import DynamicTable, VectorData
+    from pynwb import NWBHDF5IO, NWBFile, TimeSeries
+    from pynwb.epoch import TimeIntervals
+    from pynwb.file import Subject
+
+    from .reader import open as _open
+
+    sps = float(seconds_per_step)
+    if not (math.isfinite(sps) and sps > 0):
+        raise ValueError(f"seconds_per_step must be a positive number; got {seconds_per_step!r}")
+    out = os.fspath(out)
+    if os.path.abspath(out) == os.path.abspath(os.fspath(path)):
+        raise ValueError("the NWB file must not replace the recording it is exported from")
+
+    with _open(path) as rec:
+        f, cfg = rec.file, rec.config
+        tr = rec.trials
+        ids = np.asarray(tr.get("trial_id", np.zeros(0, np.int64)), np.int64)
+        size = int(ids.max()) + 1 if len(ids) else 0
+        start = np.full(size, -1, np.int64)
+        stop = np.full(size, -1, np.int64)
+        start[ids], stop[ids] = tr["start_step"], tr["stop_step"]
+        meta = cfg.get("metadata", {}) or {}
+
+        def listed(k: str) -> list[str] | None:
+            v = meta.get(k)
+            return None if v is None else [str(x) for x in (v if isinstance(v, list) else [v])]
+
+        nwb = NWBFile(
+            session_description=session_description
+            or f"neuropc simulation: {rec.progress['trials']} trials in "
+            f"{rec.progress['batches']} batches, exported from {os.path.basename(f.filename)}",
+            identifier=_identifier(rec),
+            session_start_time=_start_time(rec.attrs.get("created")),
+            experiment_description=_experiment_description(cfg),
+            source_script=json.dumps(cfg, indent=1, default=str),
+            source_script_file_name="neuropc-config.json",
+            data_collection=(
+                f"Simulated with neuropc {rec.attrs.get('neuropc_version')} (backend "
+                f"{rec.attrs.get('backend')}, {rec.attrs.get('dtype')}, seed {rec.attrs.get('seed')})."
+            ),
+            notes=(
+                f"Time: one inference step = {sps:g} s. Trials are laid end to end on one step "
+                "axis in trial order, also when a batch ran them in parallel; a trial of T "
+                "inference steps spans T + 1 steps (its initial state and T updates). "
+                + str(rec.attrs.get("time_semantics", ""))
+            ),
+            keywords=["predictive coding", "computational model", "simulation", "neuropc"],
+            experimenter=listed("experimenter"),
+            institution=meta.get("institution"),
+            lab=meta.get("lab"),
+            session_id=meta.get("session_id"),
+            subject=_subject(subject, Subject),
+        )
+
+        # populations
+        misc = nwb.create_processing_module(
+            "misc", "neuropc model activity: one TimeSeries per recording (value, error or noise "
+            "of one population), the model's populations and the unit of every data column"
+        )  # fmt: skip
+        pops = f["network/populations"]
+        order = [p["name"] for p in cfg.get("network", {}).get("populations", [])]
+        pnames = [n for n in order if n in pops] + [n for n in pops if n not in order]
+        pa = [_attrs(pops[n]) for n in pnames]
+        misc.add(DynamicTable(
+            name="model_populations", description="populations of the simulated network",
+            columns=[
+                VectorData(name="population", description="population name", data=pnames),
+                VectorData(name="size", description="number of units",
+                           data=[int(a["size"]) for a in pa]),
+                VectorData(name="role", description="input, hidden or target",
+                           data=[str(a["role"]) for a in pa]),
+                VectorData(name="activation", description="activation function",
+                           data=[str(a["activation"]) for a in pa]),
+                VectorData(name="has_error", description="whether it has error units",
+                           data=[bool(a["has_error"]) for a in pa]),
+            ],
+        ))  # fmt: skip
+
+        # per-sample recordings -> TimeSeries
+        groups = {n: f["recordings"][n] for n in rec.names}
+        per_sample = [n for n, g in groups.items() if _attrs(g)["row_kind"] == "sample"]
+        per_batch = [n for n in groups if n not in per_sample]
+        names = _unique_names(list(groups))
+        units_rows: dict[str, list] = {k: [] for k in
+                                       ("population", "variable", "index_in_population",
+                                        "series", "series_column")}  # fmt: skip
+        skipped = []
+        for name in per_sample:
+            g = groups[name]
+            ra = _attrs(g)
+            item, step, n = row_index(g)
+            known = (item >= 0) & (item < size)
+            known[known] = start[item[known]] >= 0
+            if not known.all():  # rows of trials the (killed) writer had not listed yet
+                n = int(np.argmin(known))
+                item = item[:n]
+                step = None if step is None else step[:n]
+            if n == 0:
+                skipped.append(name)
+                continue
+            t = _times(item, step, start, stop)
+            order_ = None
+            if np.any(np.diff(t) < 0):  # e.g. Probe(samples=[3, 1]): put rows in time order
+                order_ = np.argsort(t, kind="stable")
+                t = t[order_]
+            mode = ra["mode"]
+            how = {
+                "steps": f"one row per recorded inference step (every {ra['every']}) of each "
+                "trial, trials end to end",
+                "settled": "one row per trial: the state after inference, at the trial's last step",
+                "summary": f"one row per trial: the {ra['reduce']} over inference steps "
+                f"{ra['window']} (first, stop), at the trial's last step",
+            }[mode]
+            ts = TimeSeries(
+                name=names[name],
+                data=_stream(g["data"], n, order=order_),
+                unit=str(ra["units"]),
+                description=f"{ra['variable']} units of population {ra['target']} ({mode}): {how}",
+                comments=f"neuropc recording {name!r}; columns are listed in model_units",
+                continuity="continuous" if mode == "steps" else None,
+                **_timing(t, sps),
+            )  # fmt: skip
+            misc.add(ts)
+            node_ids = np.asarray(g["mapping/node_ids"][()], np.int64)
+            units_rows["population"] += [str(ra["target"])] * len(node_ids)
+            units_rows["variable"] += [str(ra["variable"])] * len(node_ids)
+            units_rows["index_in_population"] += node_ids.tolist()
+            units_rows["series"] += [names[name]] * len(node_ids)
+            units_rows["series_column"] += list(range(len(node_ids)))
+        if units_rows["series"]:
+            desc = {
+                "population": "population of the unit",
+                "variable": "recorded variable (value, error or noise)",
+                "index_in_population": "index of the unit in its population",
+                "series": "name of the TimeSeries in this processing module",
+                "series_column": "column of that TimeSeries' data",
+            }
+            misc.add(DynamicTable(
+                name="model_units",
+                description="one row per data column of the model's TimeSeries",
+                columns=[VectorData(name=k, description=desc[k], data=v)
+                         for k, v in units_rows.items()],
+            ))  # fmt: skip
+
+        # trials
+        if len(ids):
+            labels = json.loads(_attrs(f["trials"]).get("label_columns", "[]"))
+            cols = [
+                VectorData(name="start_time", description="start of the trial (s)",
+                           data=tr["start_step"].astype(np.float64) * sps),
+                VectorData(name="stop_time", description="end of the trial (s)",
+                           data=tr["stop_step"].astype(np.float64) * sps),
+                VectorData(name="phase", description="train (clamped targets, learning) or test",
+                           data=[str(x) for x in tr["phase"]]),
+                VectorData(name="batch", description="batch id (analysis/batches)",
+                           data=tr["batch"].astype(np.int64)),
+                VectorData(name="sample", description="position in its batch",
+                           data=tr["sample"].astype(np.int64)),
+                VectorData(name="steps", description="inference steps run (fewer than "
+                           "configured after an early stop)", data=tr["steps"].astype(np.int64)),
+            ]  # fmt: skip
+            taken = {c.name for c in cols} | {"tags", "timeseries", "id"}
+            for c in labels:
+                if c in tr:
+                    cols.append(VectorData(
+                        name=c if c not in taken else f"label_{c}",
+                        description=f"trial label {c!r}", data=[str(x) for x in tr[c]],
+                    ))  # fmt: skip
+            nwb.trials = TimeIntervals(
+                name="trials", description="trials (samples) laid end to end in trial order",
+                id=ids, columns=cols,
+            )  # fmt: skip
+
+        # batches and per-batch recordings -> analysis
+        bt = rec.batches
+        if len(bt.get("batch_id", ())):
+            bdesc = {
+                "phase": "train or test", "first_trial": "id of its first trial",
+                "n_samples": "trials in the batch", "steps": "configured inference steps",
+                "steps_done": "inference steps run", "seed": "noise seed of the batch",
+                "learned": "whether the parameters were updated",
+            }  # fmt: skip
+            bcols = []
+            for k, d in bdesc.items():
+                if k not in bt:
+                    continue
+                v = bt[k]
+                v = ([str(x) for x in v] if v.dtype == object
+                     else v.astype(bool) if k == "learned" else v.astype(np.int64))  # fmt: skip
+                bcols.append(VectorData(name=k, description=d, data=v))
+            nwb.add_analysis(DynamicTable(
+                name="batches", description="batches of trials run by the simulator",
+                id=np.asarray(bt["batch_id"], np.int64), columns=bcols,
+            ))  # fmt: skip
+        for name in per_batch:
+            g = groups[name]
+            ra = _attrs(g)
+            item, step, n = row_index(g)
+            if n == 0:
+                skipped.append(name)
+                continue
+            cols = [VectorData(name="batch", description="batch id (analysis/batches)",
+                               data=item)]  # fmt: skip
+            if step is not None:
+                cols.append(VectorData(name="step", description="inference step", data=step))
+            for j, c in enumerate(json.loads(ra["columns"])):
+                cols.append(VectorData(
+                    name=sanitize(str(c)), description=f"{c} ({ra['units']})",
+                    data=_stream(g["data"], n, column=j),
+                ))  # fmt: skip
+            what = "batch-mean energy" if ra["variable"] == "energy" else ra["variable"]
+            nwb.add_analysis(DynamicTable(
+                name=names[name],
+                description=f"{what} of {ra['target']} ({ra['mode']}), one row per batch"
+                + (" and recorded inference step" if step is not None else "")
+                + f"; neuropc recording {name!r}",
+                columns=cols,
+            ))  # fmt: skip
+        if skipped:
+            nwb.notes = nwb.notes + " Recordings without rows, not exported: " + ", ".join(skipped)
+
+        with NWBHDF5IO(out, "w") as io:
+            io.write(nwb)
+    return out
+
+
+# ---- SONATA -----------------------------------------------------------------------------------
+def to_sonata(path: str | os.PathLike, outdir: str | os.PathLike) -> list[str]:
+    """SONATA report views of the per-sample recordings; returns the files written.
+
+    One file ``<outdir>/<recording name, sanitized>.h5`` per recording, with the SONATA markers
+    (``magic``, ``version``) and ``/report/<population>``: ``data`` is a virtual dataset over the
+    recording's rows (no copy; it carries the ``units`` attribute SONATA readers need),
+    ``mapping/{node_ids, index_pointers, element_ids, element_pos}`` are external links into the
+    recording, ``mapping/time`` is ``[start, stop, dt]`` in steps with one frame per row (the
+    frame of row r is ``r * every``; for settled and summary recordings a frame is a trial).
+    Links use paths relative to ``outdir``: move the views and the recording together.
+    """
+    from .reader import open as _open
+
+    outdir = os.fspath(outdir)
+    os.makedirs(outdir, exist_ok=True)
+    written = []
+    with _open(path) as rec:
+        src = os.path.abspath(rec.file.filename)
+        rel = os.path.relpath(src, os.path.abspath(outdir))
+        names = _unique_names(rec.names)
+        for name in rec.names:
+            g = rec.file["recordings"][name]
+            ra = _attrs(g)
+            if ra["row_kind"] != "sample":
+                continue
+            _, _, n = row_index(g)
+            if n == 0:  # nothing recorded (yet): no report
+                continue
+            ds = g["data"]
+            every = float(ra.get("every", 1)) if ra["mode"] == "steps" else 1.0
+            fn = os.path.join(outdir, names[name] + ".h5")
+            with h5py.File(fn, "w") as v:
+                v.attrs["magic"] = _SONATA_MAGIC
+                v.attrs["version"] = np.array([0, 1], np.uint32)
+                v.attrs["source"] = rel
+                v.attrs["recording"] = name
+                pop = v.create_group("report").create_group(str(ra["target"]))
+                lay = h5py.VirtualLayout(shape=(n, ds.shape[1]), dtype=ds.dtype)
+                lay[:] = h5py.VirtualSource(rel, ds.name, shape=ds.shape)[:n]
+                d = pop.create_virtual_dataset("data", lay, fillvalue=np.nan)
+                d.attrs["units"] = str(ra["units"])
+                m = pop.create_group("mapping")
+                for k in ("node_ids", "index_pointers", "element_ids", "element_pos"):
+                    here = k if k in g["mapping"] else "index_pointer"  # older spelling
+                    m[k] = h5py.ExternalLink(rel, f"{g.name}/mapping/{here}")
+                t = m.create_dataset("time", data=np.array([0.0, n * every, every]))
+                t.attrs["units"] = "step"
+            written.append(fn)
+    return written
