@@ -270,7 +270,13 @@ class Recording:
             for k, v in (where or {}).items():
                 if k not in tr:
                     raise ValueError(f"no trial column {k!r}; columns: {', '.join(tr)}")
-                sel &= tr[k] == v
+                col = tr[k]
+                want = str(v) if col.dtype == object else v  # labels are stored as strings
+                hit = col == want
+                if not hit.any():
+                    vals = ", ".join(map(str, sorted(set(col.tolist()), key=str)[:20]))
+                    raise ValueError(f"no trial has {k}={v!r}; values: {vals}")
+                sel &= hit
             labels = tr["trial_id"][sel]
             onset_t = tr["start_step"][sel]
         else:

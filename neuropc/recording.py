@@ -555,6 +555,16 @@ def record_all(path: str | os.PathLike, preset: str = "settled") -> None:
     _AUTO.update(path=os.fspath(path), preset=preset, count=0, open=[])
 
 
+def claim_auto() -> str | None:
+    """For a script that records with its own probes: stop :func:`record_all` from attaching to
+    its simulators and return the ``--record`` path (None if none was given)."""
+    if not _AUTO:
+        return None
+    path = _AUTO["path"]
+    _AUTO.clear()
+    return path
+
+
 def auto_attach(sim) -> None:
     """Called before a simulator's first run: attach the process-wide recording, if any."""
     if not _AUTO or sim.recorder is not None or getattr(sim, "_auto_done", False):

@@ -220,6 +220,10 @@ def test_trials_table_labels_and_epochs(backend, tmp_path):
     assert ep.dims == ("epoch", "lag", "unit") and list(ep.coords["epoch"]) == [1, 5]
     np.testing.assert_array_equal(ep.values[0], full[3:8])
     np.testing.assert_array_equal(ep.values[1], full[23:28])
+    np.testing.assert_array_equal(r.epochs("h1:error", (0, 5), where={"stimulus": 3}).values[0],
+                                  full[15:20])  # fmt: skip
+    with pytest.raises(ValueError, match="no trial has condition='odd'; values: contrôle"):
+        r.epochs("h1:error", (0, 5), where={"condition": "odd"})
     first = r.epochs("h1:error", (-2, 1), onsets=[0])
     assert np.all(np.isnan(first.values[0, :2])) and np.all(first.values[0, 2] == full[0])
 
