@@ -30,7 +30,9 @@ from .errors import RecordingError
 
 SECONDS_PER_STEP = 1e-3  # NWB time of one inference step (see docs/nwb.md)
 _NAMESPACE = uuid.UUID("5d0b6f2e-8a4c-5f3e-9c1b-6e7a2d4f0c11")  # NWB identifiers of neuropc files
-_BLOCK_BYTES = 1 << 22  # rows read per block when streaming (about 4 MiB)
+_BLOCK_BYTES = 1 << 22  # bytes read per block when streaming (plots, reductions)
+_CHUNK_BYTES = 1 << 20  # NWB datasets: about 1 MiB per HDF5 chunk, full width
+_BUFFER_CHUNKS = 16  # chunks per buffer read and written at once by the NWB export
 _SONATA_MAGIC = np.uint32(0x0A7A)
 
 
@@ -135,6 +137,12 @@ def _counts(values: np.ndarray, limit: int = 12) -> str:
     return ", ".join(parts)
 
 
+def window_text(window: Any) -> str:
+    """A summary probe's window (the JSON attribute ``[first, stop]``) as ``"steps [0, end)"``."""
+    w0, w1 = json.loads(window) if isinstance(window, str) else window
+    return f"steps [{w0}, {'end' if w1 is None else w1})"
+
+
 def _table(rows: list[list[str]], indent: str) -> list[str]:
     if not rows:
         return []
@@ -195,10 +203,11 @@ def describe(path: str | os.PathLike) -> str:
                 shape = f"{' x '.join(arr.dims)} {tuple(arr.shape)}"
             except RecordingError as e:  # e.g. runs with different step counts in one recording
                 _, _, n = row_index(g)
-                shape = f"rows x width ({n}, {g['data'].shape[1]}) [{e}]"
+                why = "runs with different step counts" if "mixes runs" in str(e) else str(e)
+                shape = f"rows x width ({n}, {g['data'].shape[1]}) [{why}]"
             mode = ra.get("mode")
             extra = (
-                f"reduce {ra.get('reduce')} over {ra.get('window')}" if mode == "summary" else ""
+                f"{ra.get('reduce')} over {window_text(ra['window'])}" if mode == "summary" else ""
             )
             rows.append([name, shape, str(ra.get("units")), f"mode {mode}",
                          f"every {ra.get('every')}", extra])  # fmt: skip
@@ -231,15 +240,15 @@ def _row_iterator_class() -> type:
 
     class RowIterator(GenericDataChunkIterator):
         """Streams rows ``[0, n)`` of ``ds`` (optionally one column, optionally in ``order``)
-        in buffers of about 16 MiB, chunked about 1 MiB per chunk, full width."""
+        in buffers of ``_BUFFER_CHUNKS`` chunks of about ``_CHUNK_BYTES``, full width."""
 
         def __init__(self, ds: h5py.Dataset, n: int, *, column: int | None = None,
                      order: np.ndarray | None = None) -> None:  # fmt: skip
             self.ds, self.n, self.column, self.order = ds, int(n), column, order
             shape = self._get_maxshape()
             row = max(1, int(np.prod(shape[1:], dtype=np.int64)) * ds.dtype.itemsize)
-            c = int(min(self.n, max(1, (1 << 20) // row)))
-            b = int(min(self.n, c * 16))
+            c = int(min(self.n, max(1, _CHUNK_BYTES // row)))
+            b = int(min(self.n, c * _BUFFER_CHUNKS))
             super().__init__(chunk_shape=(c, *shape[1:]), buffer_shape=(b, *shape[1:]))
 
         def _get_data(self, selection: tuple) -> np.ndarray:
@@ -333,15 +342,6 @@ def _subject(subject: Any, Subject: type) -> Any:
                     f"{type(subject).__name__}")  # fmt: skip
 
 
-def _times(item: np.ndarray, step: np.ndarray | None, start: np.ndarray,
-           stop: np.ndarray) -> np.ndarray:  # fmt: skip
-    """Global step of every row: the trial's start + the row's step (steps recordings), or the
-    trial's last step (settled and summary rows)."""
-    if step is not None:
-        return start[item] + step
-    return stop[item] - 1
-
-
 def _timing(t: np.ndarray, sps: float) -> dict:
     """``starting_time`` and ``rate`` where the rows are evenly spaced, else ``timestamps``."""
     d = np.diff(t)
@@ -352,6 +352,232 @@ def _timing(t: np.ndarray, sps: float) -> dict:
     return {"timestamps": H5DataIO(t.astype(np.float64) * sps, compression="gzip")}
 
 
+def _nwb_file(rec, session_description: str | None, subject: Any, sps: float) -> Any:
+    """The NWBFile with its metadata (no data yet)."""
+    from pynwb import NWBFile
+    from pynwb.file import Subject
+
+    cfg, at = rec.config, rec.attrs
+    meta = cfg.get("metadata", {}) or {}
+
+    def listed(k: str) -> list[str] | None:
+        v = meta.get(k)
+        return None if v is None else [str(x) for x in (v if isinstance(v, list) else [v])]
+
+    default = (
+        f"neuropc simulation: {rec.progress['trials']} trials in {rec.progress['batches']} "
+        f"batches, exported from {os.path.basename(rec.file.filename)}"
+    )
+    return NWBFile(
+        session_description=session_description or default,
+        identifier=_identifier(rec),
+        session_start_time=_start_time(at.get("created")),
+        experiment_description=_experiment_description(cfg),
+        source_script=json.dumps(cfg, indent=1, default=str),
+        source_script_file_name="neuropc-config.json",
+        data_collection=(
+            f"Simulated with neuropc {at.get('neuropc_version')} (backend {at.get('backend')}, "
+            f"{at.get('dtype')}, seed {at.get('seed')})."
+        ),
+        notes=(
+            f"Time: one inference step = {sps:g} s. Trials are laid end to end on one step axis "
+            "in trial order, also when a batch ran them in parallel; a trial of T inference "
+            "steps spans T + 1 steps (its initial state and T updates). "
+            + str(at.get("time_semantics", ""))
+        ),
+        keywords=["predictive coding", "computational model", "simulation", "neuropc"],
+        experimenter=listed("experimenter"),
+        institution=meta.get("institution"),
+        lab=meta.get("lab"),
+        session_id=meta.get("session_id"),
+        subject=_subject(subject, Subject),
+    )
+
+
+def _populations_table(rec) -> Any:
+    from hdmf.common import DynamicTable, VectorData
+
+    pops = rec.file["network/populations"]
+    order = [p["name"] for p in rec.config.get("network", {}).get("populations", [])]
+    names = [n for n in order if n in pops] + [n for n in pops if n not in order]
+    pa = [_attrs(pops[n]) for n in names]
+    cols = [
+        ("population", "population name", names),
+        ("size", "number of units", [int(a["size"]) for a in pa]),
+        ("role", "input, hidden or target", [str(a["role"]) for a in pa]),
+        ("activation", "activation function", [str(a["activation"]) for a in pa]),
+        ("has_error", "whether it has error units", [bool(a["has_error"]) for a in pa]),
+    ]
+    return DynamicTable(
+        name="model_populations", description="populations of the simulated network",
+        columns=[VectorData(name=k, description=d, data=v) for k, d, v in cols],
+    )  # fmt: skip
+
+
+class _Trials:
+    """Start and stop step of every trial id (-1 where the trials table has no row)."""
+
+    def __init__(self, table: Mapping[str, np.ndarray]) -> None:
+        ids = np.asarray(table.get("trial_id", np.zeros(0, np.int64)), np.int64)
+        self.size = int(ids.max()) + 1 if len(ids) else 0
+        self.start = np.full(self.size, -1, np.int64)
+        self.stop = np.full(self.size, -1, np.int64)
+        if len(ids):
+            self.start[ids], self.stop[ids] = table["start_step"], table["stop_step"]
+
+    def known_prefix(self, item: np.ndarray) -> int:
+        """Rows before the first row of a trial the (killed) writer had not listed yet."""
+        ok = (item >= 0) & (item < self.size)
+        ok[ok] = self.start[item[ok]] >= 0
+        return len(item) if ok.all() else int(np.argmin(ok))
+
+    def times(self, item: np.ndarray, step: np.ndarray | None) -> np.ndarray:
+        """Global step of every row: the trial's start + the row's step (steps recordings), or
+        the trial's last step (settled and summary rows)."""
+        return self.start[item] + step if step is not None else self.stop[item] - 1
+
+
+_HOW = {
+    "steps": "one row per recorded inference step (every {every}) of each trial, trials end to end",
+    "settled": "one row per trial: the state after inference, at the trial's last step",
+    "summary": "one row per trial: the {reduce} over inference {window}, at the trial's last step",
+}
+
+
+def _add_series(misc: Any, rec, groups: dict, names: dict, trials: _Trials,
+                sps: float) -> list[str]:  # fmt: skip
+    """One TimeSeries per per-sample recording, and the model_units table; returns the names of
+    recordings without rows (not exported)."""
+    from hdmf.common import DynamicTable, VectorData
+    from pynwb import TimeSeries
+
+    units: dict[str, list] = {k: [] for k in ("population", "variable", "index_in_population",
+                                              "series", "series_column")}  # fmt: skip
+    skipped = []
+    for name, g in groups.items():
+        ra = _attrs(g)
+        if ra["row_kind"] != "sample":
+            continue
+        item, step, n = row_index(g)
+        n = trials.known_prefix(item)
+        if n == 0:
+            skipped.append(name)
+            continue
+        item, step = item[:n], None if step is None else step[:n]
+        t = trials.times(item, step)
+        order = None
+        if np.any(np.diff(t) < 0):  # e.g. Probe(samples=[3, 1]): rows in time order
+            order = np.argsort(t, kind="stable")
+            t = t[order]
+        mode = ra["mode"]
+        misc.add(TimeSeries(
+            name=names[name],
+            data=_stream(g["data"], n, order=order),
+            unit=str(ra["units"]),
+            description=f"{ra['variable']} units of population {ra['target']} ({mode}): "
+            + _HOW[mode].format(**{**ra, "window": window_text(ra["window"])}),
+            comments=f"neuropc recording {name!r}; columns are listed in model_units",
+            continuity="continuous" if mode == "steps" else None,
+            **_timing(t, sps),
+        ))  # fmt: skip
+        ids = np.asarray(g["mapping/node_ids"][()], np.int64)
+        units["population"] += [str(ra["target"])] * len(ids)
+        units["variable"] += [str(ra["variable"])] * len(ids)
+        units["index_in_population"] += ids.tolist()
+        units["series"] += [names[name]] * len(ids)
+        units["series_column"] += list(range(len(ids)))
+    if units["series"]:
+        desc = {
+            "population": "population of the unit",
+            "variable": "recorded variable (value, error or noise)",
+            "index_in_population": "index of the unit in its population",
+            "series": "name of the TimeSeries in this processing module",
+            "series_column": "column of that TimeSeries' data",
+        }
+        misc.add(DynamicTable(
+            name="model_units", description="one row per data column of the model's TimeSeries",
+            columns=[VectorData(name=k, description=desc[k], data=v) for k, v in units.items()],
+        ))  # fmt: skip
+    return skipped
+
+
+def _trials_table(rec, sps: float) -> Any | None:
+    from hdmf.common import VectorData
+    from pynwb.epoch import TimeIntervals
+
+    tr = rec.trials
+    if not len(tr.get("trial_id", ())):
+        return None
+    cols = [
+        ("start_time", "start of the trial (s)", tr["start_step"].astype(np.float64) * sps),
+        ("stop_time", "end of the trial (s)", tr["stop_step"].astype(np.float64) * sps),
+        ("phase", "train (targets clamped, learning) or test", [str(x) for x in tr["phase"]]),
+        ("batch", "batch id (analysis/batches)", tr["batch"].astype(np.int64)),
+        ("sample", "position in its batch", tr["sample"].astype(np.int64)),
+        ("steps", "inference steps run (fewer than configured after an early stop)",
+         tr["steps"].astype(np.int64)),
+    ]  # fmt: skip
+    taken = {c[0] for c in cols} | {"tags", "timeseries", "id"}
+    for c in json.loads(_attrs(rec.file["trials"]).get("label_columns", "[]")):
+        if c in tr:
+            cols.append((c if c not in taken else f"label_{c}", f"trial label {c!r}",
+                         [str(x) for x in tr[c]]))  # fmt: skip
+    return TimeIntervals(
+        name="trials", description="trials (samples) laid end to end in trial order",
+        id=np.asarray(tr["trial_id"], np.int64),
+        columns=[VectorData(name=k, description=d, data=v) for k, d, v in cols],
+    )  # fmt: skip
+
+
+def _add_analysis(nwb: Any, rec, groups: dict, names: dict) -> list[str]:
+    """The batches table and one DynamicTable per energy or per-batch recording; returns the
+    names of recordings without rows."""
+    from hdmf.common import DynamicTable, VectorData
+
+    bt = rec.batches
+    if len(bt.get("batch_id", ())):
+        bdesc = {
+            "phase": "train or test", "first_trial": "id of its first trial",
+            "n_samples": "trials in the batch", "steps": "configured inference steps",
+            "steps_done": "inference steps run", "seed": "noise seed of the batch",
+            "learned": "whether the parameters were updated",
+        }  # fmt: skip
+        cols = []
+        for k, d in bdesc.items():
+            if k in bt:
+                v = bt[k]
+                v = ([str(x) for x in v] if v.dtype == object
+                     else v.astype(bool) if k == "learned" else v.astype(np.int64))  # fmt: skip
+                cols.append(VectorData(name=k, description=d, data=v))
+        nwb.add_analysis(DynamicTable(
+            name="batches", description="batches of trials run by the simulator",
+            id=np.asarray(bt["batch_id"], np.int64), columns=cols,
+        ))  # fmt: skip
+    skipped = []
+    for name, g in groups.items():
+        ra = _attrs(g)
+        if ra["row_kind"] == "sample":
+            continue
+        item, step, n = row_index(g)
+        if n == 0:
+            skipped.append(name)
+            continue
+        cols = [VectorData(name="batch", description="batch id (analysis/batches)", data=item)]
+        if step is not None:
+            cols.append(VectorData(name="step", description="inference step", data=step))
+        for j, c in enumerate(json.loads(ra["columns"])):
+            cols.append(VectorData(name=sanitize(str(c)), description=f"{c} ({ra['units']})",
+                                   data=_stream(g["data"], n, column=j)))  # fmt: skip
+        what = "batch-mean energy" if ra["variable"] == "energy" else ra["variable"]
+        per = "one row per batch" + (" and recorded inference step" if step is not None else "")
+        nwb.add_analysis(DynamicTable(
+            name=names[name], columns=cols,
+            description=f"{what} of {ra['target']} ({ra['mode']}), {per}; neuropc recording "
+            f"{name!r}",
+        ))  # fmt: skip
+    return skipped
+
+
 def to_nwb(
     path: str | os.PathLike,
     out: str | os.PathLike,
@@ -360,7 +586,8 @@ def to_nwb(
     subject: Any = None,
     seconds_per_step: float = SECONDS_PER_STEP,
 ) -> str:
-    """Export the recording at ``path`` to the NWB file ``out``; returns ``out``.
+    """Export the recording at ``path`` to the NWB file ``out`` (replaced if it exists); returns
+    ``out``.
 
     * Per-sample recordings (value, error, noise; steps, settled, summary) become one
       ``TimeSeries`` each in the processing module ``misc``, data ``(rows, units)`` as in the
@@ -380,10 +607,7 @@ def to_nwb(
     "neuropc[nwb]"``).
     """
     _require("pynwb", "nwb", "NWB export")
-    from hdmf.common import DynamicTable, VectorData
-    from pynwb import NWBHDF5IO, NWBFile, TimeSeries
-    from pynwb.epoch import TimeIntervals
-    from pynwb.file import Subject
+    from pynwb import NWBHDF5IO
 
     from .reader import open as _open
 
@@ -395,213 +619,21 @@ def to_nwb(
         raise ValueError("the NWB file must not replace the recording it is exported from")
 
     with _open(path) as rec:
-        f, cfg = rec.file, rec.config
-        tr = rec.trials
-        ids = np.asarray(tr.get("trial_id", np.zeros(0, np.int64)), np.int64)
-        size = int(ids.max()) + 1 if len(ids) else 0
-        start = np.full(size, -1, np.int64)
-        stop = np.full(size, -1, np.int64)
-        start[ids], stop[ids] = tr["start_step"], tr["stop_step"]
-        meta = cfg.get("metadata", {}) or {}
-
-        def listed(k: str) -> list[str] | None:
-            v = meta.get(k)
-            return None if v is None else [str(x) for x in (v if isinstance(v, list) else [v])]
-
-        nwb = NWBFile(
-            session_description=session_description
-            or f"neuropc simulation: {rec.progress['trials']} trials in "
-            f"{rec.progress['batches']} batches, exported from {os.path.basename(f.filename)}",
-            identifier=_identifier(rec),
-            session_start_time=_start_time(rec.attrs.get("created")),
-            experiment_description=_experiment_description(cfg),
-            source_script=json.dumps(cfg, indent=1, default=str),
-            source_script_file_name="neuropc-config.json",
-            data_collection=(
-                f"Simulated with neuropc {rec.attrs.get('neuropc_version')} (backend "
-                f"{rec.attrs.get('backend')}, {rec.attrs.get('dtype')}, seed {rec.attrs.get('seed')})."
-            ),
-            notes=(
-                f"Time: one inference step = {sps:g} s. Trials are laid end to end on one step "
-                "axis in trial order, also when a batch ran them in parallel; a trial of T "
-                "inference steps spans T + 1 steps (its initial state and T updates). "
-                + str(rec.attrs.get("time_semantics", ""))
-            ),
-            keywords=["predictive coding", "computational model", "simulation", "neuropc"],
-            experimenter=listed("experimenter"),
-            institution=meta.get("institution"),
-            lab=meta.get("lab"),
-            session_id=meta.get("session_id"),
-            subject=_subject(subject, Subject),
-        )
-
-        # populations
+        nwb = _nwb_file(rec, session_description, subject, sps)
         misc = nwb.create_processing_module(
             "misc", "neuropc model activity: one TimeSeries per recording (value, error or noise "
             "of one population), the model's populations and the unit of every data column"
         )  # fmt: skip
-        pops = f["network/populations"]
-        order = [p["name"] for p in cfg.get("network", {}).get("populations", [])]
-        pnames = [n for n in order if n in pops] + [n for n in pops if n not in order]
-        pa = [_attrs(pops[n]) for n in pnames]
-        misc.add(DynamicTable(
-            name="model_populations", description="populations of the simulated network",
-            columns=[
-                VectorData(name="population", description="population name", data=pnames),
-                VectorData(name="size", description="number of units",
-                           data=[int(a["size"]) for a in pa]),
-                VectorData(name="role", description="input, hidden or target",
-                           data=[str(a["role"]) for a in pa]),
-                VectorData(name="activation", description="activation function",
-                           data=[str(a["activation"]) for a in pa]),
-                VectorData(name="has_error", description="whether it has error units",
-                           data=[bool(a["has_error"]) for a in pa]),
-            ],
-        ))  # fmt: skip
-
-        # per-sample recordings -> TimeSeries
-        groups = {n: f["recordings"][n] for n in rec.names}
-        per_sample = [n for n, g in groups.items() if _attrs(g)["row_kind"] == "sample"]
-        per_batch = [n for n in groups if n not in per_sample]
+        misc.add(_populations_table(rec))
+        groups = {n: rec.file["recordings"][n] for n in rec.names}
         names = _unique_names(list(groups))
-        units_rows: dict[str, list] = {k: [] for k in
-                                       ("population", "variable", "index_in_population",
-                                        "series", "series_column")}  # fmt: skip
-        skipped = []
-        for name in per_sample:
-            g = groups[name]
-            ra = _attrs(g)
-            item, step, n = row_index(g)
-            known = (item >= 0) & (item < size)
-            known[known] = start[item[known]] >= 0
-            if not known.all():  # rows of trials the (killed) writer had not listed yet
-                n = int(np.argmin(known))
-                item = item[:n]
-                step = None if step is None else step[:n]
-            if n == 0:
-                skipped.append(name)
-                continue
-            t = _times(item, step, start, stop)
-            order_ = None
-            if np.any(np.diff(t) < 0):  # e.g. Probe(samples=[3, 1]): put rows in time order
-                order_ = np.argsort(t, kind="stable")
-                t = t[order_]
-            mode = ra["mode"]
-            how = {
-                "steps": f"one row per recorded inference step (every {ra['every']}) of each "
-                "trial, trials end to end",
-                "settled": "one row per trial: the state after inference, at the trial's last step",
-                "summary": f"one row per trial: the {ra['reduce']} over inference steps "
-                f"{ra['window']} (first, stop), at the trial's last step",
-            }[mode]
-            ts = TimeSeries(
-                name=names[name],
-                data=_stream(g["data"], n, order=order_),
-                unit=str(ra["units"]),
-                description=f"{ra['variable']} units of population {ra['target']} ({mode}): {how}",
-                comments=f"neuropc recording {name!r}; columns are listed in model_units",
-                continuity="continuous" if mode == "steps" else None,
-                **_timing(t, sps),
-            )  # fmt: skip
-            misc.add(ts)
-            node_ids = np.asarray(g["mapping/node_ids"][()], np.int64)
-            units_rows["population"] += [str(ra["target"])] * len(node_ids)
-            units_rows["variable"] += [str(ra["variable"])] * len(node_ids)
-            units_rows["index_in_population"] += node_ids.tolist()
-            units_rows["series"] += [names[name]] * len(node_ids)
-            units_rows["series_column"] += list(range(len(node_ids)))
-        if units_rows["series"]:
-            desc = {
-                "population": "population of the unit",
-                "variable": "recorded variable (value, error or noise)",
-                "index_in_population": "index of the unit in its population",
-                "series": "name of the TimeSeries in this processing module",
-                "series_column": "column of that TimeSeries' data",
-            }
-            misc.add(DynamicTable(
-                name="model_units",
-                description="one row per data column of the model's TimeSeries",
-                columns=[VectorData(name=k, description=desc[k], data=v)
-                         for k, v in units_rows.items()],
-            ))  # fmt: skip
-
-        # trials
-        if len(ids):
-            labels = json.loads(_attrs(f["trials"]).get("label_columns", "[]"))
-            cols = [
-                VectorData(name="start_time", description="start of the trial (s)",
-                           data=tr["start_step"].astype(np.float64) * sps),
-                VectorData(name="stop_time", description="end of the trial (s)",
-                           data=tr["stop_step"].astype(np.float64) * sps),
-                VectorData(name="phase", description="train (clamped targets, learning) or test",
-                           data=[str(x) for x in tr["phase"]]),
-                VectorData(name="batch", description="batch id (analysis/batches)",
-                           data=tr["batch"].astype(np.int64)),
-                VectorData(name="sample", description="position in its batch",
-                           data=tr["sample"].astype(np.int64)),
-                VectorData(name="steps", description="inference steps run (fewer than "
-                           "configured after an early stop)", data=tr["steps"].astype(np.int64)),
-            ]  # fmt: skip
-            taken = {c.name for c in cols} | {"tags", "timeseries", "id"}
-            for c in labels:
-                if c in tr:
-                    cols.append(VectorData(
-                        name=c if c not in taken else f"label_{c}",
-                        description=f"trial label {c!r}", data=[str(x) for x in tr[c]],
-                    ))  # fmt: skip
-            nwb.trials = TimeIntervals(
-                name="trials", description="trials (samples) laid end to end in trial order",
-                id=ids, columns=cols,
-            )  # fmt: skip
-
-        # batches and per-batch recordings -> analysis
-        bt = rec.batches
-        if len(bt.get("batch_id", ())):
-            bdesc = {
-                "phase": "train or test", "first_trial": "id of its first trial",
-                "n_samples": "trials in the batch", "steps": "configured inference steps",
-                "steps_done": "inference steps run", "seed": "noise seed of the batch",
-                "learned": "whether the parameters were updated",
-            }  # fmt: skip
-            bcols = []
-            for k, d in bdesc.items():
-                if k not in bt:
-                    continue
-                v = bt[k]
-                v = ([str(x) for x in v] if v.dtype == object
-                     else v.astype(bool) if k == "learned" else v.astype(np.int64))  # fmt: skip
-                bcols.append(VectorData(name=k, description=d, data=v))
-            nwb.add_analysis(DynamicTable(
-                name="batches", description="batches of trials run by the simulator",
-                id=np.asarray(bt["batch_id"], np.int64), columns=bcols,
-            ))  # fmt: skip
-        for name in per_batch:
-            g = groups[name]
-            ra = _attrs(g)
-            item, step, n = row_index(g)
-            if n == 0:
-                skipped.append(name)
-                continue
-            cols = [VectorData(name="batch", description="batch id (analysis/batches)",
-                               data=item)]  # fmt: skip
-            if step is not None:
-                cols.append(VectorData(name="step", description="inference step", data=step))
-            for j, c in enumerate(json.loads(ra["columns"])):
-                cols.append(VectorData(
-                    name=sanitize(str(c)), description=f"{c} ({ra['units']})",
-                    data=_stream(g["data"], n, column=j),
-                ))  # fmt: skip
-            what = "batch-mean energy" if ra["variable"] == "energy" else ra["variable"]
-            nwb.add_analysis(DynamicTable(
-                name=names[name],
-                description=f"{what} of {ra['target']} ({ra['mode']}), one row per batch"
-                + (" and recorded inference step" if step is not None else "")
-                + f"; neuropc recording {name!r}",
-                columns=cols,
-            ))  # fmt: skip
+        skipped = _add_series(misc, rec, groups, names, _Trials(rec.trials), sps)
+        trials = _trials_table(rec, sps)
+        if trials is not None:
+            nwb.trials = trials
+        skipped += _add_analysis(nwb, rec, groups, names)
         if skipped:
-            nwb.notes = nwb.notes + " Recordings without rows, not exported: " + ", ".join(skipped)
-
+            nwb.notes += " Recordings without rows (not exported): " + ", ".join(skipped) + "."
         with NWBHDF5IO(out, "w") as io:
             io.write(nwb)
     return out

@@ -181,9 +181,11 @@ def bind(probe: Probe, plan: Plan) -> Bound:
         raise ValueError(f"probe {p.name!r}: window must be (first, stop) with 0 <= first < stop")
     if p.samples is not None:
         s = np.asarray(p.samples)
-        if s.ndim != 1 or s.size == 0 or not np.issubdtype(s.dtype, np.integer) or s.min() < 0:
+        if (s.ndim != 1 or s.size == 0 or not np.issubdtype(s.dtype, np.integer) or s.min() < 0
+                or np.any(np.diff(s) <= 0)):  # fmt: skip
             raise ValueError(
-                f"probe {p.name!r}: samples must be non-negative batch indices; got {p.samples!r}"
+                f"probe {p.name!r}: samples must be increasing, non-negative batch indices "
+                f"(rows stay in trial order); got {p.samples!r}"
             )
     if p.variable in ("weights", "updates", "alignment"):
         if p.target not in plan.conn_names:

@@ -250,6 +250,7 @@ class Recorder:
             })  # fmt: skip
             width = b.width
             data = _Stream(g, "data", (width,), p.dtype, chunk_bytes, compression)
+            data.ds.attrs["units"] = _probes.UNITS[p.variable]  # SONATA readers look here
             # one id per trial (or batch) and, for steps, its number of rows: rows of item j
             # follow those of items < j (the reader rebuilds step coordinates from ``every``)
             idx = "trial" if _row_kind(p) == "sample" else "batch"
@@ -366,7 +367,15 @@ class Recorder:
             s["data"].flush()
         for st in (*self.trial_streams.values(), *self.batch_streams.values()):
             st.flush()
+        self._mapping_time()
         self.progress.flush()
+
+    def _mapping_time(self) -> None:
+        """SONATA's ``mapping/time = [start, stop, dt]``: stop follows the rows written."""
+        for b in self.bound:
+            t = self.file[f"recordings/{b.probe.name}/mapping/time"]
+            t[1] = float(self.streams[b.probe.name]["data"].written * b.probe.every)
+            t.flush()
 
     def _consume_probe(self, b, s, out, phase, batch, cfg, extras, spec, bid, t0, T) -> None:
         p = b.probe
@@ -496,9 +505,7 @@ class Recorder:
                 st.finish()
         for st in (*self.trial_streams.values(), *self.batch_streams.values()):
             st.finish()
-        for b in self.bound:
-            t = self.file[f"recordings/{b.probe.name}/mapping/time"]
-            t[1] = float(self.streams[b.probe.name]["data"].written * b.probe.every)
+        self._mapping_time()
         self.progress[:] = [self.n_batches, self.n_trials]
         self.progress.flush()
         self.file.flush()

@@ -102,3 +102,27 @@ def test_run_record_writes_a_readable_file(tmp_path: Path) -> None:
     n = len(rec.trials["trial_id"])
     assert n > 0 and rec["h1:value_settled"].shape[0] == n
     assert set(rec.trials["phase"]) == {"train", "test"}
+
+
+def test_inspect_plot_export_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+
+    import neuropc as npc
+
+    sim = npc.Simulator(npc.mlp([6, 5, 3], activation="tanh"), dtype="float64", seed=0)
+    path = tmp_path / "r.h5"
+    with sim.record(path, [npc.Probe("h1", "error")], trial_columns=("condition",)):
+        sim.infer({"input": np.ones((4, 6))}, trials={"condition": ["a", "b", "a", "b"]})
+    assert cli.main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "h1:error" in out and "condition" in out
+    assert cli.main(["plot", str(path), "--out", str(tmp_path / "plots")]) == 0
+    pngs = capsys.readouterr().out.split()
+    assert pngs and all(Path(p).stat().st_size > 0 for p in pngs)
+    nwb, views = tmp_path / "r.nwb", tmp_path / "views"
+    assert cli.main(["export", str(path), "--nwb", str(nwb), "--sonata", str(views)]) == 0
+    assert nwb.stat().st_size > 0 and any(views.iterdir())
+    (tmp_path / "bad.h5").write_bytes(b"junk" * 100)
+    assert cli.main(["inspect", str(tmp_path / "bad.h5")]) == 1
+    assert "not a readable HDF5 file" in capsys.readouterr().err
+    assert cli.main(["export", str(path)]) == 2

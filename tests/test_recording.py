@@ -241,6 +241,7 @@ def test_trials_table_labels_and_epochs(backend, tmp_path):
         (npc.Probe("h1", "value", phases=("eval",)), "phases must be among"),
         (npc.Probe("h1->out", "weights"), "unknown 'h1->out'; valid: input->h1, h1->h2"),
         (npc.Probe("h1", "value", mode="summary", window=(3, 3)), "window must be"),
+        (npc.Probe("h1", "value", samples=[2, 0]), "samples must be increasing"),
     ],
 )
 def test_bad_probes_are_refused_before_anything_runs(tmp_path, probe, match):
