@@ -62,7 +62,19 @@ class _Stream:
         self.n = 0
         self.written = 0
         self.dirty = False  # written since the last flush
+        self.pending: list = []
         self.direct = not compression  # raw chunks can bypass HDF5's chunk cache
+
+    def defer(self, block) -> None:
+        """Queue small rows (ids, table columns) for :meth:`drain`: one write per flush instead
+        of Python work per batch."""
+        self.pending.append(block)
+
+    def drain(self) -> None:
+        if self.pending:
+            rows = np.concatenate([np.atleast_1d(np.asarray(b)) for b in self.pending])
+            self.pending = []
+            self.append(rows)
 
     def append(self, block: np.ndarray) -> None:
         """Buffer ``block``'s rows; write every completed chunk (the buffered partial chunk,
@@ -105,7 +117,9 @@ class _Stream:
             self.dirty = False
 
     def finish(self) -> None:
-        """Write the buffered rows (a partial chunk, rewritten when it fills) and flush."""
+        """Write the queued and buffered rows (a partial chunk, rewritten when it fills) and
+        flush."""
+        self.drain()
         if self.n:
             self._write(self.buf[: self.n])
             self.n = 0
@@ -150,6 +164,7 @@ class Recorder:
         mine = {b.probe.name for b in explicit}  # an explicit probe replaces a preset's namesake
         self.bound = [_probes.bind(p, plan) for p in _probes.defaults(plan, preset)
                       if p.name not in mine] + explicit  # fmt: skip
+        self.per_batch = [b for b in self.bound if b.probe.per_batch]
         if compression not in (None, "lzf", "gzip"):
             raise ValueError(f"compression must be None, 'lzf' or 'gzip'; got {compression!r}")
         if not isinstance(chunk_bytes, int) or chunk_bytes < 1024:
@@ -171,6 +186,7 @@ class Recorder:
         self.n_trials = 0
         self.time = 0  # global step counter: trials laid end to end
         self._plans: dict = {}
+        self._active: dict[str, bool] = {}
         self._traces: dict = {}
         self.file = self._create(overwrite, live, chunk_bytes, compression, metadata or {})
 
@@ -292,7 +308,12 @@ class Recorder:
 
     # ---- per batch --------------------------------------------------------------------------
     def active(self, phase: str) -> bool:
-        return not self.closed and any(phase in b.probe.phases for b in self.bound)
+        if self.closed:
+            return False
+        a = self._active.get(phase)
+        if a is None:
+            a = self._active[phase] = any(phase in b.probe.phases for b in self.bound)
+        return a
 
     def trace_spec(self, phase: str, batch: int) -> TraceSpec | None:
         """The union of what this phase's steps/summary probes need from inside the loop."""
@@ -346,6 +367,7 @@ class Recorder:
     def _consume(self, out, phase, batch, cfg, seed, trials, learned, extras) -> None:
         T = int(cfg.steps)
         spec = self.trace_spec(phase, batch)
+        self._etab = None
         bid, t0 = self.n_batches, self.n_trials
         for b in self.bound:
             p = b.probe
@@ -364,10 +386,14 @@ class Recorder:
         for s in self.streams.values():
             if s["data"].dirty:
                 self._sync(s)
+            else:
+                for st in s.values():
+                    st.drain()  # queued ids into their chunk buffers: memory stays bounded
             s["data"].flush()
         for st in (*self.trial_streams.values(), *self.batch_streams.values()):
-            st.flush()
+            st.finish()
         self._mapping_time()
+        self.progress[:] = [self.n_batches, self.n_trials]
         self.progress.flush()
 
     def _mapping_time(self) -> None:
@@ -381,8 +407,8 @@ class Recorder:
         p = b.probe
         if p.per_batch:
             if bid % p.every == 0 and p.name in extras:
-                s["data"].append(np.asarray(extras[p.name], p.dtype)[None, :])
-                s["batch"].append(np.array([bid]))
+                s["data"].append(np.asarray(extras[p.name], np.float64)[None, :])
+                s["batch"].defer(bid)
             return
         if p.variable == "energy":
             self._energy(b, s, out, T, bid)
@@ -394,16 +420,16 @@ class Recorder:
             else:
                 buf, off = ((out.errors, self.plan.eoff) if p.variable == "error"
                             else (out.values, self.plan.voff))  # fmt: skip
-                src = buf[np.ix_(samples, off[b.pop] + b.units)]
-            s["data"].append(src.astype(p.dtype, copy=False))
-            s["trial"].append(t0 + samples)
+                src = buf[_index(samples, batch), _index(off[b.pop] + b.units, None)]
+            s["data"].append(src)
+            s["trial"].defer(t0 + samples)
             return
         block, steps = self._from_trace(b, spec, out, phase, batch, samples)
         if p.mode == "steps":
             r, k, w = block.shape
-            s["data"].append(block.reshape(r * k, w).astype(p.dtype, copy=False))
-            s["trial"].append(t0 + samples)
-            s["nsteps"].append(np.full(r, k, np.int32))
+            s["data"].append(block.reshape(r * k, w))
+            s["trial"].defer(t0 + samples)
+            s["nsteps"].defer(np.full(r, k))
         else:  # summary over the window
             w0, w1 = p.window
             sel = (steps >= w0) & (steps < (w1 if w1 is not None else T + 1))
@@ -416,8 +442,8 @@ class Recorder:
             red = {"mean": lambda a: a.mean(1), "min": lambda a: a.min(1),
                    "max": lambda a: a.max(1),
                    "norm": lambda a: np.sqrt((a * a).sum(1))}[p.reduce](blk)  # fmt: skip
-            s["data"].append(red.astype(p.dtype))
-            s["trial"].append(t0 + samples)
+            s["data"].append(red)
+            s["trial"].defer(t0 + samples)
 
     def _tables(self, out, phase, batch, seed, trials, learned, bid, t0, T) -> None:
         lab = {}
@@ -425,47 +451,48 @@ class Recorder:
             v = None if trials is None else trials.get(c)
             lab[c] = np.full(batch, "", object) if v is None else np.asarray(v, object)
         ts = self.trial_streams
-        ids = t0 + np.arange(batch)
-        ts["trial_id"].append(ids)
-        ts["batch"].append(np.full(batch, bid))
-        ts["sample"].append(np.arange(batch, dtype=np.int32))
-        ts["phase"].append(np.full(batch, phase.encode(), "S5"))
-        ts["steps"].append(np.full(batch, out.steps, np.int32))
-        start = self.time + np.arange(batch) * (T + 1)
-        ts["start_step"].append(start)
-        ts["stop_step"].append(start + T + 1)
+        ar = np.arange(batch)
+        ts["trial_id"].defer(t0 + ar)
+        ts["batch"].defer(np.full(batch, bid))
+        ts["sample"].defer(ar)
+        ts["phase"].defer(np.full(batch, phase.encode(), "S5"))
+        ts["steps"].defer(np.full(batch, out.steps))
+        start = self.time + ar * (T + 1)
+        ts["start_step"].defer(start)
+        ts["stop_step"].defer(start + T + 1)
         for c in self.trial_columns:
-            ts[c].append(np.array([_label(x, c) for x in lab[c]], dtype=object))
+            ts[c].defer(np.array([_label(x, c) for x in lab[c]], dtype=object))
         bs = self.batch_streams
         for k, v in [("batch_id", bid), ("phase", phase.encode()), ("first_trial", t0),
                      ("n_samples", batch), ("steps", T), ("steps_done", out.steps),
                      ("seed", seed), ("learned", int(learned))]:  # fmt: skip
-            bs[k].append(np.array([v]))
+            bs[k].defer(v)
         self.n_batches += 1
         self.n_trials += batch
         self.time += batch * (T + 1)
-        self.progress[:] = [self.n_batches, self.n_trials]  # batches given, not all flushed yet
 
     def _energy(self, b, s, out: RunOutput, T: int, bid: int) -> None:
         p = b.probe
-        e = out.energies  # (steps_done + 1, P)
-        col = e.sum(axis=1) if b.pop < 0 else e[:, b.pop]
-        full = np.concatenate([col, np.full(T + 1 - len(col), col[-1])])  # settled after a stop
+        e = self._etab
+        if e is None or e.shape[0] != T + 1:  # the batch's energies, padded after a stop
+            e = out.energies
+            e = np.concatenate([e, e.sum(axis=1, keepdims=True)], axis=1)
+            self._etab = e = np.concatenate([e, np.repeat(e[-1:], T + 1 - len(e), axis=0)])
+        full = e[:, b.pop]  # pop -1 is the total column
         if p.mode == "steps":
-            st = np.arange(0, T + 1, p.every)
-            s["data"].append(full[st, None].astype(p.dtype))
-            s["batch"].append(np.array([bid]))
-            s["nsteps"].append(np.array([len(st)], np.int32))
+            s["data"].append(full[:: p.every, None])
+            s["batch"].defer(bid)
+            s["nsteps"].defer(len(full[:: p.every]))
         elif p.mode == "settled":
-            s["data"].append(np.array([[full[-1]]], p.dtype))
-            s["batch"].append(np.array([bid]))
+            s["data"].append(full[-1:, None])
+            s["batch"].defer(bid)
         else:
             w0, w1 = p.window
             seg = full[w0 : (w1 if w1 is not None else T + 1)]
             red = {"mean": np.mean, "min": np.min, "max": np.max,
                    "norm": lambda a: np.sqrt(np.sum(a * a))}[p.reduce](seg)  # fmt: skip
-            s["data"].append(np.array([[red]], p.dtype))
-            s["batch"].append(np.array([bid]))
+            s["data"].append(np.array([[red]]))
+            s["batch"].defer(bid)
 
     def _from_trace(self, b, spec, out, phase, batch, samples):
         """(len(samples), recorded steps, units) of a steps/summary probe, and the steps."""
@@ -600,6 +627,14 @@ def _row_kind(p: _probes.Probe) -> str:
     return "batch" if p.per_batch or p.variable == "energy" else "sample"
 
 
+def _index(idx: np.ndarray, n: int | None):
+    """A slice where the sorted indices are a range (a view, not a gather), else the indices
+    (as a column when the rows of a 2-d gather)."""
+    if len(idx) and idx[-1] - idx[0] == len(idx) - 1:
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx[:, None] if n is not None else idx
+
+
 def _samples(p: _probes.Probe, batch: int) -> np.ndarray:
     if p.samples is None:
         return np.arange(batch, dtype=np.int64)
@@ -631,7 +666,7 @@ def batch_context(rec: Recorder, sim, arrays, phase: str, cfg: Inference, seed: 
     and PC-vs-BP alignment (computed on the batch with the pre-update parameters and the batch's
     noise seed, so the simulator's random streams are untouched)."""
     ctx: dict = {}
-    due = [b for b in rec.bound if b.probe.per_batch and phase in b.probe.phases
+    due = [b for b in rec.per_batch if phase in b.probe.phases
            and rec.n_batches % b.probe.every == 0]  # fmt: skip
     if not due:
         return ctx

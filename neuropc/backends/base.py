@@ -46,7 +46,8 @@ class RunOutput:
     bad_step: int  # -1, or the step at which an energy became non-finite
     bad_pop: int
     grads: np.ndarray | None = None  # (n_params,) dF/dtheta of the batch-mean energy
-    # with a TraceSpec: (values, errors, noise), each (len(rows), steps // every + 1, n_cols)
+    # with a TraceSpec: (values, errors, noise), each (len(rows), steps // every + 1, n_cols);
+    # like the other arrays, valid until the next run
     traces: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
 

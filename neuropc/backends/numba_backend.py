@@ -31,6 +31,7 @@ class NumbaBackend(Backend):
         self.trainable = plan.trainable.astype(dt)
         self.opt_t = 0
         self._bufs: dict[int, tuple[np.ndarray, ...]] = {}
+        self._trace_cache: dict[tuple, tuple] = {}
         self._i64 = [
             np.ascontiguousarray(a, dtype=np.int64) for a in (plan.sizes, plan.voff, plan.eoff)
         ]
@@ -122,7 +123,16 @@ class NumbaBackend(Backend):
         )
 
     def _trace_buffers(self, trace: TraceSpec | None, steps: int, batch: int) -> tuple:
-        """The kernel's recording arguments; fresh output arrays (the caller keeps them)."""
+        """The kernel's recording arguments. The output arrays are reused from run to run (like
+        the value buffers, they are valid until the next run): fresh multi-MB arrays per batch
+        would cost page faults every time."""
+        key = (id(trace), steps, batch)
+        hit = self._trace_cache.get(key)
+        if hit is not None and hit[0] is trace:
+            args = hit[1]
+            if len(trace.ncols):
+                args[7].fill(0)  # rows after an early stop, and clamped columns, hold no noise
+            return args
         dt = self.dtype
         if trace is None:
             z = np.zeros(0, np.int64)
@@ -133,4 +143,8 @@ class NumbaBackend(Backend):
         nz = np.zeros((batch, self.plan.n_value) if len(trace.ncols) else (1, 1), dt)
         cols = [np.ascontiguousarray(a, np.int64) for a in (trace.rows, trace.vcols, trace.ecols,
                                                             trace.ncols)]  # fmt: skip
-        return (int(trace.every), *cols, *bufs, nz)
+        args = (int(trace.every), *cols, *bufs, nz)
+        if len(self._trace_cache) >= 4:
+            self._trace_cache.pop(next(iter(self._trace_cache)))
+        self._trace_cache[key] = (trace, args)
+        return args
