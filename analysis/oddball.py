@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 import neuropc as npc
+from neuropc.plotting import save_png
 
 ROOT = Path(__file__).resolve().parents[1]
 COLOURS = {"deviant": "tab:red", "control": "tab:green", "standard": "tab:blue"}
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     axes[0][0].set_ylabel("sum eps^2 / (2 Pi), trial mean")
     axes[0][-1].legend(fontsize=8)
     fig.tight_layout()
-    written.append(_save(fig, out / "erp.png"))
+    written.append(save_png(fig, out / "erp.png"))
 
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False)
     for ax, pop in zip(axes[0], pops):
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
         ax.set_xlabel("lag after tone onset (inference steps)")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    written.append(_save(fig, out / "difference_waves.png"))
+    written.append(save_png(fig, out / "difference_waves.png"))
 
     fig, axes = plt.subplots(1, n + 1, figsize=(4.0 * (n + 1), 3.4), squeeze=False)
     keys = ("iMM", "iPE", "iRS")
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
         ax.set_xlabel("unit" + (" (tonotopic position; dotted: oddball tones)" * (pop == "obs")))
         ax.legend(fontsize=7)
     fig.tight_layout()
-    written.append(_save(fig, out / "mismatch_indices.png"))
+    written.append(save_png(fig, out / "mismatch_indices.png"))
 
     fig, ax = plt.subplots(figsize=(4.8, 3.6))
     for pop in pops:
@@ -130,19 +131,10 @@ def main(argv: list[str] | None = None) -> list[Path]:
     ax.set_title("repetition suppression")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    written.append(_save(fig, out / "repetition.png"))
+    written.append(save_png(fig, out / "repetition.png"))
     for p in written:
         print(p)
     return written
-
-
-def _save(fig, path: Path) -> Path:
-    """Write ``fig`` as a PNG and close it."""
-    fig.savefig(path, dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
 
 
 if __name__ == "__main__":

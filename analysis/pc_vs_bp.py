@@ -13,6 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
+from neuropc.plotting import save_png
+
 
 def main(argv: list[str] | None = None) -> list[Path]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     axes[0][0].set_ylabel("cosine(PC update, BP gradient)")
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
-    written.append(_save(fig, out / "cosine_vs_t.png"))
+    written.append(save_png(fig, out / "cosine_vs_t.png"))
 
     if "beta" in curves:
         b = curves["beta"]
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
         ax.set_ylabel("|g_PC - g_BP| / |g_BP|")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        written.append(_save(fig, out / "error_vs_beta.png"))
+        written.append(save_png(fig, out / "error_vs_beta.png"))
     if "output_precision" in curves:
         c = curves["output_precision"]
         fig, ax = plt.subplots(figsize=(4.5, 3.5))
@@ -63,18 +65,10 @@ def main(argv: list[str] | None = None) -> list[Path]:
         ax.set_xlabel("output precision (hidden precision 1)")
         ax.set_ylabel("|g_PC - g_BP| / |g_BP|")
         fig.tight_layout()
-        written.append(_save(fig, out / "error_vs_output_precision.png"))
+        written.append(save_png(fig, out / "error_vs_output_precision.png"))
     for p in written:
         print(p)
     return written
-
-
-def _save(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
 
 
 if __name__ == "__main__":

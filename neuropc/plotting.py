@@ -197,6 +197,15 @@ def _heatmap_trials(rec, name: str, path: str) -> str | None:
     return path
 
 
+def save_png(fig, path, dpi: int = 110):
+    """Write ``fig`` as a PNG to ``path``, close it, and return ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def plot_file(path: str | os.PathLike, outdir: str | os.PathLike) -> list[str]:
     """Save PNG figures of the recording at ``path`` into ``outdir``; returns the files written.
 
