@@ -131,8 +131,7 @@ class _Stream:
 class _Plan:
     """How one batch's outputs map to a probe's rows (cached per phase and batch size)."""
 
-    rows: np.ndarray  # positions in the trace rows (or batch rows for settled)
-    samples: np.ndarray  # batch indices
+    rows: np.ndarray  # positions in the trace rows
     cols: np.ndarray | slice | None  # positions in the trace columns, None = all in order
     stride: int  # trace steps per recorded step
 
@@ -438,11 +437,7 @@ class Recorder:
                     f"probe {p.name!r}: window {p.window} holds no recorded step of a run "
                     f"with {T} steps"
                 )
-            blk = block[:, sel].astype(np.float64)
-            red = {"mean": lambda a: a.mean(1), "min": lambda a: a.min(1),
-                   "max": lambda a: a.max(1),
-                   "norm": lambda a: np.sqrt((a * a).sum(1))}[p.reduce](blk)  # fmt: skip
-            s["data"].append(red)
+            s["data"].append(_reduce(block[:, sel].astype(np.float64), p.reduce, axis=1))
             s["trial"].defer(t0 + samples)
 
     def _tables(self, out, phase, batch, seed, trials, learned, bid, t0, T) -> None:
@@ -474,7 +469,7 @@ class Recorder:
     def _energy(self, b, s, out: RunOutput, T: int, bid: int) -> None:
         p = b.probe
         e = self._etab
-        if e is None or e.shape[0] != T + 1:  # the batch's energies, padded after a stop
+        if e is None:  # the batch's energies (once per batch), padded after an early stop
             e = out.energies
             e = np.concatenate([e, e.sum(axis=1, keepdims=True)], axis=1)
             self._etab = e = np.concatenate([e, np.repeat(e[-1:], T + 1 - len(e), axis=0)])
@@ -489,9 +484,7 @@ class Recorder:
         else:
             w0, w1 = p.window
             seg = full[w0 : (w1 if w1 is not None else T + 1)]
-            red = {"mean": np.mean, "min": np.min, "max": np.max,
-                   "norm": lambda a: np.sqrt(np.sum(a * a))}[p.reduce](seg)  # fmt: skip
-            s["data"].append(np.array([[red]]))
+            s["data"].append(np.array([[_reduce(seg, p.reduce, axis=0)]]))
             s["batch"].defer(bid)
 
     def _from_trace(self, b, spec, out, phase, batch, samples):
@@ -510,7 +503,7 @@ class Recorder:
                 cols = slice(int(cols[0]), int(cols[-1]) + 1)
             rows = np.searchsorted(spec.rows, samples)
             stride = (p.every if p.mode == "steps" else 1) // spec.every
-            plan = self._plans[key] = _Plan(rows, samples, cols, stride)
+            plan = self._plans[key] = _Plan(rows, cols, stride)
         tr = out.traces[{"value": 0, "error": 1, "noise": 2}[p.variable]]
         blk = tr
         if len(plan.rows) != tr.shape[0]:
@@ -530,11 +523,7 @@ class Recorder:
         for s in self.streams.values():
             for st in s.values():
                 st.finish()
-        for st in (*self.trial_streams.values(), *self.batch_streams.values()):
-            st.finish()
-        self._mapping_time()
-        self.progress[:] = [self.n_batches, self.n_trials]
-        self.progress.flush()
+        self._flush_written()  # the tables, SONATA times and progress
         self.file.flush()
 
     def close(self) -> None:
@@ -633,6 +622,13 @@ def _index(idx: np.ndarray, n: int | None):
     if len(idx) and idx[-1] - idx[0] == len(idx) - 1:
         return slice(int(idx[0]), int(idx[-1]) + 1)
     return idx[:, None] if n is not None else idx
+
+
+def _reduce(a: np.ndarray, how: str, axis: int):
+    """A summary probe's reduction over the steps axis: mean, min, max or the Euclidean norm."""
+    if how == "norm":
+        return np.sqrt((a * a).sum(axis))
+    return {"mean": np.mean, "min": np.min, "max": np.max}[how](a, axis=axis)
 
 
 def _samples(p: _probes.Probe, batch: int) -> np.ndarray:
