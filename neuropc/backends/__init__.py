@@ -10,16 +10,27 @@ from .base import Backend, RunOutput
 BACKENDS = ("numba", "torch")
 
 
-def create(name: str, plan: Plan, dtype: np.dtype, device: str | None = None) -> Backend:
-    """Instantiate backend ``name`` for ``plan``."""
+def create(
+    name: str,
+    plan: Plan,
+    dtype: np.dtype,
+    device: str | None = None,
+    compile: bool | str = False,
+) -> Backend:
+    """Instantiate backend ``name`` for ``plan``; ``compile`` (torch only): run the inference
+    steps through ``torch.compile`` (True, or a torch.compile mode such as ``"reduce-overhead"``)."""
     if name == "numba":
+        if compile is not False:
+            raise ValueError(
+                "compile= applies to the torch backend; the numba kernels are always compiled"
+            )
         from .numba_backend import NumbaBackend
 
         return NumbaBackend(plan, dtype, device)
     if name == "torch":
         from .torch_backend import TorchBackend
 
-        return TorchBackend(plan, dtype, device)
+        return TorchBackend(plan, dtype, device, compile)
     raise ValueError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
 
 
