@@ -6,7 +6,10 @@ Adam) over the timed batches. ``gflops_effective`` divides the matmul work of a 
 and error back-projections, final predictions, weight gradients) by that time. ``blas_gflops`` is
 the same work done by the same BLAS on the same shapes with nothing else, measured in the same run:
 the matmul ceiling. ``efficiency`` is their ratio. ``bp_ms_per_batch`` is a torch backprop step
-(forward, backward, Adam) of the same MLP measured in the same run.
+(forward, backward, Adam) of the same MLP measured in the same run, and
+``handwritten_pc_ms_per_batch`` the same PC training step written directly in eager torch
+(:func:`torch_pc_step`), the reference of the torch backend's CPU target. ``compile``: the torch
+backend ran its inference steps through ``torch.compile``.
 """
 
 from __future__ import annotations
@@ -68,25 +71,42 @@ def _torch_ceiling_ms(shapes: np.ndarray, device, dtype, repeats: int) -> float:
     return _median_ms(seq, repeats)
 
 
-def torch_bp_ms(
-    sizes: Sequence[int], activation: str, batch: int, dtype: str, n: int, device: str = "cpu"
-) -> float:
-    """Median ms of a torch backprop step (forward, 1/2 squared error, backward, Adam)."""
+def _torch_mlp(sizes: Sequence[int], batch: int, dtype: str, device: str):
+    """Linear layers of ``sizes`` with Adam, and a fixed random input and one-hot target."""
     import torch
 
-    from . import activations
-
-    act = activations.get(activation)
     tdt = getattr(torch, dtype)
     dev = torch.device(device)
     g = torch.Generator().manual_seed(0)
     layers = [torch.nn.Linear(a, b).to(dev, tdt) for a, b in zip(sizes[:-1], sizes[1:])]
-    params = [p for lay in layers for p in lay.parameters()]
-    opt = torch.optim.Adam(params, lr=1e-3)
+    opt = torch.optim.Adam([p for lay in layers for p in lay.parameters()], lr=1e-3)
     x = torch.rand(batch, sizes[0], generator=g, dtype=tdt).to(dev)
     y = torch.zeros(batch, sizes[-1], dtype=tdt)
     y[torch.arange(batch), torch.randint(0, sizes[-1], (batch,), generator=g)] = 1.0
-    y = y.to(dev)
+    return layers, opt, x, y.to(dev)
+
+
+def _timed_steps(step, device: str, n: int) -> float:
+    import torch
+
+    def synced() -> None:
+        step()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    for _ in range(5):
+        synced()
+    return _median_ms(synced, n)
+
+
+def torch_bp_ms(
+    sizes: Sequence[int], activation: str, batch: int, dtype: str, n: int, device: str = "cpu"
+) -> float:
+    """Median ms of a torch backprop step (forward, 1/2 squared error, backward, Adam)."""
+    from . import activations
+
+    act = activations.get(activation)
+    layers, opt, x, y = _torch_mlp(sizes, batch, dtype, device)
 
     def step() -> None:
         h = x
@@ -96,12 +116,69 @@ def torch_bp_ms(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
 
-    for _ in range(5):
-        step()
-    return _median_ms(step, n)
+    return _timed_steps(step, device, n)
+
+
+def torch_pc_step(layers, opt, x, y, activation: str, steps: int, rate: float):
+    """A strict-PC training step of an MLP of torch ``layers`` written directly in eager torch,
+    the way a user would (the issue's "hand-written torch PC"): forward initialisation, ``steps``
+    value steps ``h_l += rate (f'(h_l) * (e_{l+1} W_{l+1}) - e_l)`` of the hidden layers with the
+    input ``x`` and the target ``y`` clamped, ``e_l = h_l - W_l f(h_{l-1}) - b_l``, then the local
+    gradients ``dF/dW_l = -e_l^T f(h_{l-1}) / B``, ``dF/db_l = -mean e_l`` and ``opt.step()``.
+    No per-step energies. Returns the step as a function of no arguments."""
+    import torch
+
+    from . import activations
+
+    act = activations.get(activation)
+    W = [lay.weight for lay in layers]
+    b = [lay.bias for lay in layers]
+    L = len(layers)
+    batch = x.shape[0]
+
+    def errors(h, f):
+        pre = [x] + f
+        return [(h[i] if i < L - 1 else y) - torch.addmm(b[i], pre[i], W[i].T) for i in range(L)]
+
+    def step() -> None:
+        with torch.no_grad():
+            h, f, df = [], [], []
+            pre = x
+            for i in range(L - 1):  # forward initialisation of the hidden layers
+                h.append(torch.addmm(b[i], pre, W[i].T))
+                fi, di = act.torch_with_derivative(h[i])
+                f.append(fi)
+                df.append(di)
+                pre = fi
+            for _ in range(steps):
+                e = errors(h, f)
+                for i in range(L - 1):
+                    h[i] = h[i] + rate * (df[i] * (e[i + 1] @ W[i + 1]) - e[i])
+                    f[i], df[i] = act.torch_with_derivative(h[i])
+            e = errors(h, f)
+            pre = [x] + f
+            for i in range(L):
+                W[i].grad = -(e[i].T @ pre[i]) / batch
+                b[i].grad = -e[i].mean(dim=0)
+        opt.step()
+
+    return step
+
+
+def torch_pc_ms(
+    sizes: Sequence[int],
+    activation: str,
+    batch: int,
+    steps: int,
+    rate: float,
+    dtype: str,
+    n: int,
+    device: str = "cpu",
+) -> float:
+    """Median ms of :func:`torch_pc_step` on the same MLP, input and target as the benchmark."""
+    layers, opt, x, y = _torch_mlp(sizes, batch, dtype, device)
+    return _timed_steps(torch_pc_step(layers, opt, x, y, activation, steps, rate), device, n)
 
 
 def record_overhead(sim: Simulator, data: dict, preset: str, timed: int) -> dict:
@@ -159,6 +236,7 @@ def run(
     bp: bool = True,
     seed: int = 0,
     record: str = "none",
+    compile: bool | str = False,
 ) -> dict:
     """Measure one configuration; returns the JSON-ready metrics (see the module docstring)."""
     if timed < 1:
@@ -169,7 +247,7 @@ def run(
     t0 = time.perf_counter()
     sim = Simulator(
         net, backend=backend, device=device, dtype=dtype, seed=seed,
-        inference=Inference(steps=steps, rate=rate), optimizer=Adam(1e-3),
+        inference=Inference(steps=steps, rate=rate), optimizer=Adam(1e-3), compile=compile,
     )  # fmt: skip
     rng = np.random.default_rng(seed)
     data = {
@@ -187,6 +265,7 @@ def run(
         "backend": backend,
         "device": device or "cpu",
         "dtype": dtype,
+        "compile": compile,
         "sizes": list(sizes),
         "activation": activation,
         "batch": batch,
@@ -203,8 +282,11 @@ def run(
     if record != "none":
         out.update(record_overhead(sim, data, record, timed))
     if bp:
-        out["bp_ms_per_batch"] = torch_bp_ms(
-            sizes, activation, batch, dtype, timed, device or "cpu"
-        )
+        dev = device or "cpu"
+        out["bp_ms_per_batch"] = torch_bp_ms(sizes, activation, batch, dtype, timed, dev)
         out["pc_over_bp"] = ms / out["bp_ms_per_batch"]
+        out["handwritten_pc_ms_per_batch"] = torch_pc_ms(
+            sizes, activation, batch, steps, rate, dtype, timed, dev
+        )
+        out["pc_over_handwritten"] = ms / out["handwritten_pc_ms_per_batch"]
     return out

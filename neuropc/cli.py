@@ -59,7 +59,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--device", default=None, help="cpu or cuda (torch backend)")
     b.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     b.add_argument("--timed", type=int, default=50, help="timed batches (default 50)")
-    b.add_argument("--no-bp", action="store_true", help="skip the torch backprop reference")
+    b.add_argument(
+        "--no-bp", action="store_true",
+        help="skip the torch references (backprop and hand-written PC steps)",
+    )  # fmt: skip
+    b.add_argument(
+        "--compile", nargs="?", const=True, default=False, metavar="MODE",
+        help="torch backend: inference steps through torch.compile (optionally a mode)",
+    )  # fmt: skip
     b.add_argument(
         "--record", default="none", choices=["none", "settled", "steps"],
         help="also time recording energies + settled states, or full per-step traces",
@@ -136,7 +143,7 @@ def _bench(args: argparse.Namespace) -> int:
     res = run(
         args.sizes, activation=args.activation, batch=args.batch, steps=args.steps,
         rate=args.rate, backend=args.backend, device=args.device, dtype=args.dtype, timed=args.timed,
-        bp=not args.no_bp, record=args.record,
+        bp=not args.no_bp, record=args.record, compile=args.compile,
     )  # fmt: skip
     if args.json:
         print(json.dumps(res, sort_keys=True))

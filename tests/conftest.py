@@ -57,6 +57,30 @@ BACKEND_PARAMS = [
 ]
 
 
+def _cxx() -> bool:
+    """torch.compile on the CPU (inductor) builds C++: it needs a compiler."""
+    import os
+    import shutil
+
+    return shutil.which(os.environ.get("CXX", "g++")) is not None
+
+
+# the torch backend with its inference steps through torch.compile: compiling takes seconds per
+# network structure, so only the conformance tests run it (tests/test_backend_conformance.py)
+COMPILED_PARAMS = [
+    pytest.param(
+        {"backend": "torch", "device": "cpu", "compile": True},
+        id="torch-cpu-compiled",
+        marks=pytest.mark.skipif(not _cxx(), reason="no C++ compiler for torch.compile"),
+    ),
+    pytest.param(
+        {"backend": "torch", "device": "cuda", "compile": True},
+        id="torch-cuda-compiled",
+        marks=pytest.mark.skipif(not _cuda(), reason="no CUDA device"),
+    ),
+]
+
+
 @pytest.fixture(params=BACKEND_PARAMS)
 def backend(request: pytest.FixtureRequest) -> dict:
     """Keyword arguments ``backend=..., device=...`` for :class:`neuropc.Simulator`."""

@@ -10,12 +10,25 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import BACKEND_PARAMS, load_model
+from conftest import BACKEND_PARAMS, COMPILED_PARAMS, load_model
 from test_oracle_gradients import SEEDS, random_dag, random_parameters
 
 import neuropc as npc
 
 OTHERS = [p for p in BACKEND_PARAMS if p.values[0]["backend"] != "numba"]
+# every seed, dtype and error dynamics for the eager backends; for the compiled ones (seconds of
+# compilation per structure and chunk length) one seed, float64 instant and float32 leaky
+CASES = [
+    pytest.param(o.values[0], s, dt, er, id=f"{o.id}-{s}-{dt}-{er}", marks=o.marks)
+    for o in OTHERS
+    for s in SEEDS[:6]
+    for dt in ("float64", "float32")
+    for er in ("instant", "leaky")
+] + [
+    pytest.param(o.values[0], SEEDS[0], dt, er, id=f"{o.id}-{dt}-{er}", marks=o.marks)
+    for o in COMPILED_PARAMS
+    for dt, er in (("float64", "instant"), ("float32", "leaky"))
+]
 TOL = {"float64": 1e-10, "float32": 1e-4}
 
 
@@ -43,10 +56,7 @@ def _data(net: npc.Network, phase: str, seed: int, batch: int = 6) -> dict[str, 
     return {n: rng.normal(0, 1, (batch, net[n].size)) for n in sorted(net.clamped(phase))}
 
 
-@pytest.mark.parametrize("errors", ["instant", "leaky"])
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("seed", SEEDS[:6])
-@pytest.mark.parametrize("other", OTHERS)
+@pytest.mark.parametrize(("other", "seed", "dtype", "errors"), CASES)
 def test_trajectories_and_updates_agree(other: dict, seed: int, dtype: str, errors: str) -> None:
     tol = TOL[dtype]
     inf = npc.Inference(steps=8, rate=0.05, errors=errors)
@@ -79,7 +89,7 @@ def test_trajectories_and_updates_agree(other: dict, seed: int, dtype: str, erro
         assert _scaled(pb[k], pa[k]) <= tol, k
 
 
-@pytest.mark.parametrize("other", OTHERS)
+@pytest.mark.parametrize("other", OTHERS + COMPILED_PARAMS)
 def test_early_stop_and_divergence_agree(other: dict) -> None:
     a, b = _pair(lambda: npc.mlp([5, 4, 3], activation="tanh"), 0, other, "float64")
     data = _data(a.network, "train", 1)
@@ -108,3 +118,40 @@ def test_langevin_posterior_on_every_backend(be: dict) -> None:
     )
     assert post["mean"] == pytest.approx(1.480, abs=0.01)
     assert post["sd"] == pytest.approx(0.342, abs=0.01)
+
+
+@pytest.mark.parametrize("mode", ["strict", "fpa"])
+@pytest.mark.parametrize("be", COMPILED_PARAMS)
+def test_compiled_runs_the_eager_steps(be: dict, mode: str) -> None:
+    """torch.compile runs the same step code: with Langevin noise (the same stream), output
+    nudging (strict) and a per-step recording, the compiled and the eager torch backend give the
+    same trajectories, traces and parameters in float64."""
+    inf = npc.Inference(
+        steps=7, rate=0.05, temperature=0.01, mode=mode, nudge=0.5 if mode == "strict" else None
+    )
+    sims = []
+    for compile_ in (False, True):
+        s = npc.Simulator(
+            random_dag(3), backend="torch", device=be["device"], compile=compile_,
+            dtype="float64", seed=5, inference=inf, optimizer=npc.SGD(0.05),
+        )  # fmt: skip
+        s.record(None, preset="steps")
+        sims.append(s)
+    for i in range(2):
+        data = _data(sims[0].network, "train", 40 + i)
+        outs = [s.learn(data) for s in sims]
+        assert outs[0].steps == outs[1].steps == 7
+        for n in outs[0].values:
+            assert _scaled(outs[1].values[n], outs[0].values[n]) <= 1e-10, n
+        for n in outs[0].errors:
+            assert _scaled(outs[1].errors[n], outs[0].errors[n]) <= 1e-10, n
+            assert _scaled(outs[1].energies[n], outs[0].energies[n]) <= 1e-10, n
+    recs = [s.recorder.open() for s in sims]
+    assert recs[0].names
+    for name in recs[0].names:
+        a, b = recs[0][name].values, recs[1][name].values
+        assert a.shape == b.shape and a.size > 0, name
+        assert _scaled(b, a) <= 1e-10, name
+    pa, pb = sims[0].parameters(), sims[1].parameters()
+    for k in pa:
+        assert _scaled(pb[k], pa[k]) <= 1e-10, k

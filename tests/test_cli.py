@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import _cxx
 
 from neuropc import cli
 
@@ -25,9 +26,12 @@ def test_bench_json_has_the_documented_fields(capsys: pytest.CaptureFixture[str]
         "blas_gflops",
         "efficiency",
         "bp_ms_per_batch",
+        "handwritten_pc_ms_per_batch",
+        "pc_over_handwritten",
         "compile_s",
     ):
         assert isinstance(res[key], float) and res[key] > 0, key
+    assert res["compile"] is False
     # FLOP accounting (Plan.matmul_flops): the clamped input's connection costs one prediction and
     # one weight gradient; each other connection 1 + (t + 1) predictions, t back-projections and
     # one weight gradient (2 FLOPs per multiply-add)
@@ -35,6 +39,50 @@ def test_bench_json_has_the_documented_fields(capsys: pytest.CaptureFixture[str]
     expected = 2 * (b * 20 * 16 * 2 + b * (16 * 16 + 16 * 4) * (2 * t + 3))
     assert res["mflop_per_batch"] * 1e6 == pytest.approx(expected)
     assert res["efficiency"] == pytest.approx(res["blas_ms_per_batch"] / res["ms_per_batch"])
+
+
+def test_handwritten_reference_is_the_same_pc_step() -> None:
+    """The benchmark's hand-written torch PC step (``bench.torch_pc_step``), an independent
+    implementation, trains to the same parameters as the simulator (float64, Adam)."""
+    import numpy as np
+    import torch
+
+    import neuropc as npc
+    from neuropc import bench
+
+    sizes, batch, steps, rate = [7, 6, 5, 3], 9, 6, 0.2
+    sim = npc.Simulator(
+        npc.mlp(sizes, activation="tanh"), dtype="float64", seed=4,
+        inference=npc.Inference(steps=steps, rate=rate), optimizer=npc.Adam(1e-2),
+    )  # fmt: skip
+    layers, _, _, _ = bench._torch_mlp(sizes, batch, "float64", "cpu")
+    names = ["input", "h1", "h2", "output"]
+    with torch.no_grad():
+        for lay, a, b in zip(layers, names[:-1], names[1:]):
+            lay.weight.copy_(torch.from_numpy(sim.get_weights(f"{a}->{b}")))
+            lay.bias.copy_(torch.from_numpy(sim.get_bias(b)))
+    opt = torch.optim.Adam([p for lay in layers for p in lay.parameters()], lr=1e-2)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch, sizes[0]))
+    y = np.eye(sizes[-1])[rng.integers(0, sizes[-1], batch)]
+    step = bench.torch_pc_step(layers, opt, torch.from_numpy(x), torch.from_numpy(y), "tanh",
+                               steps, rate)  # fmt: skip
+    for _ in range(3):
+        sim.learn({"input": x, "output": y})
+        step()
+    for lay, a, b in zip(layers, names[:-1], names[1:]):
+        w = lay.weight.detach().numpy()
+        assert np.max(np.abs(w - sim.get_weights(f"{a}->{b}"))) <= 1e-10
+        assert np.max(np.abs(lay.bias.detach().numpy() - sim.get_bias(b))) <= 1e-10
+
+
+@pytest.mark.skipif(not _cxx(), reason="no C++ compiler for torch.compile")
+def test_bench_torch_compile_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = cli.main(["bench", "--sizes", "12,8,4", "--batch", "4", "--steps", "2", "--timed", "3",
+                   "--backend", "torch", "--compile", "--no-bp", "--json"])  # fmt: skip
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["backend"] == "torch" and res["compile"] is True and res["ms_per_batch"] > 0
 
 
 def test_bench_rejects_bad_sizes() -> None:
