@@ -312,7 +312,8 @@ class TorchBackend(Backend):
             if self.Gb[p] is not None and (sel is None or sel[p]):
                 torch.sum(eps[p], dim=0, out=self.Gb[p])
                 self.Gb[p].mul_(a)
-        self.G.mul_(self.trainable)
+        if not self.all_trainable:
+            self.G.mul_(self.trainable)
 
     def _optimizer_step(self, opt: Optimizer, t: int) -> None:
         """The same update rules as the numba kernel (torch.optim's definitions)."""
