@@ -190,3 +190,11 @@ def test_inference_and_optimizer_settings_validate() -> None:
         npc.Inference(init="random")
     with pytest.raises(ValueError, match="unknown backend 'cuda'"):
         npc.Simulator(npc.mlp([2, 2]), backend="cuda")
+
+
+def test_compile_is_a_torch_option() -> None:
+    net = npc.mlp([3, 2])
+    with pytest.raises(ValueError, match="compile= applies to the torch backend"):
+        npc.Simulator(net, backend="numba", compile=True)
+    with pytest.raises(ValueError, match="compile must be False, True or a torch.compile mode"):
+        npc.Simulator(net, backend="torch", compile=3)
