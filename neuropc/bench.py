@@ -124,10 +124,9 @@ def torch_pc_step(layers, opt, x, y, activation: str, steps: int, rate: float):
     """A strict-PC training step of an MLP of torch ``layers`` written directly in eager torch
     (the issue's "hand-written torch PC"), tuned the way a careful user would: fused activation
     derivatives (``tanh_backward``), value updates in place, the clamped input's prediction
-    computed once, no per-step energies. Forward
-    initialisation, ``steps`` value steps ``h_l += rate (f'(h_l) * (e_{l+1} W_{l+1}) - e_l)`` of
-    the hidden layers with the input ``x`` and the target ``y`` clamped,
-    ``e_l = h_l - W_l f(h_{l-1}) - b_l``, then the local gradients
+    computed once, no per-step energies. Forward initialisation, ``steps`` value steps
+    ``h_l += rate (f'(h_l) * (e_{l+1} W_{l+1}) - e_l)`` of the hidden layers with the input ``x``
+    and the target ``y`` clamped, ``e_l = h_l - W_l f(h_{l-1}) - b_l``, then the local gradients
     ``dF/dW_l = -e_l^T f(h_{l-1}) / B``, ``dF/db_l = -mean e_l`` and ``opt.step()``. Returns the
     step as a function of no arguments."""
     import torch

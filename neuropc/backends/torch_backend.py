@@ -164,7 +164,7 @@ class TorchBackend(Backend):
                     var_in[p] = []
         leaky = cfg.errors == "leaky"
         eps: list = [torch.zeros_like(x[p]) if leaky and has_err[p] else None for p in range(npop)]
-        R = self._relaxation(cl, var_in, mode, cfg, noise_sd > 0)
+        R = self._relaxation(cl, var_in, mode, cfg)
         W = self.W
         if zil:
             self.G.zero_()
@@ -176,11 +176,12 @@ class TorchBackend(Backend):
         energies = [e[None]]
         if rec is not None:
             rec.gather(0, x, eps)
-        t = done = 0
+        t = 0
+        stop = False  # early stop (tol): the value step just taken was small enough
         while True:
             if zil:
                 self._weight_grads(fx, eps, batch, scale, [int(v) == t for v in mode.depth])
-            if t == cfg.steps:
+            if t == cfg.steps or stop:
                 break
             k = 1 if hooks else min(cfg.steps - t, COMPILE_CHUNK)
             noise = [self._draw(R.free, noise_sd, gen, batch, rec, t + i) for i in range(k)]
@@ -208,11 +209,8 @@ class TorchBackend(Backend):
                     if (t + 1 + i) % rec.every == 0:
                         rec.gather((t + 1 + i) // rec.every, xs, es)
             t += k
-            done = t
-            if cfg.tol > 0 and rown is not None and float(rown.max().sqrt()) < cfg.tol:
-                if zil:
-                    self._weight_grads(fx, eps, batch, scale, [int(v) == t for v in mode.depth])
-                break
+            stop = cfg.tol > 0 and rown is not None and float(rown.max().sqrt()) < cfg.tol
+        done = t
 
         if rec is not None:  # after an early stop the remaining rows hold the settled state
             for s_ in range(done // rec.every + 1, rec.n_steps):
@@ -264,25 +262,22 @@ class TorchBackend(Backend):
             m = torch.zeros((batch, self.sizes[p]), dtype=self.tdt, device=self.device)
         return m
 
-    def _with_var(self, mu: torch.Tensor, conns: list, fx: list) -> torch.Tensor:
-        """``mu + sum_c f(x_pre_c) W_c^T`` over the connections ``conns`` from free populations."""
-        for c in conns:
-            mu = torch.addmm(mu, fx[self.plan.cpre[c]], self.W[c].T)
-        return mu
+    def _with_var(self, mu: torch.Tensor, conns, fx: list) -> torch.Tensor:
+        return _predict(mu, conns, fx, self.W, self.plan.cpre)
 
-    def _relaxation(self, cl, var_in, mode: ModeSetup, cfg: Inference, noisy: bool):
+    def _relaxation(self, cl, var_in, mode: ModeSetup, cfg: Inference):
         """The run's :class:`_Relaxation`, one object per static structure, so that the compiled
         chunks it holds (whose guards check its identity) are reused from batch to batch."""
         key = (
             tuple(cl), tuple(tuple(v) for v in var_in), mode.code, mode.nudge,
             tuple(bool(v) for v in mode.nudged), cfg.errors, float(cfg.rate),
-            None if cfg.error_rate is None else float(cfg.error_rate), noisy, cfg.tol > 0,
+            None if cfg.error_rate is None else float(cfg.error_rate), cfg.tol > 0,
         )  # fmt: skip
         R = self._relax_cache.get(key)
         if R is None:
             if len(self._relax_cache) >= 16:
                 self._relax_cache.pop(next(iter(self._relax_cache)))
-            R = self._relax_cache[key] = _Relaxation(self, cl, var_in, mode, cfg, noisy)
+            R = self._relax_cache[key] = _Relaxation(self, cl, var_in, mode, cfg)
         return R
 
     def _draw(self, free, sd: float, gen, batch: int, rec, t: int) -> list | None:
@@ -342,6 +337,13 @@ class TorchBackend(Backend):
             P.addcdiv_(m, denom, value=-lr / (1.0 - b1**t))
 
 
+def _predict(mu, conns, fx: list, W: list, cpre) -> torch.Tensor:
+    """``mu + sum_c f(x_pre_c) W_c^T`` over the connections ``conns`` (from free populations)."""
+    for c in conns:
+        mu = torch.addmm(mu, fx[cpre[c]], W[c].T)
+    return mu
+
+
 class _Relaxation:
     """One run's inference dynamics as pure functions of torch tensors (no host synchronisation,
     no in-place change of an argument): the static structure (free populations, the connections
@@ -350,7 +352,7 @@ class _Relaxation:
     with the same code, eagerly or through ``torch.compile`` when the backend was built with
     ``compile``: that is the only difference between the two paths."""
 
-    def __init__(self, be: TorchBackend, cl, var_in, mode: ModeSetup, cfg: Inference, noisy):
+    def __init__(self, be: TorchBackend, cl, var_in, mode: ModeSetup, cfg: Inference):
         pl = be.plan
         n = pl.n_pops
         self.acts, self.pi = be.acts, be.pi
@@ -381,10 +383,7 @@ class _Relaxation:
         eps = list(eps)
         e = []
         for p in self.err_pops:
-            mu = muc[p]
-            for c in self.var_in[p]:
-                mu = torch.addmm(mu, fx[self.cpre[c]], W[c].T)
-            dp = x[p] - mu
+            dp = x[p] - _predict(muc[p], self.var_in[p], fx, W, self.cpre)
             if self.nudged[p]:  # the target follows mu + beta (y - mu)
                 dp = self.beta * dp
             pe = dp if self.pi[p] is None else self.pi[p] * dp
