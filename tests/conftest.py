@@ -78,6 +78,12 @@ COMPILED_PARAMS = [
         id="torch-cuda-compiled",
         marks=pytest.mark.skipif(not _cuda(), reason="no CUDA device"),
     ),
+    # CUDA graphs: chunk outputs chained into the next replay must not be overwritten
+    pytest.param(
+        {"backend": "torch", "device": "cuda", "compile": "reduce-overhead"},
+        id="torch-cuda-graphs",
+        marks=pytest.mark.skipif(not _cuda(), reason="no CUDA device"),
+    ),
 ]
 
 

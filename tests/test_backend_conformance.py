@@ -130,7 +130,7 @@ def test_compiled_runs_the_eager_steps(be: dict, mode: str) -> None:
         steps=7, rate=0.05, temperature=0.01, mode=mode, nudge=0.5 if mode == "strict" else None
     )
     sims = []
-    for compile_ in (False, True):
+    for compile_ in (False, be["compile"]):
         s = npc.Simulator(
             random_dag(3), backend="torch", device=be["device"], compile=compile_,
             dtype="float64", seed=5, inference=inf, optimizer=npc.SGD(0.05),

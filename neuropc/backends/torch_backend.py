@@ -373,6 +373,7 @@ class _Relaxation:
         self.err_rate = self.rate if cfg.error_rate is None else float(cfg.error_rate)
         self.tol = cfg.tol > 0
         self.compile = be.compile
+        self.cudagraphs = be.device.type == "cuda" and _uses_cudagraphs(be.compile)
         self._chunks: dict[tuple[int, bool], object] = {}
 
     def errors(self, x, fx, muc, eps, W):
@@ -453,8 +454,36 @@ class _Relaxation:
                     steps.__closure__,
                 )  # fmt: skip
                 fn = torch.compile(own, dynamic=False, fullgraph=True, **self.compile)
+                if self.cudagraphs:
+                    fn = _graph_safe(fn)
             self._chunks[(k, collect)] = fn
         return fn
+
+
+def _uses_cudagraphs(compile_kw: dict | None) -> bool:
+    """Whether ``torch.compile(**compile_kw)`` replays CUDA graphs on a CUDA device: the modes
+    ``reduce-overhead`` and ``max-autotune``, or the inductor option ``triton.cudagraphs``."""
+    if compile_kw is None:
+        return False
+    opts = compile_kw.get("options") or {}
+    return compile_kw.get("mode") in ("reduce-overhead", "max-autotune") or bool(
+        opts.get("triton.cudagraphs", False)
+    )
+
+
+def _graph_safe(fn):
+    """A CUDA-graph chunk whose outputs survive the next replay. The relaxation feeds each chunk's
+    outputs into the next call; CUDA graphs write their outputs into memory that the next replay
+    overwrites, so reading them then raises ("accessing tensor output of CUDAGraphs that has been
+    overwritten"). Marking a new step and cloning the outputs (a few batch x width copies per
+    chunk of steps) keeps the chained calls correct."""
+    from torch.utils._pytree import tree_map
+
+    def run(*args):
+        torch.compiler.cudagraph_mark_step_begin()
+        return tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, fn(*args))
+
+    return run
 
 
 class _Recorder:
