@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from . import activations, alignment, analysis, data, energy, modes
 from .alignment import gradient_alignment
+from .checkpoint import load
 from .data import one_hot
-from .errors import DivergenceError, RecordingError
+from .errors import CheckpointError, DivergenceError, RecordingError
 from .inference import Inference
 from .network import Connection, Network, Population, mlp
 from .optim import SGD, Adam, AdamW
@@ -32,6 +33,7 @@ __all__ = [
     "SGD",
     "Adam",
     "AdamW",
+    "CheckpointError",
     "Connection",
     "DivergenceError",
     "History",
@@ -53,6 +55,7 @@ __all__ = [
     "data",
     "energy",
     "gradient_alignment",
+    "load",
     "lower",
     "mlp",
     "modes",

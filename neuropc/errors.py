@@ -4,22 +4,52 @@ from __future__ import annotations
 
 
 class DivergenceError(RuntimeError):
-    """The energy of a population became non-finite during inference.
+    """A run produced non-finite numbers; parameters and optimiser state are left as they were.
 
-    ``step`` is the inference step (0 = the initial state) and ``population`` the population whose
-    energy was non-finite first. Parameters are left as they were before the batch.
+    Two sources, told apart by ``source``:
+
+    * ``"inference"``: the energy of a population became non-finite during inference. ``step`` is
+      the inference step (0 = the initial state) and ``population`` the population whose energy
+      was non-finite first.
+    * ``"optimizer"``: inference was finite, but the optimiser step made a parameter non-finite
+      (e.g. a huge learning rate). ``parameter`` names it (``"pre->post"`` or ``"pop:bias"``) and
+      ``index`` is the first bad entry; the step was rolled back.
     """
 
-    def __init__(self, step: int, population: str, phase: str) -> None:
+    def __init__(
+        self,
+        step: int | None,
+        population: str | None,
+        phase: str,
+        *,
+        parameter: str | None = None,
+        index: tuple[int, ...] | None = None,
+    ) -> None:
         self.step = step
         self.population = population
         self.phase = phase
-        super().__init__(
-            f"inference diverged: the energy of population {population!r} became non-finite at "
-            f"inference step {step} (phase {phase!r}); parameters were left unchanged. "
-            "Lower the inference rate or the learning rate."
-        )
+        self.parameter = parameter
+        self.index = index
+        self.source = "inference" if parameter is None else "optimizer"
+        if parameter is None:
+            msg = (
+                f"inference diverged: the energy of population {population!r} became non-finite "
+                f"at inference step {step} (phase {phase!r}); parameters were left unchanged. "
+                "Lower the inference rate or the learning rate."
+            )
+        else:
+            msg = (
+                f"the optimiser step diverged (inference was finite): parameter {parameter!r} "
+                f"became non-finite at index {index}; the step was rolled back and parameters and "
+                "optimiser state were left unchanged. Check the optimiser settings (lr, eps, "
+                "weight_decay)."
+            )
+        super().__init__(msg)
 
 
 class RecordingError(RuntimeError):
     """A recording could not be created, written or read. The simulation state is unaffected."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint could not be written, read or applied; nothing was changed."""

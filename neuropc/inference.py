@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from . import validation as _v
+
 INITS = ("forward", "zero", "given")
 MODES = ("strict", "fpa", "zil", "ipc")
 ERROR_DYNAMICS = ("instant", "leaky")
@@ -17,19 +19,28 @@ class Inference:
 
         x <- x - rate * dF/dx + sqrt(2 * rate * temperature) * xi,   xi ~ N(0, I)
 
-    ``temperature = 0`` is plain PC; ``temperature = 1`` samples the posterior exp(-F) (overdamped
-    Langevin, Euler-Maruyama; Zahid et al. 2023). ``seed`` fixes the noise (otherwise the
-    simulator's seed stream is used).
+    ``temperature = 0`` is plain PC; ``temperature = 1`` is the unadjusted Langevin algorithm
+    (overdamped Langevin dynamics discretised by Euler-Maruyama, no Metropolis correction; Zahid
+    et al. 2023) targeting the posterior exp(-F): its stationary distribution differs from the
+    posterior by a bias of order ``rate`` (for a Gaussian posterior of variance s^2 the chain's
+    variance is s^2 / (1 - rate / (2 s^2))), so lower ``rate`` for more faithful samples. Langevin
+    noise is refused in modes ``"fpa"`` and ``"zil"``, which are deterministic equivalences with
+    backprop. ``seed`` fixes the noise (otherwise the simulator's seed stream is used).
 
     ``init``: ``"forward"`` sets free values to their predictions in topological order (free roots
     to their prior mean, or zero when they have none); ``"zero"`` sets them to 0; ``"given"`` uses
     values passed to the call and forward-initialises the rest.
 
     ``tol``: stop early once the largest per-sample update norm ``|dx|_2`` is below ``tol``
-    (0 disables). ``errors``: ``"instant"`` computes ``eps = Pi (x - mu)`` each step; ``"leaky"``
-    makes error neurons leaky integrators ``eps <- eps + error_rate ((x - mu) - eps / Pi)``
-    (Bogacz 2017 eqs 12-14), whose fixed point is the instant error; ``error_rate`` defaults to
-    ``rate``.
+    (0 disables; refused in mode ``"zil"``). ``errors``: ``"instant"`` computes
+    ``eps = Pi (x - mu)`` each step; ``"leaky"`` makes error neurons leaky integrators
+    ``eps <- eps + error_rate ((x - mu) - eps / Pi)`` (Bogacz 2017 eqs 12-14), whose fixed point
+    is the instant error; ``error_rate`` defaults to ``rate`` and must keep
+    ``error_rate / Pi < 2`` (else the iteration diverges; checked against every population's
+    precision when the simulator runs). With leaky errors the error neurons' state is what the
+    circuit has: ``State.errors`` holds it, and the value updates and the local weight gradients
+    (``gradients()``, ``learn()``) use it, so they equal ``dF/dtheta`` of the reported energy
+    (which is computed from ``x - mu``) only once the error neurons have settled.
 
     ``mode``: ``"strict"`` PC (default), ``"fpa"`` (fixed-prediction assumption), ``"zil"``
     (zero-divergence inference learning) or ``"ipc"`` (incremental PC); ``nudge = beta`` nudges the
@@ -48,24 +59,25 @@ class Inference:
     nudge: float | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 0:
-            raise ValueError(f"Inference.steps must be an integer >= 0; got {self.steps!r}")
+        _v.integer(self.steps, "Inference.steps", low=0, high=_v.MAX_STEPS)
         for name in ("rate", "tol", "temperature"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and v >= 0 and v == v and v != float("inf")):
-                raise ValueError(f"Inference.{name} must be a finite number >= 0; got {v!r}")
-        if self.init not in INITS:
-            raise ValueError(f"Inference.init must be one of {', '.join(INITS)}; got {self.init!r}")
-        if self.errors not in ERROR_DYNAMICS:
-            raise ValueError(
-                f"Inference.errors must be one of {', '.join(ERROR_DYNAMICS)}; got {self.errors!r}"
+            object.__setattr__(
+                self, name, _v.number(getattr(self, name), f"Inference.{name}", low=0)
             )
-        if self.mode not in MODES:
-            raise ValueError(f"Inference.mode must be one of {', '.join(MODES)}; got {self.mode!r}")
-        if self.nudge is not None and not (
-            self.nudge == self.nudge and self.nudge not in (0, float("inf"), float("-inf"))
-        ):
-            raise ValueError(f"Inference.nudge must be a finite nonzero number; got {self.nudge!r}")
+        if self.seed is not None:
+            _v.integer(self.seed, "Inference.seed", low=0, high=2**32 - 1)
+        for name, valid in (("init", INITS), ("errors", ERROR_DYNAMICS), ("mode", MODES)):
+            v = getattr(self, name)
+            if not isinstance(v, str) or v not in valid:
+                raise ValueError(f"Inference.{name} must be one of {', '.join(valid)}; got {v!r}")
+        if self.nudge is not None:
+            beta = _v.number(self.nudge, "Inference.nudge")
+            if beta == 0:
+                raise ValueError(
+                    f"Inference.nudge must be a finite nonzero number; got {self.nudge!r}"
+                )
+        if self.error_rate is not None:
+            _v.number(self.error_rate, "Inference.error_rate", low=0, low_open=True)
         if self.mode in ("fpa", "zil") and self.init != "forward":
             raise ValueError(f"mode {self.mode!r} needs init='forward'; got {self.init!r}")
         if self.mode in ("fpa", "zil") and self.errors != "instant":
@@ -74,12 +86,24 @@ class Inference:
             raise ValueError(
                 f"mode 'zil' needs rate=1 (Song et al. 2020, condition C3); got {self.rate!r}"
             )
+        if self.mode == "zil" and self.tol > 0:
+            # an early stop would end inference before the deep layers reach their scheduled step
+            # and leave their gradients silently zero
+            raise ValueError(
+                f"mode 'zil' takes each gradient at a scheduled step and cannot stop early; got "
+                f"tol={self.tol!r} (use tol=0)"
+            )
+        if self.mode in ("fpa", "zil") and self.temperature > 0:
+            # the noise would break the exact equality with backprop that defines these modes, and
+            # frozen predictions do not sample the posterior of the energy either
+            raise ValueError(
+                f"mode {self.mode!r} is deterministic (it equals backprop exactly); got "
+                f"temperature={self.temperature!r}: Langevin sampling needs mode 'strict' or 'ipc'"
+            )
         if self.nudge is not None and self.errors != "instant":
             raise ValueError("nudge needs errors='instant'")
         if self.mode == "zil" and self.nudge is not None:
             raise ValueError("mode 'zil' does not combine with nudge")
-        if self.error_rate is not None and not (self.error_rate > 0):
-            raise ValueError(f"Inference.error_rate must be > 0; got {self.error_rate!r}")
 
     def replace(self, **kw: object) -> Inference:
         """A copy with some fields changed."""

@@ -23,20 +23,22 @@ Populations are clamped to data per *phase*. Role ``"input"`` is clamped in ever
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import activations as _act
+from . import validation as _v
 
 ROLES = ("hidden", "input", "target")
 PHASES = ("train", "test")
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Population:
-    """A named population of ``size`` rate units.
+    """A named population of ``size`` rate units (read-only: change it with
+    :meth:`Network.update`, which validates the change and marks simulators built before as stale).
 
     ``precision`` (scalar or one value per unit) weights this population's prediction error.
     ``bias`` adds a learnable bias to its prediction; on a population with no incoming connection it
@@ -64,9 +66,9 @@ class Population:
         return f"{self.name}:error"
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Connection:
-    """Dense connection ``pre -> post``; contributes ``W f(x_pre)`` to ``mu_post``.
+    """Dense connection ``pre -> post``; contributes ``W f(x_pre)`` to ``mu_post`` (read-only).
 
     ``init`` names the weight initialiser (see :data:`WEIGHT_INITS`); ``gain`` scales it.
     """
@@ -115,26 +117,50 @@ class Network:
             )
         if name in self.populations:
             raise ValueError(f"population {name!r} already exists")
-        if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
-            raise ValueError(f"population {name!r}: size must be a positive integer; got {size!r}")
-        if role not in ROLES:
-            raise ValueError(
-                f"population {name!r}: unknown role {role!r}; valid: {', '.join(ROLES)}"
-            )
-        prec = _per_unit(name, "precision", precision, int(size))
-        if np.any(~np.isfinite(prec)) or np.any(prec <= 0):
-            raise ValueError(f"population {name!r}: precision must be finite and > 0")
-        binit = _per_unit(name, "bias_init", bias_init, int(size))
-        pop = Population(
-            name=name,
-            size=int(size),
-            activation=_act.get(activation, slope=slope),
-            role=role,
-            precision=prec if np.ndim(precision) else float(precision),
-            bias=(role != "input") if bias is None else bool(bias),
-            bias_init=binit if np.ndim(bias_init) else float(bias_init),
-            trainable_bias=trainable_bias,
+        pop = _make_population(
+            name, size, activation=activation, role=role, precision=precision,
+            bias=(role != "input") if bias is None else bias, bias_init=bias_init,
+            trainable_bias=trainable_bias, slope=slope,
+        )  # fmt: skip
+        self.populations[name] = pop
+        self.version += 1
+        return pop
+
+    def update(self, name: str, **changes: object) -> Population:
+        """Change settings of population ``name`` (``precision=``, ``activation=``, ``slope=``,
+        ``role=``, ``bias=``, ``bias_init=``, ``trainable_bias=``), validated as in
+        :meth:`population`. Simulators built before refuse to run afterwards (build a new one;
+        parameters carry over with ``sim.parameters()`` / ``load_parameters()``)."""
+        old = self._require(name)
+        allowed = (
+            "activation",
+            "slope",
+            "role",
+            "precision",
+            "bias",
+            "bias_init",
+            "trainable_bias",
         )
+        bad = sorted(set(changes) - set(allowed))
+        if bad:
+            raise ValueError(
+                f"population {name!r}: cannot update {', '.join(bad)}; updatable: {', '.join(allowed)}"
+            )
+        kw = {
+            "activation": old.activation, "role": old.role, "precision": old.precision,
+            "bias": old.bias, "bias_init": old.bias_init, "trainable_bias": old.trainable_bias,
+            "slope": None,
+        }  # fmt: skip
+        if "slope" in changes and "activation" not in changes:
+            kw["activation"] = old.activation.name
+        kw.update(changes)
+        if kw["role"] == "target" and "test" in {
+            ph for ph, ns in self._clamps.items() if name in ns
+        }:
+            raise ValueError(
+                f"population {name!r} is clamped at test time and cannot become a target"
+            )
+        pop = _make_population(name, old.size, **kw)
         self.populations[name] = pop
         self.version += 1
         return pop
@@ -161,7 +187,9 @@ class Network:
             raise ValueError(
                 f"connection {pre}->{post}: unknown init {init!r}; valid: {', '.join(WEIGHT_INITS)}"
             )
-        conn = Connection(pre, post, init=init, gain=float(gain), trainable=trainable)
+        gain = _v.number(gain, f"connection {pre}->{post}: gain")
+        trainable = _v.flag(trainable, f"connection {pre}->{post}: trainable")
+        conn = Connection(pre, post, init=init, gain=gain, trainable=trainable)
         self.connections.append(conn)
         try:
             self.topological_order()
@@ -291,6 +319,31 @@ class Network:
             "clamps": {k: sorted(v) for k, v in self._clamps.items()},
         }  # fmt: skip
 
+    @classmethod
+    def from_spec(cls, spec: Mapping) -> Network:
+        """The network that :meth:`spec` describes (every field validated as when built by hand),
+        so ``Network.from_spec(net.spec()).spec() == net.spec()``."""
+        net = cls()
+        try:
+            for p in spec["populations"]:
+                act, param = p["activation"], p.get("activation_param", 0.0)
+                net.population(
+                    p["name"], p["size"], activation=act, role=p["role"],
+                    precision=p["precision"], bias=p["bias"], bias_init=p["bias_init"],
+                    trainable_bias=p["trainable_bias"],
+                    slope=param if act == "leaky_relu" else None,
+                )  # fmt: skip
+            for c in spec["connections"]:
+                net.connect(
+                    c["pre"], c["post"], init=c["init"], gain=c["gain"], trainable=c["trainable"]
+                )
+            for phase, names in spec.get("clamps", {}).items():
+                for n in names:
+                    net.clamp(n, phase)
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"not a valid network description: missing or bad field {e}") from None
+        return net
+
     def summary(self) -> str:
         """A short human-readable description."""
         lines = ["population      size  activation   role    error  clamped(train/test)"]
@@ -305,6 +358,51 @@ class Network:
         return "\n".join(lines)
 
 
+def _make_population(
+    name: str,
+    size: object,
+    *,
+    activation: str | _act.Activation,
+    role: str,
+    precision: object,
+    bias: object,
+    bias_init: object,
+    trainable_bias: object,
+    slope: object,
+) -> Population:
+    """A validated :class:`Population` (every message names the population)."""
+    if isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f"population {name!r}: size must be a positive integer; got {size!r}")
+    if role not in ROLES:
+        raise ValueError(f"population {name!r}: unknown role {role!r}; valid: {', '.join(ROLES)}")
+    if slope is not None:
+        slope = _v.number(slope, f"population {name!r}: slope")
+    try:
+        act = _act.get(activation, slope=slope)
+    except ValueError as e:
+        raise ValueError(f"population {name!r}: {e}") from None
+    prec = _per_unit(name, "precision", precision, int(size))
+    if np.any(~np.isfinite(prec)) or np.any(prec <= 0):
+        raise ValueError(
+            f"population {name!r}: precision must be finite and > 0; got {precision!r}"
+        )
+    binit = _per_unit(name, "bias_init", bias_init, int(size))
+    if np.any(~np.isfinite(binit)):
+        raise ValueError(f"population {name!r}: bias_init must be finite; got {bias_init!r}")
+    prec.flags.writeable = False  # read-only like the population itself
+    binit.flags.writeable = False
+    return Population(
+        name=name,
+        size=int(size),
+        activation=act,
+        role=role,
+        precision=prec if np.ndim(precision) else float(prec[0]),
+        bias=_v.flag(bias, f"population {name!r}: bias"),
+        bias_init=binit if np.ndim(bias_init) else float(binit[0]),
+        trainable_bias=_v.flag(trainable_bias, f"population {name!r}: trainable_bias"),
+    )
+
+
 def clamped_set(roles: dict[str, str], extra: dict, phase: str) -> frozenset[str]:
     """Clamped populations in ``phase``: role ``input`` always, ``target`` only in ``"train"``,
     plus those clamped explicitly for that phase."""
@@ -314,7 +412,9 @@ def clamped_set(roles: dict[str, str], extra: dict, phase: str) -> frozenset[str
 
 
 def _per_unit(pop: str, what: str, v: float | Sequence[float] | np.ndarray, n: int) -> np.ndarray:
-    a = np.asarray(v, dtype=np.float64)
+    a = _v.finite_array(v, f"population {pop!r}: {what}") if _is_numeric(v) else None
+    if a is None:
+        raise TypeError(f"population {pop!r}: {what} must be a number or numbers; got {v!r}")
     if a.ndim == 0:
         return np.full(n, float(a))
     if a.shape != (n,):
@@ -322,6 +422,15 @@ def _per_unit(pop: str, what: str, v: float | Sequence[float] | np.ndarray, n: i
             f"population {pop!r}: {what} must be a scalar or have shape ({n},); got shape {a.shape}"
         )
     return a.copy()
+
+
+def _is_numeric(v: object) -> bool:
+    if isinstance(v, (str, bytes, bool, np.bool_)) or v is None:
+        return False
+    try:
+        return np.asarray(v).dtype.kind in "iuf"
+    except Exception:
+        return False
 
 
 def _find_cycle(net: Network) -> list[str]:

@@ -90,6 +90,19 @@ class Plan:
                 out[f"{n}:bias"] = flat[sl].copy()
         return out
 
+    def locate(self, index: int) -> tuple[str, tuple[int, ...]]:
+        """The parameter (``"pre->post"`` or ``"pop:bias"``) holding entry ``index`` of the flat
+        vector, and the entry's index within it."""
+        for c in self.conn_names:
+            sl, shape = self.weight_slice(c)
+            if sl.start <= index < sl.stop:
+                return c, tuple(int(i) for i in np.unravel_index(index - sl.start, shape))
+        for n in self.names:
+            sl = self.bias_slice(n)
+            if sl is not None and sl.start <= index < sl.stop:
+                return f"{n}:bias", (int(index - sl.start),)
+        raise IndexError(f"flat parameter index {index} is out of range (0..{self.n_params - 1})")
+
     def gemm_calls(self, batch: int, steps: int, phase: str = "train") -> np.ndarray:
         """Rows ``(ta, tb, M, N, K, count)`` of the row-major gemms of one training batch: per
         connection, the forward prediction (once if the pre is clamped, else also every step and

@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -15,10 +16,11 @@ from . import metrics as _metrics
 from . import modes as _modes
 from . import probes as _probes
 from . import recording as _recording
+from . import validation as _v
 from .errors import DivergenceError
 from .inference import Inference
 from .network import Network
-from .optim import Adam, Optimizer
+from .optim import Adam, Optimizer, check_optimizer
 from .plan import Plan, lower
 
 ArrayDict = Mapping[str, np.ndarray]
@@ -99,14 +101,25 @@ class Simulator:
         seed: int = 0,
         compile: bool | str = False,
     ) -> None:
+        _v.instance(
+            network, Network, "Simulator network", "a neuropc Network (e.g. npc.mlp([...]))"
+        )
+        if not isinstance(backend, str):
+            raise TypeError(f"Simulator backend must be a name; got {backend!r}")
+        if inference is not None:
+            _v.instance(inference, Inference, "Simulator inference", "an npc.Inference(...)")
+        if optimizer is not None:
+            check_optimizer(optimizer, "Simulator optimizer")
+        self.seed = _v.integer(seed, "Simulator seed", low=0)
+        self.dtype = _dtype(dtype)
+        network.validate()
         self.network = network
         self.plan: Plan = lower(network)
         self._version = network.version
-        self.dtype = np.dtype(dtype)
         self.backend = _backends.create(backend, self.plan, self.dtype, device, compile)
+        self.compile = compile
         self.inference = inference or Inference()
         self.optimizer = optimizer or Adam()
-        self.seed = int(seed)
         # independent streams, so that e.g. the minibatch order does not depend on how many noise
         # seeds were drawn: weight initialisation, shuffling, per-call noise seeds
         init_ss, shuffle_ss, noise_ss = np.random.SeedSequence(self.seed).spawn(3)
@@ -178,6 +191,24 @@ class Simulator:
         if sl is None:
             raise ValueError(f"population {population!r} has no bias (create it with bias=True)")
         return sl
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, *, overwrite: bool | str = True) -> Path:
+        """Write a checkpoint (HDF5, no pickle): the network, settings, parameters, optimiser
+        state and random streams; :func:`neuropc.load` continues the run bit for bit. Returns the
+        absolute path. ``overwrite``: ``True`` replaces an existing checkpoint only, ``False``
+        refuses any existing file, ``"force"`` replaces anything. See :mod:`neuropc.checkpoint`."""
+        from . import checkpoint
+
+        return checkpoint.save(self, path, overwrite=overwrite)
+
+    def restore(self, path: str | os.PathLike) -> None:
+        """Load parameters, optimiser state and random streams from the checkpoint at ``path``,
+        which must hold this simulator's network; a mismatch names the parameter and both shapes,
+        and nothing is changed unless everything fits."""
+        from . import checkpoint
+
+        checkpoint.restore(self, path)
 
     # ---- one batch ------------------------------------------------------------------------------
     def infer(
@@ -284,15 +315,21 @@ class Simulator:
         ``validation=(inputs, labels)``, ``accuracy`` of the free target at test time.
         ``trials``: per-sample labels for the recording, shuffled with the samples.
         """
-        if not isinstance(epochs, int) or epochs < 0:
-            raise ValueError(f"epochs must be an integer >= 0; got {epochs!r}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+        epochs = _v.integer(epochs, "epochs", low=0)
+        batch_size = _v.integer(batch_size, "batch_size", low=1)
+        cfg = self.inference
+        if cfg.init == "given":
+            raise ValueError(
+                "fit() has no initial values to give: Inference(init='given') needs values= per "
+                "batch; call learn(batch, values=...) in your own loop, or use init='forward'"
+            )
+        self._check_leaky(cfg)
         arrays = self._check_data(data, "train")
         n = _batch_len(arrays)
         labels = self._check_trials(trials, n)
+        if validation is not None:
+            self._check_validation(validation)
         hist = History()
-        cfg = self.inference
         for ep in range(1, epochs + 1):
             t0 = time.perf_counter()
             order = self.shuffle_rng.permutation(n) if shuffle else np.arange(n)
@@ -358,6 +395,7 @@ class Simulator:
             if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
                 raise ValueError(f"population {name!r}: expected real numbers; got dtype {a.dtype}")
             _check_finite(name, a)
+            _check_fits(name, a, self.dtype)
             out[name] = a
         if not values:
             missing = sorted(clamped - set(out))
@@ -371,6 +409,13 @@ class Simulator:
         return out
 
     def _run(self, data, phase, values, cfg, learn, grads=False, batch=None, trials=None):
+        _v.instance(cfg, Inference, "inference", "an npc.Inference(...)")
+        if learn is not None:
+            check_optimizer(learn)
+        if phase not in ("train", "test"):
+            raise ValueError(f"phase must be 'train' or 'test'; got {phase!r}")
+        if batch is not None:
+            batch = _v.integer(batch, "batch_size", low=1)
         arrays = self._check_data(data, phase)
         vals = self._check_data(values, phase, values=True) if values else {}
         if vals and arrays and _batch_len(vals) != _batch_len(arrays):
@@ -399,6 +444,7 @@ class Simulator:
                 "the network changed after the Simulator was built; build a new Simulator "
                 "(parameters can be carried over with sim.parameters() / load_parameters())"
             )
+        self._check_leaky(cfg)
         b = b or _batch_len(arrays)
         buf = self.backend.values_buffer(b)
         clamped = self._masks.get(phase)
@@ -418,19 +464,73 @@ class Simulator:
         if rec is not None and rec.active(phase):
             learned = learn is not None
             ctx = _recording.batch_context(rec, self, arrays, phase, cfg, seed, learned)
+            snap = self.backend.snapshot() if learn is not None else None
             out = self.backend.run(
                 b, clamped, keep, cfg, seed, mode, learn=learn, grads=grads or "P0" in ctx,
                 trace=rec.trace_spec(phase, b),
             )  # fmt: skip
-            if out.bad_step >= 0:
-                raise DivergenceError(out.bad_step, self.plan.names[out.bad_pop], phase)
+            self._check_run(out, phase, snap)
             rows = _recording.batch_rows(rec, self, ctx, out, learned)
             rec.consume(out, phase, b, cfg, seed, trials, learned, rows)
             return out
+        snap = self.backend.snapshot() if learn is not None else None
         out = self.backend.run(b, clamped, keep, cfg, seed, mode, learn=learn, grads=grads)
+        self._check_run(out, phase, snap)
+        return out
+
+    def _check_run(self, out, phase: str, snap: object) -> None:
+        """Raise :class:`DivergenceError` for a non-finite energy (inference) or, after a
+        learning batch, a non-finite parameter (the optimiser step, which is rolled back)."""
         if out.bad_step >= 0:
             raise DivergenceError(out.bad_step, self.plan.names[out.bad_pop], phase)
-        return out
+        if snap is None:
+            return
+        bad = self.backend.first_nonfinite()
+        if bad >= 0:
+            self.backend.restore(snap)
+            name, index = self.plan.locate(bad)
+            raise DivergenceError(None, None, phase, parameter=name, index=index)
+
+    def _check_leaky(self, cfg: Inference) -> None:
+        """Leaky error neurons ``eps <- eps + r ((x - mu) - eps / Pi)`` converge only for
+        ``0 < r / Pi < 2`` (the iteration multiplies the distance to the fixed point by
+        ``1 - r / Pi``): refuse an unstable ``error_rate``."""
+        if cfg.errors != "leaky":
+            return
+        r = cfg.rate if cfg.error_rate is None else cfg.error_rate
+        for k, name in enumerate(self.plan.names):
+            if not self.plan.has_err[k]:
+                continue
+            pi = float(np.min(self.plan.precision[self.plan.error_slice(name)]))
+            if r / pi >= 2.0:
+                raise ValueError(
+                    f"Inference error_rate {r:g} is unstable for leaky errors: population "
+                    f"{name!r} has precision {pi:g}, and error_rate / precision = {r / pi:g} "
+                    "must be < 2"
+                )
+
+    def _check_validation(self, validation: object) -> None:
+        """``fit(validation=(inputs, labels))``: checked before the first epoch."""
+        if not (isinstance(validation, (tuple, list)) and len(validation) == 2):
+            raise ValueError(
+                "fit(validation=...) must be a pair (inputs, labels); got "
+                f"{type(validation).__name__}"
+            )
+        inputs, labels = validation
+        arrays = self._check_data(inputs, "test")
+        n = _batch_len(arrays)
+        lab = np.asarray(labels)
+        if lab.shape != (n,):
+            raise ValueError(f"fit(validation=...): labels must have shape ({n},); got {lab.shape}")
+        if lab.dtype.kind not in "iu":
+            raise ValueError(f"fit(validation=...): labels must be integers; got dtype {lab.dtype}")
+        target = _metrics.target_name(self.network)
+        size = self.network[target].size
+        if n and (lab.min() < 0 or lab.max() >= size):
+            raise ValueError(
+                f"fit(validation=...): labels must be class indices in [0, {size}) of population "
+                f"{target!r}; got values from {lab.min()} to {lab.max()}"
+            )
 
     # ---- recording ------------------------------------------------------------------------------
     def record(
@@ -558,6 +658,29 @@ def _check_finite(name: str, a: np.ndarray, what: str = "population {!r}: data")
         raise ValueError(f"{what.format(name)} contains NaN or inf (first at index {bad})")
 
 
+def _check_fits(name: str, a: np.ndarray, dtype: np.dtype) -> None:
+    """Refuse data whose values overflow ``dtype`` when cast (float64 1e300 -> float32 inf)."""
+    if a.dtype.kind != "f" or a.dtype.itemsize <= dtype.itemsize or not a.size:
+        return
+    big = float(np.max(np.abs(a)))
+    if big > float(np.finfo(dtype).max):
+        raise ValueError(
+            f"population {name!r}: data overflow {dtype}: the largest magnitude is {big:g}, above "
+            f"{dtype}'s maximum {float(np.finfo(dtype).max):g}"
+        )
+
+
+def _dtype(dtype: object) -> np.dtype:
+    """``"float32"`` or ``"float64"`` (names or numpy dtypes) as a numpy dtype."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt not in (np.float32, np.float64):
+        raise ValueError(f"Simulator dtype must be 'float32' or 'float64'; got {dtype!r}")
+    return dt
+
+
 def _batch_len(arrays: Mapping[str, np.ndarray]) -> int:
     for a in arrays.values():
         return int(np.shape(a)[0])
@@ -566,6 +689,10 @@ def _batch_len(arrays: Mapping[str, np.ndarray]) -> int:
 
 def _progress(it, enabled: bool, desc: str):
     if not enabled:
+        return it
+    import sys
+
+    if not sys.stderr.isatty():  # in logs and pipes: only the per-epoch lines
         return it
     try:
         from tqdm.auto import tqdm

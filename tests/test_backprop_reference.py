@@ -101,7 +101,7 @@ def test_feedforward_equals_pc_forward_initialisation(seed: int) -> None:
 @pytest.mark.parametrize("precision", [1.0, 3.0, np.array([0.5, 2.0])])
 def test_linear_two_layer_closed_form(precision: float | np.ndarray) -> None:
     net = npc.mlp([3, 2], activation="linear")
-    net["output"].precision = precision
+    net.update("output", precision=precision)
     sim = npc.Simulator(net, dtype="float64", seed=3)
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(11, 3)), rng.normal(size=(11, 2))

@@ -340,6 +340,21 @@ def _gather(SRC, rows, cols, OUT, s):
             o[k] = src[cols[k]]
 
 
+@nb.njit(**_JIT)
+def _gather_nudged(X, MUC, MUV, has_var, rows, cols, OUT, s, voff, eoff, sizes, nudged, beta):
+    """Recorded columns of nudged targets hold what :class:`State` reports for them,
+    ``mu + beta (y - mu)`` of the current prediction, not the label ``y`` kept in ``X``."""
+    for k in range(cols.shape[0]):
+        c = cols[k]
+        for p in range(sizes.shape[0]):
+            if nudged[p] and voff[p] <= c < voff[p] + sizes[p]:
+                ec = eoff[p] + c - voff[p]
+                for r in range(rows.shape[0]):
+                    b = rows[r]
+                    mu = MUC[b, ec] + (MUV[b, ec] if has_var[p] else 0.0)
+                    OUT[r, s, k] = mu + beta * (X[b, c] - mu)
+
+
 # ---------------------------------------------------------------------------------------------
 # the whole inference loop of a batch
 # ---------------------------------------------------------------------------------------------
@@ -497,6 +512,9 @@ def infer(
         if rec_every > 0 and t % rec_every == 0:
             _gather(X, rec_rows, rec_vcols, VT, t // rec_every)
             _gather(EPS, rec_rows, rec_ecols, ET, t // rec_every)
+            if nudge != 0.0:
+                _gather_nudged(X, MUC, MUV, has_var, rec_rows, rec_vcols, VT, t // rec_every,
+                               voff, eoff, sizes, nudged, nudge)  # fmt: skip
         if t == T or stop_next:
             done = t
             break
@@ -545,6 +563,9 @@ def infer(
         for s in range(done // rec_every + 1, VT.shape[1]):
             _gather(X, rec_rows, rec_vcols, VT, s)
             _gather(EPS, rec_rows, rec_ecols, ET, s)
+            if nudge != 0.0:
+                _gather_nudged(X, MUC, MUV, has_var, rec_rows, rec_vcols, VT, s, voff, eoff, sizes,
+                               nudged, nudge)  # fmt: skip
     if nudge != 0.0:  # report what a nudged target holds: x = mu + beta (y - mu), final mu
         for p in range(npop):
             if nudged[p]:

@@ -71,6 +71,28 @@ class Backend(ABC):
         """Zero the optimiser state and its step counter."""
 
     @abstractmethod
+    def optimizer_state(self) -> dict[str, np.ndarray | int]:
+        """Float64 host copies of the optimiser state: ``{"m": first moments (or momentum),
+        "v": second moments, "t": steps taken}`` (flat, in the parameter layout)."""
+
+    @abstractmethod
+    def set_optimizer_state(self, m: np.ndarray, v: np.ndarray, t: int) -> None:
+        """Replace the optimiser state (arrays in the flat parameter layout)."""
+
+    @abstractmethod
+    def snapshot(self) -> object:
+        """A device-side copy of parameters and optimiser state, for :meth:`restore`. It may reuse
+        one buffer: only the latest snapshot can be restored."""
+
+    @abstractmethod
+    def restore(self, snap: object) -> None:
+        """Put back the parameters and optimiser state saved by :meth:`snapshot`."""
+
+    @abstractmethod
+    def first_nonfinite(self) -> int:
+        """Flat index of the first non-finite parameter, or -1 when all are finite."""
+
+    @abstractmethod
     def values_buffer(self, batch: int) -> np.ndarray:
         """The ``(batch, n_value)`` host buffer to write clamped/given values into."""
 

@@ -30,6 +30,7 @@ class NumbaBackend(Backend):
         self.PI = plan.precision.astype(dt)
         self.trainable = plan.trainable.astype(dt)
         self.opt_t = 0
+        self._snap: tuple[np.ndarray, ...] | None = None
         self._bufs: dict[int, tuple[np.ndarray, ...]] = {}
         self._trace_cache: dict[tuple, tuple] = {}
         self._i64 = [
@@ -51,6 +52,31 @@ class NumbaBackend(Backend):
         self.S1[:] = 0
         self.S2[:] = 0
         self.opt_t = 0
+
+    def optimizer_state(self) -> dict[str, np.ndarray | int]:
+        return {"m": self.S1.astype(np.float64), "v": self.S2.astype(np.float64), "t": self.opt_t}
+
+    def set_optimizer_state(self, m: np.ndarray, v: np.ndarray, t: int) -> None:
+        self.S1[:] = m
+        self.S2[:] = v
+        self.opt_t = int(t)
+
+    def snapshot(self) -> tuple:
+        if self._snap is None:  # one set of buffers, reused: no allocation per batch
+            self._snap = tuple(np.empty_like(a) for a in (self.P, self.S1, self.S2))
+        for dst, src in zip(self._snap, (self.P, self.S1, self.S2)):
+            np.copyto(dst, src)
+        return (*self._snap, self.opt_t)
+
+    def restore(self, snap: tuple) -> None:
+        for dst, src in zip((self.P, self.S1, self.S2), snap[:3]):
+            np.copyto(dst, src)
+        self.opt_t = snap[3]
+
+    def first_nonfinite(self) -> int:
+        if np.isfinite(self.P).all():  # the common case: one vectorised pass
+            return -1
+        return int(np.flatnonzero(~np.isfinite(self.P))[0])
 
     # ---- buffers ----------------------------------------------------------------------------
     def _buffers(self, batch: int) -> tuple[np.ndarray, ...]:

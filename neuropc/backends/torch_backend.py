@@ -56,6 +56,7 @@ class TorchBackend(Backend):
         self.trainable = torch.as_tensor(plan.trainable, **kw)
         self.all_trainable = bool(np.all(plan.trainable))
         self.opt_t = 0
+        self._snap: tuple | None = None
         sizes = [int(s) for s in plan.sizes]
         self.sizes = sizes
         self.W = [
@@ -170,7 +171,7 @@ class TorchBackend(Backend):
             self.G.zero_()
         opt_steps = 0
         hooks = zil or ipc or cfg.tol > 0  # these act between steps: one step per call
-        rec = _Recorder(self, trace, cfg.steps, noise_sd > 0) if trace is not None else None
+        rec = _Recorder(self, trace, cfg.steps, noise_sd > 0, mode) if trace is not None else None
 
         d, eps, e = R.errors(x, fx, muc, eps, W)
         energies = [e[None]]
@@ -187,8 +188,9 @@ class TorchBackend(Backend):
             noise = [self._draw(R.free, noise_sd, gen, batch, rec, t + i) for i in range(k)]
             if hooks:
                 x, fx1, dfx, eps1, rown = R.relax(x, fx, dfx, d, eps, W, noise[0])
-                if ipc and learn is not None:  # from the state the value step started from
+                if ipc:  # gradients from the state the value step started from
                     self._weight_grads(fx, eps, batch, scale)
+                if ipc and learn is not None:
                     opt_steps += 1
                     self._optimizer_step(learn, self.opt_t + opt_steps)
                     for p in range(npop):  # the weights changed: so did the constant predictions
@@ -248,6 +250,34 @@ class TorchBackend(Backend):
         return RunOutput(
             values, errors, etab[: done + 1], int(done), bad_t, bad_p, out_grads, traces
         )
+
+    # ---- optimiser state ----------------------------------------------------------------------
+    def optimizer_state(self) -> dict[str, np.ndarray | int]:
+        host = lambda t: t.detach().to("cpu", torch.float64).numpy()
+        return {"m": host(self.S1), "v": host(self.S2), "t": self.opt_t}
+
+    def set_optimizer_state(self, m: np.ndarray, v: np.ndarray, t: int) -> None:
+        self.S1.copy_(torch.as_tensor(np.asarray(m), dtype=self.tdt))
+        self.S2.copy_(torch.as_tensor(np.asarray(v), dtype=self.tdt))
+        self.opt_t = int(t)
+
+    def snapshot(self) -> tuple:
+        if self._snap is None:  # one set of device buffers, reused: no allocation per batch
+            self._snap = tuple(torch.empty_like(a) for a in (self.P, self.S1, self.S2))
+        for dst, src in zip(self._snap, (self.P, self.S1, self.S2)):
+            dst.copy_(src)
+        return (*self._snap, self.opt_t)
+
+    def restore(self, snap: tuple) -> None:
+        for dst, src in zip((self.P, self.S1, self.S2), snap[:3]):
+            dst.copy_(src)
+        self.opt_t = snap[3]
+
+    def first_nonfinite(self) -> int:
+        ok = torch.isfinite(self.P)
+        if bool(ok.all()):  # one reduction and one host sync in the common case
+            return -1
+        return int(torch.nonzero(~ok)[0, 0])
 
     # ---- pieces -----------------------------------------------------------------------------
     def _const_prediction(self, p: int, fx: list, cl: list, batch: int) -> torch.Tensor:
@@ -490,8 +520,18 @@ class _Recorder:
     """Device-side trace buffers of one batch: each recorded step is a few index ops, no host
     transfer; the traces are copied to the host once, after the loop."""
 
-    def __init__(self, be: TorchBackend, trace: TraceSpec, steps: int, noise: bool) -> None:
+    def __init__(
+        self, be: TorchBackend, trace: TraceSpec, steps: int, noise: bool, mode: ModeSetup
+    ) -> None:
         pl, dev = be.plan, be.device
+        # a nudged target holds y in x but reports mu + beta (y - mu) = y - (1 - beta) d / beta
+        # (as State does), with d = eps / Pi: the factor (1 - beta) / (beta Pi) per population
+        beta = float(mode.nudge)
+        self.nudged = {
+            p: (1.0 - beta) / beta if be.pi[p] is None else (1.0 - beta) / (beta * be.pi[p])
+            for p in range(len(pl.sizes))
+            if beta != 0.0 and bool(mode.nudged[p])
+        }
         self.every = int(trace.every)
         self.n_steps = trace.n_steps(steps)
         rows = torch.as_tensor(np.asarray(trace.rows, np.int64), device=dev)
@@ -513,6 +553,10 @@ class _Recorder:
             out[:, s, a:b] = src if local is None else src.index_select(1, local)
 
     def gather(self, s: int, x: list, eps: list) -> None:
+        if self.nudged:
+            x = list(x)
+            for p, k in self.nudged.items():
+                x[p] = x[p] - k * eps[p]
         self._put(self.VT, s, self.v, x)
         self._put(self.ET, s, self.e, eps)
 

@@ -154,7 +154,7 @@ def loss(net: Network, params: Tensors, data: Mapping[str, torch.Tensor]) -> tor
         if name not in clamped or not net.has_error(name):
             continue
         mu = _prediction(net, params, values, name)
-        pi = torch.as_tensor(net[name].precision, dtype=dtype)
+        pi = torch.as_tensor(np.array(net[name].precision), dtype=dtype)
         total = total + 0.5 * (pi * (arrays[name] - mu) ** 2).sum(dim=1).mean()
     return total
 
