@@ -380,7 +380,12 @@ class Simulator:
                     f"population {name!r} is clamped in phase {phase!r}; pass its data, not values"
                 )
             size = self.network[name].size
-            a = np.asarray(arr)
+            try:
+                a = np.asarray(arr)
+            except ValueError as e:  # ragged nested lists
+                raise ValueError(
+                    f"population {name!r}: data is not a rectangular array ({e})"
+                ) from None
             if a.ndim != 2 or a.shape[1] != size:
                 raise ValueError(
                     f"population {name!r}: expected {'values' if values else 'data'} of shape "

@@ -19,35 +19,8 @@ import neuropc as npc
 from neuropc import modes
 from neuropc.energy import predictions, total_energy
 
-NAN, INF = float("nan"), float("inf")
 
-
-# ---- optimiser settings -----------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("make", "exc", "match"),
-    [
-        (lambda: npc.Adam(eps=0), ValueError, r"Adam.eps must be a finite number > 0; got 0"),
-        (lambda: npc.Adam(eps=-1e-8), ValueError, r"Adam.eps must be a finite number > 0"),
-        (lambda: npc.Adam(betas=(0.9, 1.0)), ValueError, r"Adam.betas\[1\] .* < 1; got 1.0"),
-        (lambda: npc.Adam(betas=(-0.1, 0.9)), ValueError, r"Adam.betas\[0\] .* >= 0"),
-        (lambda: npc.Adam(betas=0.9), TypeError, r"Adam.betas must be a pair"),
-        (lambda: npc.Adam(weight_decay=NAN), ValueError, r"Adam.weight_decay must be a finite"),
-        (lambda: npc.Adam(lr="1e-3"), TypeError, r"Adam.lr must be a number; got '1e-3'"),
-        (lambda: npc.Adam(lr=INF), ValueError, r"Adam.lr must be a finite number >= 0"),
-        (lambda: npc.AdamW(weight_decay=INF), ValueError, r"Adam.weight_decay must be a finite"),
-        (lambda: npc.SGD(momentum=-0.5), ValueError, r"SGD.momentum must be a finite number >= 0"),
-        (lambda: npc.SGD(weight_decay=NAN), ValueError, r"SGD.weight_decay must be a finite"),
-        (lambda: npc.SGD(dampening=2), ValueError, r"SGD.dampening .* <= 1"),
-        (lambda: npc.SGD(nesterov=True), ValueError, r"SGD.nesterov needs momentum > 0"),
-        (lambda: npc.SGD(lr=None), TypeError, r"SGD.lr must be a number; got None"),
-        (lambda: npc.SGD(lr=True), TypeError, r"SGD.lr must be a number; got True"),
-    ],
-)
-def test_optimizer_settings_are_validated(make, exc, match) -> None:
-    with pytest.raises(exc, match=match):
-        make()
-
-
+# ---- the optimiser step ------------------------------------------------------------------------
 @pytest.mark.parametrize("be", BACKEND_PARAMS)
 def test_optimizer_divergence_is_rolled_back_and_named(be: dict) -> None:
     """SGD(lr=1e308) overflows the weights: the step is undone (parameters and optimiser state
@@ -79,69 +52,7 @@ def test_inference_divergence_still_blames_inference(be: dict) -> None:
     assert ei.value.source == "inference" and ei.value.parameter is None
 
 
-# ---- every other setting ----------------------------------------------------------------------
-def _net() -> npc.Network:
-    return npc.mlp([3, 2])
-
-
-@pytest.mark.parametrize(
-    ("make", "exc", "match"),
-    [
-        # populations and connections
-        (lambda: _gain(NAN), ValueError, r"connection a->b: gain must be a finite number"),
-        (lambda: _gain("2"), TypeError, r"connection a->b: gain must be a number; got '2'"),
-        (lambda: _gain(INF), ValueError, r"connection a->b: gain must be a finite number"),
-        (lambda: _pop(activation="leaky_relu", slope=NAN), ValueError, r"'p': slope must be"),
-        (lambda: _pop(activation="leaky_relu", slope="x"), TypeError, r"'p': slope must be a"),
-        (lambda: _pop(activation="tanh", slope=0.1), ValueError, r"'p': activation 'tanh' takes"),
-        (lambda: _pop(bias_init=NAN), ValueError, r"population 'p': bias_init must be finite"),
-        (lambda: _pop(bias_init=[1.0, INF, 0]), ValueError, r"'p': bias_init must be finite"),
-        (lambda: _pop(bias_init="0"), TypeError, r"'p': bias_init must be a number"),
-        (lambda: _pop(precision="1"), TypeError, r"'p': precision must be a number"),
-        (lambda: _pop(precision=-1.0), ValueError, r"'p': precision must be finite and > 0"),
-        (lambda: _pop(size=2.0), ValueError, r"'p': size must be a positive integer; got 2.0"),
-        (lambda: _pop(bias="yes"), TypeError, r"'p': bias must be True or False"),
-        # inference
-        (lambda: npc.Inference(steps=10**12), ValueError, r"Inference.steps .* <= 10000000"),
-        (lambda: npc.Inference(steps="20"), TypeError, r"Inference.steps must be an integer"),
-        (lambda: npc.Inference(steps=2.0), TypeError, r"Inference.steps must be an integer"),
-        (lambda: npc.Inference(rate="0.1"), TypeError, r"Inference.rate must be a number"),
-        (lambda: npc.Inference(temperature=-1), ValueError, r"Inference.temperature .* >= 0"),
-        (lambda: npc.Inference(error_rate=NAN), ValueError, r"Inference.error_rate .* > 0"),
-        (lambda: npc.Inference(error_rate=0), ValueError, r"Inference.error_rate .* > 0"),
-        (lambda: npc.Inference(seed=-1), ValueError, r"Inference.seed must be an integer >= 0"),
-        (lambda: npc.Inference(seed=1.5), TypeError, r"Inference.seed must be an integer"),
-        (lambda: npc.Inference(mode=3), ValueError, r"Inference.mode must be one of"),
-        (lambda: npc.Inference(nudge="0.1"), TypeError, r"Inference.nudge must be a number"),
-        # the simulator
-        (lambda: npc.Simulator("mlp"), TypeError, r"Simulator network must be a neuropc Network"),
-        (lambda: npc.Simulator(_net(), dtype="float16"), ValueError, r"dtype must be 'float32'"),
-        (lambda: npc.Simulator(_net(), dtype="f32x"), ValueError, r"dtype must be 'float32'"),
-        (lambda: npc.Simulator(_net(), seed=-2), ValueError, r"Simulator seed must be .* >= 0"),
-        (lambda: npc.Simulator(_net(), seed=0.5), TypeError, r"Simulator seed must be an integer"),
-        (lambda: npc.Simulator(_net(), seed="0"), TypeError, r"Simulator seed must be an integer"),
-        (lambda: npc.Simulator(_net(), backend=None), TypeError, r"Simulator backend must be"),
-        (lambda: npc.Simulator(_net(), inference=20), TypeError, r"Simulator inference must be"),
-        (lambda: npc.Simulator(_net(), optimizer="adam"), TypeError, r"Simulator optimizer must"),
-        (lambda: npc.Simulator(_net(), optimizer=torch.optim.SGD), TypeError, r"optimizer must"),
-    ],
-)
-def test_settings_are_validated_where_given(make, exc, match) -> None:
-    with pytest.raises(exc, match=match):
-        make()
-
-
-def _pop(size: object = 3, **kw: object) -> npc.Population:
-    return npc.Network().population("p", size, **kw)
-
-
-def _gain(g: object) -> npc.Connection:
-    net = npc.Network()
-    net.population("a", 2)
-    net.population("b", 2)
-    return net.connect("a", "b", gain=g)
-
-
+# ---- data and per-call settings (the settings' own messages: tests/test_malformed_inputs.py) ----
 @pytest.fixture
 def sim() -> npc.Simulator:
     return npc.Simulator(npc.mlp([4, 3, 2]), dtype="float32", seed=0)
