@@ -469,31 +469,25 @@ class Simulator:
         if rec is not None and rec.active(phase):
             learned = learn is not None
             ctx = _recording.batch_context(rec, self, arrays, phase, cfg, seed, learned)
-            snap = self.backend.snapshot() if learn is not None else None
             out = self.backend.run(
                 b, clamped, keep, cfg, seed, mode, learn=learn, grads=grads or "P0" in ctx,
                 trace=rec.trace_spec(phase, b),
             )  # fmt: skip
-            self._check_run(out, phase, snap)
+            self._check_run(out, phase)
             rows = _recording.batch_rows(rec, self, ctx, out, learned)
             rec.consume(out, phase, b, cfg, seed, trials, learned, rows)
             return out
-        snap = self.backend.snapshot() if learn is not None else None
         out = self.backend.run(b, clamped, keep, cfg, seed, mode, learn=learn, grads=grads)
-        self._check_run(out, phase, snap)
+        self._check_run(out, phase)
         return out
 
-    def _check_run(self, out, phase: str, snap: object) -> None:
-        """Raise :class:`DivergenceError` for a non-finite energy (inference) or, after a
-        learning batch, a non-finite parameter (the optimiser step, which is rolled back)."""
+    def _check_run(self, out, phase: str) -> None:
+        """Raise :class:`DivergenceError` for a non-finite energy (inference) or an optimiser step
+        that would have made a parameter non-finite (the backend left it unapplied)."""
         if out.bad_step >= 0:
             raise DivergenceError(out.bad_step, self.plan.names[out.bad_pop], phase)
-        if snap is None:
-            return
-        bad = self.backend.first_nonfinite()
-        if bad >= 0:
-            self.backend.restore(snap)
-            name, index = self.plan.locate(bad)
+        if out.bad_param >= 0:
+            name, index = self.plan.locate(out.bad_param)
             raise DivergenceError(None, None, phase, parameter=name, index=index)
 
     def _check_leaky(self, cfg: Inference) -> None:

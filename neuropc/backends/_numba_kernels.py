@@ -399,7 +399,9 @@ def infer(
     rec_every, rec_rows, rec_vcols, rec_ecols, rec_ncols, VT, ET, NT, NZ,
 ):  # fmt: skip
     """Run ``T`` steps of PC inference on one batch, in place; optionally the local gradients and
-    optimiser steps. Returns ``(steps_done, bad_step, bad_pop, optimiser_steps)``.
+    optimiser steps. Returns ``(steps_done, bad_step, bad_pop, optimiser_steps, bad_param)``;
+    ``bad_param >= 0`` is the first parameter an optimiser step would have made non-finite (that
+    step was not applied, and the run stopped there).
 
     Dynamics (overdamped Langevin on the total energy F; temp = 0 is plain PC)::
 
@@ -505,7 +507,7 @@ def infer(
                                   not leaky, beta)  # fmt: skip
                 energies[t, p] = e
                 if not np.isfinite(e):
-                    return t, t, p, steps_taken
+                    return t, t, p, steps_taken, -1
         if mode == MODE_ZIL:  # the connections into depth-t populations learn now
             weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, trainable,
                          depth, t, scale)  # fmt: skip
@@ -547,8 +549,10 @@ def infer(
         if keep_noise and t % rec_every == 0:
             _gather(NZ, rec_rows, rec_ncols, NT, t // rec_every)
         if mode == MODE_IPC and learn:
+            bad_i = optimizer_step(opt_kind, P, G, S1, S2, hp, opt_t + steps_taken + 1, trainable)
+            if bad_i >= 0:  # the step would make a parameter non-finite: nothing was written
+                return t, -1, -1, steps_taken, bad_i
             steps_taken += 1
-            optimizer_step(opt_kind, P, G, S1, S2, hp, opt_t + steps_taken, trainable)
             for p in range(npop):  # the weights changed: so did the constant predictions
                 if has_err[p]:
                     _const_prediction(p, FX, MUC, P, sizes, voff, eoff, clamped, cpre, cpost,
@@ -578,9 +582,11 @@ def infer(
         weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, trainable, depth, -1,
                      scale)  # fmt: skip
     if learn and mode != MODE_IPC:
+        bad_i = optimizer_step(opt_kind, P, G, S1, S2, hp, opt_t + steps_taken + 1, trainable)
+        if bad_i >= 0:
+            return done, -1, -1, steps_taken, bad_i
         steps_taken += 1
-        optimizer_step(opt_kind, P, G, S1, S2, hp, opt_t + steps_taken, trainable)
-    return done, -1, -1, steps_taken
+    return done, -1, -1, steps_taken, -1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -627,7 +633,9 @@ def weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, traina
 
 @nb.njit(**_JIT)
 def optimizer_step(kind, P, G, S1, S2, hp, t, trainable):
-    """One optimiser step on the flat parameters, in place (``t`` counts steps from 1).
+    """One optimiser step on the flat parameters, in place (``t`` counts steps from 1), applied
+    only if every new parameter and state entry is finite: returns -1 when applied, else the index
+    of the first parameter that would have become non-finite (and nothing was written).
 
     SGD (kind 1), hp = (lr, momentum, weight_decay, nesterov, dampening):
         g = G + wd P;  v = momentum v + (1 - dampening) g;  P -= lr (g + momentum v if nesterov else v)
@@ -636,19 +644,37 @@ def optimizer_step(kind, P, G, S1, S2, hp, t, trainable):
         P -= lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)  (+ lr wd P if decoupled, i.e. AdamW)
     Both follow torch.optim's definitions (S1, S2 are the state buffers).
     """
+    # a checking pass that writes nothing, then the same arithmetic writing: cheaper than copying
+    # the parameters and state to roll a step back, and nothing is ever half-applied
+    bad = _optimizer_pass(kind, P, G, S1, S2, hp, t, trainable, False)
+    if bad < 0:
+        _optimizer_pass(kind, P, G, S1, S2, hp, t, trainable, True)
+    return bad
+
+
+@nb.njit(**_JIT)
+def _optimizer_pass(kind, P, G, S1, S2, hp, t, trainable, write):
+    """The update of :func:`optimizer_step`; ``write=False`` only checks that every new value is
+    finite and returns the first index where one is not (-1 when all are)."""
     n = P.shape[0]
     if kind == 1:
         lr, mom, wd, nest, damp = hp[0], hp[1], hp[2], hp[3], hp[4]
         for i in range(n):
             g = G[i] + wd * P[i]
+            v = 0.0
             if mom != 0.0:
                 if t == 1:
                     v = g
                 else:
                     v = mom * S1[i] + (1.0 - damp) * g
-                S1[i] = v
                 g = g + mom * v if nest != 0.0 else v
-            P[i] -= lr * g * trainable[i]
+            p = P[i] - lr * g * trainable[i]
+            if write:
+                if mom != 0.0:
+                    S1[i] = v
+                P[i] = p
+            elif not (np.isfinite(p) and np.isfinite(v)):
+                return i
     elif kind == 2:
         lr, b1, b2, eps, wd, dec = hp[0], hp[1], hp[2], hp[3], hp[4], hp[5]
         c1 = 1.0 - b1**t
@@ -659,12 +685,17 @@ def optimizer_step(kind, P, G, S1, S2, hp, t, trainable):
                 g += wd * P[i]
             m = b1 * S1[i] + (1.0 - b1) * g
             v = b2 * S2[i] + (1.0 - b2) * g * g
-            S1[i] = m
-            S2[i] = v
             step = lr * (m / c1) / (np.sqrt(v / c2) + eps)
             if dec != 0.0:
                 step += lr * wd * P[i]
-            P[i] -= step * trainable[i]
+            p = P[i] - step * trainable[i]
+            if write:
+                S1[i] = m
+                S2[i] = v
+                P[i] = p
+            elif not (np.isfinite(p) and np.isfinite(m) and np.isfinite(v)):
+                return i
+    return -1
 
 
 @nb.njit(**_JIT)

@@ -49,6 +49,9 @@ class RunOutput:
     # with a TraceSpec: (values, errors, noise), each (len(rows), steps // every + 1, n_cols);
     # like the other arrays, valid until the next run
     traces: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    # -1, or the first flat parameter an optimiser step made non-finite: that step (every step of
+    # the batch, in iPC) was undone, so parameters and optimiser state are as before the batch
+    bad_param: int = -1
 
 
 class Backend(ABC):
@@ -80,19 +83,6 @@ class Backend(ABC):
         """Replace the optimiser state (arrays in the flat parameter layout)."""
 
     @abstractmethod
-    def snapshot(self) -> object:
-        """A device-side copy of parameters and optimiser state, for :meth:`restore`. It may reuse
-        one buffer: only the latest snapshot can be restored."""
-
-    @abstractmethod
-    def restore(self, snap: object) -> None:
-        """Put back the parameters and optimiser state saved by :meth:`snapshot`."""
-
-    @abstractmethod
-    def first_nonfinite(self) -> int:
-        """Flat index of the first non-finite parameter, or -1 when all are finite."""
-
-    @abstractmethod
     def values_buffer(self, batch: int) -> np.ndarray:
         """The ``(batch, n_value)`` host buffer to write clamped/given values into."""
 
@@ -112,5 +102,6 @@ class Backend(ABC):
     ) -> RunOutput:
         """Inference on the batch in ``values_buffer(batch)`` in the given mode; then, with
         ``learn``, local gradients and an optimiser step (every inference step in iPC; nothing if
-        inference diverged); with ``grads``, gradients only; with ``trace``, the recorded steps
+        inference diverged, and nothing if a step would leave a non-finite parameter: then
+        ``bad_param`` names it); with ``grads``, gradients only; with ``trace``, the recorded steps
         (gathered inside the loop: no Python call per step)."""

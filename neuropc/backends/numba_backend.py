@@ -30,7 +30,6 @@ class NumbaBackend(Backend):
         self.PI = plan.precision.astype(dt)
         self.trainable = plan.trainable.astype(dt)
         self.opt_t = 0
-        self._snap: tuple[np.ndarray, ...] | None = None
         self._bufs: dict[int, tuple[np.ndarray, ...]] = {}
         self._trace_cache: dict[tuple, tuple] = {}
         self._i64 = [
@@ -60,23 +59,6 @@ class NumbaBackend(Backend):
         self.S1[:] = m
         self.S2[:] = v
         self.opt_t = int(t)
-
-    def snapshot(self) -> tuple:
-        if self._snap is None:  # one set of buffers, reused: no allocation per batch
-            self._snap = tuple(np.empty_like(a) for a in (self.P, self.S1, self.S2))
-        for dst, src in zip(self._snap, (self.P, self.S1, self.S2)):
-            np.copyto(dst, src)
-        return (*self._snap, self.opt_t)
-
-    def restore(self, snap: tuple) -> None:
-        for dst, src in zip((self.P, self.S1, self.S2), snap[:3]):
-            np.copyto(dst, src)
-        self.opt_t = snap[3]
-
-    def first_nonfinite(self) -> int:
-        if np.isfinite(self.P).all():  # the common case: one vectorised pass
-            return -1
-        return int(np.flatnonzero(~np.isfinite(self.P))[0])
 
     # ---- buffers ----------------------------------------------------------------------------
     def _buffers(self, batch: int) -> tuple[np.ndarray, ...]:
@@ -125,28 +107,31 @@ class NumbaBackend(Backend):
             float(cfg.tol), leaky, float(err_rate), int(seed), energies,
         )  # fmt: skip
         kind, hp = (learn.kind, learn.hyper()) if learn is not None else (OPT_NONE, np.zeros(6))
-        # iPC changes the weights during inference: keep a copy to restore if it diverges
+        # iPC changes the weights during inference: keep a copy to restore if it diverges (the
+        # optimiser steps check themselves: one that would write a non-finite value writes nothing)
         saved = (
             (self.P.copy(), self.S1.copy(), self.S2.copy())
             if mode.code == K.MODE_IPC and learn
             else None
         )
         rec = self._trace_buffers(trace, cfg.steps, batch)
-        done, bad_t, bad_p, nsteps = K.infer(
+        done, bad_t, bad_p, nsteps, bad_param = K.infer(
             X, FX, DFX, BP, MUC, MUV, EPS, self.P, self.PI, self.G, self.S1, self.S2,
             *common, self.trainable, *loop,
             mode.code, mode.depth, mode.nudge, mode.nudged, bool(grads), kind, hp, self.opt_t,
             *rec,
         )  # fmt: skip
-        if bad_t >= 0 and saved is not None:
+        failed = bad_t >= 0 or bad_param >= 0
+        if failed and saved is not None:
             self.P[:], self.S1[:], self.S2[:] = saved
             nsteps = 0
         self.opt_t += nsteps
-        out_grads = self.G if (bad_t < 0 and (grads or learn is not None)) else None
+        out_grads = self.G if (not failed and (grads or learn is not None)) else None
         traces = rec[5:8] if trace is not None else None
         return RunOutput(
-            X, EPS, energies[: done + 1], int(done), int(bad_t), int(bad_p), out_grads, traces
-        )
+            X, EPS, energies[: done + 1], int(done), int(bad_t), int(bad_p), out_grads, traces,
+            bad_param=int(bad_param),
+        )  # fmt: skip
 
     def _trace_buffers(self, trace: TraceSpec | None, steps: int, batch: int) -> tuple:
         """The kernel's recording arguments. The output arrays are reused from run to run (like

@@ -141,7 +141,9 @@ class TorchBackend(Backend):
         if noise_sd > 0:
             gen = torch.Generator(device=self.device)
             gen.manual_seed(int(seed))
-        saved = (self.P.clone(), self.S1.clone(), self.S2.clone()) if ipc and learn else None
+        # learning changes the parameters: keep a copy to restore if inference or an optimiser
+        # step diverges (device buffers reused from batch to batch)
+        saved = self._save() if learn is not None else None
 
         fx: list = [None] * npop
         dfx: list = [None] * npop
@@ -228,28 +230,37 @@ class TorchBackend(Backend):
         bad = np.argwhere(~np.isfinite(etab))
         bad_t, bad_p = (int(bad[0][0]), int(bad[0][1])) if len(bad) else (-1, -1)
         out_grads = None
+        bad_param = -1
         if bad_t >= 0:
             done = bad_t
+            if ipc and saved is not None:  # a non-finite weight from an iPC step came first
+                bad_param = self._first_nonfinite()
+                if bad_param >= 0:
+                    bad_t = bad_p = -1
             if saved is not None:  # iPC learned during inference: undo it
-                self.P.copy_(saved[0])
-                self.S1.copy_(saved[1])
-                self.S2.copy_(saved[2])
+                self._restore(saved)
         else:
             if (learn is not None or grads) and not (ipc or zil):
                 self._weight_grads(fx, eps, batch, scale)
             if learn is not None and not ipc:
                 opt_steps += 1
                 self._optimizer_step(learn, self.opt_t + opt_steps)
+            if saved is not None:
+                bad_param = self._first_nonfinite()
+                if bad_param >= 0:  # an optimiser step left a non-finite value: undo the batch
+                    self._restore(saved)
+                    opt_steps = 0
             self.opt_t += opt_steps
-            if learn is not None or grads:
+            if (learn is not None or grads) and bad_param < 0:
                 out_grads = self.G.detach().to("cpu", torch.float64).numpy()
         values = torch.cat(x, dim=1).cpu().numpy()
         errs = [eps[p] for p in range(npop) if has_err[p]]
         errors = torch.cat(errs, dim=1).cpu().numpy() if errs else np.zeros((batch, 0), self.dtype)
         traces = rec.host() if rec is not None else None
         return RunOutput(
-            values, errors, etab[: done + 1], int(done), bad_t, bad_p, out_grads, traces
-        )
+            values, errors, etab[: done + 1], int(done), bad_t, bad_p, out_grads, traces,
+            bad_param=bad_param,
+        )  # fmt: skip
 
     # ---- optimiser state ----------------------------------------------------------------------
     def optimizer_state(self) -> dict[str, np.ndarray | int]:
@@ -261,21 +272,23 @@ class TorchBackend(Backend):
         self.S2.copy_(torch.as_tensor(np.asarray(v), dtype=self.tdt))
         self.opt_t = int(t)
 
-    def snapshot(self) -> tuple:
-        if self._snap is None:  # one set of device buffers, reused: no allocation per batch
+    def _save(self) -> tuple:
+        """Copy parameters and optimiser state into reused device buffers."""
+        if self._snap is None:
             self._snap = tuple(torch.empty_like(a) for a in (self.P, self.S1, self.S2))
         for dst, src in zip(self._snap, (self.P, self.S1, self.S2)):
             dst.copy_(src)
-        return (*self._snap, self.opt_t)
+        return self._snap
 
-    def restore(self, snap: tuple) -> None:
-        for dst, src in zip((self.P, self.S1, self.S2), snap[:3]):
+    def _restore(self, saved: tuple) -> None:
+        for dst, src in zip((self.P, self.S1, self.S2), saved):
             dst.copy_(src)
-        self.opt_t = snap[3]
 
-    def first_nonfinite(self) -> int:
-        ok = torch.isfinite(self.P)
-        if bool(ok.all()):  # one reduction and one host sync in the common case
+    def _first_nonfinite(self) -> int:
+        """Flat index of the first parameter whose value or optimiser state is not finite, or -1
+        (one reduction and one host synchronisation in the common case)."""
+        ok = torch.isfinite(self.P) & torch.isfinite(self.S1) & torch.isfinite(self.S2)
+        if bool(ok.all()):
             return -1
         return int(torch.nonzero(~ok)[0, 0])
 
