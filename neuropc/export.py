@@ -201,10 +201,9 @@ def describe(path: str | os.PathLike) -> str:
             try:
                 arr = rec[name]
                 shape = f"{' x '.join(arr.dims)} {tuple(arr.shape)}"
-            except RecordingError as e:  # e.g. runs with different step counts in one recording
+            except RecordingError as e:  # a recording the reader cannot label: show the rows
                 _, _, n = row_index(g)
-                why = "runs with different step counts" if "mixes runs" in str(e) else str(e)
-                shape = f"rows x width ({n}, {g['data'].shape[1]}) [{why}]"
+                shape = f"rows x width ({n}, {g['data'].shape[1]}) [{e}]"
             mode = ra.get("mode")
             extra = (
                 f"{ra.get('reduce')} over {window_text(ra['window'])}" if mode == "summary" else ""

@@ -29,7 +29,9 @@ The per-sample variables (value, error, noise, energy) take a ``mode``:
   state.
 * ``"settled"``: one row per sample, the state at the end of inference.
 * ``"summary"``: one row per sample, ``reduce`` (mean, min, max, or the Euclidean norm over steps)
-  of the steps in ``window = (first, stop)`` (stop excluded; None means to the end).
+  of the steps in ``window = (first, stop)`` (stop excluded; None means to the end). The window
+  must fit the run: a run of ``T`` steps (states ``0..T``) needs ``first <= T`` and
+  ``stop <= T + 1``; checked when recording starts and before each batch.
 
 ``units`` and ``samples`` are absolute indices (into the population and into each batch); ``every``
 thins the steps of ``steps`` probes and the batches of per-batch probes; ``phases`` says in which

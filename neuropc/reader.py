@@ -14,7 +14,10 @@ energy settled, and    ``batch, column``                     batch ids, column n
 per-batch probes
 =====================  ====================================  ===================================
 
-Indexing reads only the rows it needs. Rows a killed or live writer had not flushed are absent.
+Indexing reads only the rows it selects (one HDF5 read of a union of hyperslabs; HDF5 fetches the
+chunks that hold them). A recording whose runs had different step counts has as many steps as the
+longest run; a trial's positions after its own last step are NaN. Rows a killed or live writer had
+not flushed are absent.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+from h5py import h5s
 
 from .errors import RecordingError
 from .recording import SCHEMA, SCHEMA_VERSION
@@ -72,7 +76,7 @@ class LabelledArray:
         key = key + (slice(None),) * (len(self.dims) - len(key))
         if len(key) != len(self.dims):
             raise IndexError(f"{len(key)} indices for dims {self.dims}")
-        data = self._data[key] if isinstance(self._data, _Rows) else np.asarray(self._data)[key]
+        data = self._data[key] if isinstance(self._data, _Rows) else _outer(self._data, key)
         dims, coords = [], {}
         for d, k in zip(self.dims, key):
             if isinstance(k, int | np.integer):
@@ -129,30 +133,128 @@ class LabelledArray:
 
 
 class _Rows:
-    """A lazy view of an HDF5 dataset ``(rows, width)`` as ``(n, k, width)`` (k rows per item)
-    or ``(n, width)`` (k = None)."""
+    """A lazy view of an HDF5 dataset ``(rows, width)`` as ``(n, kmax, width)`` (item ``i`` owns
+    ``counts[i]`` consecutive rows; an item with fewer rows than ``kmax`` is padded with NaN) or,
+    with ``counts=None``, ``(n, width)`` (one row per item).
 
-    def __init__(self, ds: h5py.Dataset, n: int, k: int | None) -> None:
-        self.ds, self.n, self.k = ds, n, k
+    Indexing reads only the rows it selects: one HDF5 read of the union of hyperslabs that hold
+    them (items in runs, steps in runs; never the steps or items between). HDF5 reads storage a
+    whole chunk at a time, so what comes from disk is the chunks holding those rows.
+    """
+
+    MAX_SLABS = 512  # more hyperslabs than this: read the covering range, then index in memory
+
+    def __init__(self, ds: h5py.Dataset, n: int, counts: np.ndarray | None) -> None:
+        self.ds, self.n = ds, n
         w = ds.shape[1]
-        self.shape = (n, k, w) if k else (n, w)
         self.dtype = ds.dtype
+        if counts is None:
+            self.counts = np.ones(n, np.int64)
+            self.shape: tuple[int, ...] = (n, w)
+        else:
+            self.counts = np.asarray(counts[:n], np.int64)
+            self.shape = (n, int(self.counts.max()) if n else 0, w)
+        self.stepped = counts is not None
+        self.offsets = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
 
     def __getitem__(self, key: tuple) -> np.ndarray:
-        first, rest = key[0], key[1:]
-        idx = np.arange(self.n)[first]
-        scalar = np.ndim(idx) == 0
-        idx = np.atleast_1d(idx)
-        k = self.k or 1
-        if len(idx) == 0:
-            out = np.zeros((0, *self.shape[1:]), self.dtype)
+        sel = [np.arange(m)[k] for m, k in zip(self.shape, key)]
+        drop = tuple(0 if np.ndim(i) == 0 else slice(None) for i in sel)
+        sel = [np.atleast_1d(i) for i in sel]
+        if not self.stepped:
+            sel.insert(1, np.zeros(1, np.int64))
+        want, back = [], []  # sorted unique positions to read, and how to reorder them
+        for i in sel:
+            if len(i) < 2 or np.all(np.diff(i) > 0):
+                want.append(i)
+                back.append(None)
+            else:
+                u, inv = np.unique(i, return_inverse=True)
+                want.append(u)
+                back.append(inv.ravel())
+        out = self._read(*want)  # (items, steps, columns)
+        for axis, inv in enumerate(back):
+            if inv is not None:
+                out = np.take(out, inv, axis=axis)
+        if not self.stepped:
+            out = out[:, 0]
+        return out[drop]
+
+    def _read(self, items: np.ndarray, steps: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Rows of ``items`` x ``steps`` (sorted, unique positions), columns ``cols``; NaN where
+        an item has no such step."""
+        shape = (len(items), len(steps), len(cols))
+        if 0 in shape:
+            return np.zeros(shape, self.dtype)
+        c0, c1 = int(cols[0]), int(cols[-1]) + 1  # a chunk holds whole rows: read the column range
+        ritems, rsteps = items, steps
+        if len(_runs(rsteps)) * len(_runs(ritems, self.counts)) > self.MAX_SLABS:
+            rsteps = np.arange(rsteps[0], rsteps[-1] + 1)
+        if len(_runs(rsteps)) * len(_runs(ritems, self.counts)) > self.MAX_SLABS:
+            ritems = np.arange(ritems[0], ritems[-1] + 1)  # one contiguous range of the file
+            rsteps = np.arange(self.shape[1] if self.stepped else 1)
+        cnt = self.counts[ritems]
+        valid = rsteps[None, :] < cnt[:, None]  # False: padding past an item's last row
+        m = int(cnt.max())
+        if not valid.any():
+            flat = np.zeros((0, c1 - c0), self.dtype)
+        elif (
+            len(ritems) == ritems[-1] - ritems[0] + 1
+            and len(rsteps) >= m
+            and rsteps[m - 1] == m - 1
+        ):
+            # every row of a range of items: one plain slab of the file
+            flat = self.ds[self.offsets[ritems[0]] : self.offsets[ritems[-1] + 1], c0:c1]
         else:
-            lo, hi = int(idx.min()), int(idx.max()) + 1
-            slab = self.ds[lo * k : hi * k]  # one contiguous read
-            slab = slab.reshape(hi - lo, *self.shape[1:])
-            out = slab[idx - lo]
-        out = out[(slice(None), *rest)]
-        return out[0] if scalar else out
+            flat = self._slabs(ritems, rsteps, c0, c1, int(valid.sum()))
+        if valid.all():
+            block = flat.reshape(len(ritems), len(rsteps), c1 - c0)
+        else:
+            block = np.full((len(ritems), len(rsteps), c1 - c0), np.nan, self.dtype)
+            block[valid] = flat
+        if ritems is not items:
+            block = block[np.searchsorted(ritems, items)]
+        if rsteps is not steps:
+            block = block[:, np.searchsorted(rsteps, steps)]
+        return block if c1 - c0 == len(cols) else block[:, :, cols - c0]
+
+    def _slabs(self, items, steps, c0: int, c1: int, n_rows: int) -> np.ndarray:
+        """One read of rows ``offsets[i] + s`` (i in items, s in steps, s < counts[i]), in file
+        order, which is (item, step) order."""
+        fspace = self.ds.id.get_space()
+        fspace.select_none()
+        cnt = self.counts
+        for u0, u1 in _runs(items, cnt):
+            k = int(cnt[u0])
+            for s0, s1 in _runs(steps[steps < k]):
+                fspace.select_hyperslab((int(self.offsets[u0]) + s0, c0), (u1 - u0, 1), (k, 1),
+                                        (s1 - s0, c1 - c0), op=h5s.SELECT_OR)  # fmt: skip
+        flat = np.empty((n_rows, c1 - c0), self.dtype)
+        self.ds.id.read(h5s.create_simple(flat.shape), fspace, flat)
+        return flat
+
+
+def _outer(data, key: tuple) -> np.ndarray:
+    """``data[key]`` indexing each dim on its own (as xarray does: two lists select a block, not
+    pairs); an integer drops its dim."""
+    a = np.asarray(data)
+    pos = [np.arange(n)[k] for n, k in zip(a.shape, key)]
+    out = a[np.ix_(*(np.atleast_1d(p) for p in pos))]
+    return out[tuple(0 if np.ndim(p) == 0 else slice(None) for p in pos)]
+
+
+def _runs(a: np.ndarray, counts: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """``[start, stop)`` runs of consecutive values of the sorted ``a``; with ``counts``, a run
+    also ends where ``counts[a]`` changes (items with as many rows each)."""
+    if len(a) == 0:
+        return []
+    cut = np.diff(a) != 1
+    if counts is not None:
+        cut |= np.diff(counts[a]) != 0
+    ends = np.flatnonzero(cut)
+    starts = np.concatenate([[0], ends + 1])
+    stops = np.concatenate([ends, [len(a) - 1]])
+    return [(int(a[s]), int(a[e]) + 1) for s, e in zip(starts, stops)]
 
 
 class Recording:
@@ -222,18 +324,13 @@ class Recording:
         first = "trial" if per_trial else "batch"
         last = "column" if cols else "unit"
         lastc = np.array(cols, dtype=object) if cols else g["mapping/node_ids"][()].astype(np.int64)
-        if "nsteps" in g:
-            ns = g["nsteps"][: ids.shape[0]]
-            k = int(ns[0]) if len(ns) else 0
-            if len(ns) and np.any(ns != k):
-                raise RecordingError(
-                    f"{name!r} mixes runs with different numbers of inference steps; read its "
-                    "'data', 'trial'/'batch' and 'nsteps' datasets directly"
-                )
-            n = min(len(ns), ds.shape[0] // k) if k else 0
-            steps = np.arange(k) * int(attrs.get("every", 1))
+        if "nsteps" in g:  # item j's rows follow those of items < j
+            ns = np.asarray(g["nsteps"][: ids.shape[0]], np.int64)
+            n = int(np.searchsorted(np.cumsum(ns), ds.shape[0], side="right"))  # whole items
+            rows = _Rows(ds, n, ns[:n])
+            steps = np.arange(rows.shape[1]) * int(attrs.get("every", 1))
             coords = {first: ids[:n], "step": steps, last: lastc}
-            return LabelledArray(_Rows(ds, n, k or 1), (first, "step", last), coords, attrs, name)
+            return LabelledArray(rows, (first, "step", last), coords, attrs, name)
         rows = _Rows(ds, n_rows, None)
         return LabelledArray(rows, (first, last), {first: ids[:n_rows], last: lastc}, attrs, name)
 
@@ -263,6 +360,7 @@ class Recording:
             raise ValueError(f"window must be (first, stop) with first < stop; got {window}")
         tr = self.trials
         start = dict(zip(tr["trial_id"].tolist(), tr["start_step"].tolist()))
+        stop = dict(zip(tr["trial_id"].tolist(), tr["stop_step"].tolist()))
         ids = a.coords["trial"]
         steps = a.coords["step"]
         if onsets is None:
@@ -281,14 +379,16 @@ class Recording:
             onset_t = tr["start_step"][sel]
         else:
             onset_t = labels = np.asarray(onsets, np.int64)
-        # global time of every recorded row: trial start + step
+        # global time of every recorded row: trial start + step; a trial that ran fewer steps
+        # than the longest (NaN padding) has no rows past its stop
         t_row = np.array([start.get(int(i), -(1 << 62)) for i in ids])[:, None] + steps[None, :]
-        flat_t = t_row.ravel()
+        held = t_row < np.array([stop.get(int(i), 1 << 62) for i in ids])[:, None]
+        flat_t = t_row[held]
         order = np.argsort(flat_t, kind="stable")
         flat_sorted = flat_t[order]
         every = int(a.attrs.get("every", 1))
         lags = np.arange(w0, w1, every)
-        data = a.values.reshape(-1, a.shape[-1]).astype(np.float64)
+        data = a.values[held].astype(np.float64)
         out = np.full((len(onset_t), len(lags), a.shape[-1]), np.nan)
         for e, o in enumerate(onset_t):
             want = o + lags

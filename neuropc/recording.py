@@ -7,7 +7,8 @@ buffer per dataset and are written as whole chunks (chunk shapes are set explici
 is bounded whatever the run length and every flushed chunk survives a crash of the writer.
 
 The backends gather recorded steps inside their inference loops (:class:`TraceSpec`); this module
-turns one batch's traces into rows once per batch.
+turns one batch's traces into rows once per batch. A batch's rows are all or nothing: if writing
+them fails, every dataset is truncated back to its length before the batch.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import math
 import os
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -33,6 +35,7 @@ SCHEMA = "neuropc-recording"
 SCHEMA_VERSION = 1
 LABEL_BYTES = 64  # trial labels: fixed-length UTF-8 (appendable under SWMR)
 _STR = h5py.string_dtype("utf-8")
+_OPEN: set[str] = set()  # real paths of the recordings open for writing in this process
 
 
 def _version() -> str:
@@ -42,7 +45,18 @@ def _version() -> str:
 
 
 class _Stream:
-    """An appendable dataset ``(rows, *shape)`` written one whole chunk at a time."""
+    """An appendable dataset ``(rows, *shape)`` written one whole chunk at a time.
+
+    Rows go to a chunk-sized buffer that holds the file rows ``start .. start + n`` (``start`` is
+    a chunk boundary); a full buffer is written as one whole chunk. :meth:`finish` writes the
+    buffered rows that are not on disk yet (a partial last chunk) and keeps them in the buffer:
+    when the buffer fills, that chunk is written again, whole, so the dataset stays aligned on
+    chunk boundaries and uncompressed chunks keep going straight to the file.
+
+    :meth:`rollback` makes one batch's rows all-or-nothing: it truncates the dataset to its
+    length before the batch and restores the buffered and the queued rows (see
+    :meth:`Recorder.consume`).
+    """
 
     def __init__(self, group: h5py.Group, name: str, shape: tuple, dtype, chunk_bytes: int,
                  compression: str | None, rows: int | None = None) -> None:  # fmt: skip
@@ -59,11 +73,14 @@ class _Stream:
             chunks=(self.rows, *shape), **kw,
         )  # fmt: skip
         self.buf = np.zeros((self.rows, *shape), dtype)
-        self.n = 0
-        self.written = 0
+        self.start = 0  # file row of buf[0], a multiple of self.rows
+        self.n = 0  # rows in the buffer
+        self.written = 0  # rows on disk (the dataset's length): start <= written <= start + n
         self.dirty = False  # written since the last flush
         self.pending: list = []
         self.direct = not compression  # raw chunks can bypass HDF5's chunk cache
+        self.epoch = [0]  # the recorder's batch counter, shared by its streams
+        self._drained: tuple[int, list] = (-1, [])  # (batch, the queue it first drained)
 
     def defer(self, block) -> None:
         """Queue small rows (ids, table columns) for :meth:`drain`: one write per flush instead
@@ -72,36 +89,40 @@ class _Stream:
 
     def drain(self) -> None:
         if self.pending:
+            if self._drained[0] != self.epoch[0]:  # the queue before the batch, for a rollback
+                self._drained = (self.epoch[0], self.pending)
             rows = np.concatenate([np.atleast_1d(np.asarray(b)) for b in self.pending])
             self.pending = []
             self.append(rows)
 
     def append(self, block: np.ndarray) -> None:
-        """Buffer ``block``'s rows; write every completed chunk (the buffered partial chunk,
-        then the whole chunks straight from ``block``). :meth:`flush` makes them visible."""
+        """Buffer ``block``'s rows; write every completed chunk (the buffered one, then the
+        whole chunks straight from ``block``). :meth:`flush` makes them visible."""
         block = np.asarray(block)
-        k, i, wrote = len(block), 0, False
+        k, i = len(block), 0
         if self.n:
             m = min(self.rows - self.n, k)
             self.buf[self.n : self.n + m] = block[:m]
             self.n += m
             i = m
             if self.n == self.rows:
-                self._write(self.buf)
-                self.n, wrote = 0, True
+                self._write(self.start, self.buf)
+                self.start += self.rows
+                self.n = 0
         whole = ((k - i) // self.rows) * self.rows
         if whole:
-            self._write(block[i : i + whole])
+            self._write(self.start, block[i : i + whole])
+            self.start += whole
             i += whole
-            wrote = True
         if i < k:  # here the buffer is empty
             self.buf[: k - i] = block[i:]
             self.n = k - i
-        self.dirty |= wrote
 
-    def _write(self, rows: np.ndarray) -> None:
-        w, n = self.written, len(rows)
-        self.ds.resize(w + n, axis=0)
+    def _write(self, w: int, rows: np.ndarray) -> None:
+        """Write ``rows`` at file row ``w`` (growing the dataset as needed)."""
+        n = len(rows)
+        if w + n > self.ds.shape[0]:
+            self.ds.resize(w + n, axis=0)
         if self.direct and n % self.rows == 0 and w % self.rows == 0:  # whole chunks, no cache
             rows = np.ascontiguousarray(rows, self.buf.dtype)
             zeros = (0,) * (rows.ndim - 1)
@@ -109,7 +130,8 @@ class _Stream:
                 self.ds.id.write_direct_chunk((w + i, *zeros), rows[i : i + self.rows])
         else:
             self.ds[w : w + n] = rows
-        self.written = w + n
+        self.written = max(self.written, w + n)
+        self.dirty = True
 
     def flush(self) -> None:
         if self.dirty:
@@ -117,13 +139,30 @@ class _Stream:
             self.dirty = False
 
     def finish(self) -> None:
-        """Write the queued and buffered rows (a partial chunk, rewritten when it fills) and
-        flush."""
+        """Write the queued and buffered rows not on disk yet (a partial last chunk, kept in the
+        buffer and rewritten whole when it fills) and flush."""
         self.drain()
-        if self.n:
-            self._write(self.buf[: self.n])
-            self.n = 0
+        if self.start + self.n > self.written:
+            on_disk = self.written - self.start
+            self._write(self.written, self.buf[on_disk : self.n])
+        self.flush()
+
+    # ---- one batch, all or nothing ------------------------------------------------------------
+    def rollback(self, state: tuple[int, int, int, int]) -> None:
+        """Drop every row added since ``state = (start, n, written, len(pending))``, taken in
+        this batch before its first row: restore the queue and the buffer and truncate the
+        dataset to its length then. Buffered rows that went to disk with a chunk since are read
+        back from it."""
+        start, n, written, queued = state
+        ep, q = self._drained
+        self.pending = (q if ep == self.epoch[0] else self.pending)[:queued]
+        if self.start != start and n:  # the buffer was written out (whole) and reused
+            self.buf[:n] = self.ds[start : start + n]
+        self.start, self.n = start, n
+        if self.ds.shape[0] != written:
+            self.ds.resize(written, axis=0)
             self.dirty = True
+        self.written = written
         self.flush()
 
 
@@ -152,9 +191,13 @@ class Recorder:
         chunk_bytes: int = 1 << 18,
         compression: str | None = None,
         metadata: Mapping | None = None,
-        overwrite: bool = True,
+        overwrite: bool | str = True,
         flush_interval: float = 0.2,
     ) -> None:
+        """``overwrite``: ``True`` replaces an existing neuropc recording at ``path`` (and
+        refuses any other file), ``False`` refuses any existing file, ``"force"`` replaces any
+        file. A directory is never replaced. The new file is built beside ``path`` and moved over
+        it only once its layout is complete, so a failure here leaves the old file as it was."""
         plan = sim.plan
         self.sim = sim
         self.plan = plan
@@ -178,6 +221,14 @@ class Recorder:
         self.path = None if path is None else os.fspath(path)
         if not (isinstance(flush_interval, int | float) and flush_interval >= 0):
             raise ValueError(f"flush_interval must be a number >= 0; got {flush_interval!r}")
+        if not (isinstance(overwrite, bool | np.bool_) or (isinstance(overwrite, str)
+                                                           and overwrite == "force")):  # fmt: skip
+            raise ValueError(
+                "overwrite must be True (replace a neuropc recording), False (refuse any existing "
+                f"file) or 'force' (replace any file); got {overwrite!r}"
+            )
+        overwrite = overwrite if isinstance(overwrite, str) else bool(overwrite)
+        self._check_windows(sim.inference.steps, None, "the simulator's Inference")
         self.flush_interval = float(flush_interval)
         self._last_flush = time.monotonic()
         self.closed = False
@@ -187,29 +238,41 @@ class Recorder:
         self._plans: dict = {}
         self._active: dict[str, bool] = {}
         self._traces: dict = {}
+        self._fits: set = set()  # (phase, steps) whose summary windows were checked
+        self._dest: str | None = None
         self.file = self._create(overwrite, live, chunk_bytes, compression, metadata or {})
 
     # ---- file creation ------------------------------------------------------------------------
     def _create(self, overwrite, live, chunk_bytes, compression, metadata) -> h5py.File:
+        tmp = None
         if self.path is None:  # NEST's "memory" backend: the same layout in RAM
             f = h5py.File(f"neuropc-{id(self)}.h5", "w", driver="core", backing_store=False)
             live = False
         else:
-            if os.path.exists(self.path) and not overwrite:
-                raise RecordingError(f"{self.path!r} exists; pass overwrite=True to replace it")
-            d = os.path.dirname(os.path.abspath(self.path))
+            dest = os.path.realpath(self.path)  # a link: write where it points
+            _check_target(self.path, dest, overwrite)
+            d = os.path.dirname(dest)
             if not os.path.isdir(d):
                 raise RecordingError(f"cannot record to {self.path!r}: no directory {d!r}")
+            # built beside the destination, moved over it once complete (an atomic rename)
+            tmp = os.path.join(d, f".{os.path.basename(dest)}.{uuid.uuid4().hex[:12]}.tmp")
             try:
-                f = h5py.File(self.path, "w", libver="latest")
+                f = h5py.File(tmp, "w-", libver="latest")
             except OSError as e:
                 raise RecordingError(f"cannot create the recording {self.path!r}: {e}") from None
         try:
             self._layout(f, chunk_bytes, compression, metadata)
             if live:
                 f.swmr_mode = True
-        except Exception:
+            f.flush()
+            if tmp is not None:
+                os.replace(tmp, dest)
+                _OPEN.add(dest)
+                self._dest = dest
+        except BaseException:
             f.close()
+            if tmp is not None and os.path.exists(tmp):
+                os.unlink(tmp)
             raise
         return f
 
@@ -304,6 +367,11 @@ class Recorder:
         }  # fmt: skip
         self.progress = f.create_dataset("progress", data=np.zeros(2, np.int64))
         self.progress.attrs["columns"] = json.dumps(["batches", "trials"])
+        self._all_streams = [st for s in self.streams.values() for st in s.values()]
+        self._all_streams += [*self.trial_streams.values(), *self.batch_streams.values()]
+        self._epoch = [0]  # batches consumed: the streams save what a rollback needs once each
+        for st in self._all_streams:
+            st.epoch = self._epoch
 
     # ---- per batch --------------------------------------------------------------------------
     def active(self, phase: str) -> bool:
@@ -340,21 +408,67 @@ class Recorder:
         self._traces[key] = spec
         return spec
 
+    def check_run(self, phase: str, steps: int) -> None:
+        """Refuse, before a batch runs (and before anything of it is written), a run whose
+        ``steps`` do not cover the window of one of this phase's summary probes."""
+        if (phase, steps) not in self._fits:
+            self._check_windows(steps, phase, f"this batch (phase {phase!r})")
+            self._fits.add((phase, steps))
+
+    def _check_windows(self, steps: int, phase: str | None, where: str) -> None:
+        for b in self.bound:
+            p = b.probe
+            if p.mode != "summary" or p.per_batch or (phase is not None and phase not in p.phases):
+                continue
+            w0, w1 = p.window
+            if w0 > steps or (w1 is not None and w1 > steps + 1):
+                raise ValueError(
+                    f"probe {p.name!r}: window {tuple(p.window)} is longer than the run: {where} "
+                    f"has {steps} steps (states 0..{steps}), so the window needs first <= "
+                    f"{steps} and stop <= {steps + 1} (or None, to the end); shorten the window "
+                    "or run more steps"
+                )
+
     def consume(self, out: RunOutput, phase: str, batch: int, cfg: Inference, seed: int,
                 trials: Mapping[str, np.ndarray] | None, learned: bool,
                 extras: Mapping[str, np.ndarray]) -> None:  # fmt: skip
-        """Append one batch's rows. Raises :class:`RecordingError` (and stops recording) when
-        the file cannot be written; the simulation state is not touched."""
+        """Append one batch's rows, all or nothing: if anything fails while they are written,
+        every dataset and table is truncated back to its length before the batch and the error
+        is raised (the recording goes on). Raises :class:`RecordingError` (and stops recording)
+        when the file cannot be written; the simulation state is not touched."""
         if self.closed:
             raise RecordingError("the recording is closed")
+        self.check_run(phase, int(cfg.steps))
+        self._epoch[0] += 1
+        streams = self._all_streams
+        states = [(st.start, st.n, st.written, len(st.pending)) for st in streams]
+        counters = (self.n_batches, self.n_trials, self.time)
         try:
             self._consume(out, phase, batch, cfg, seed, trials, learned, extras)
-        except OSError as e:
-            self._abandon()
-            raise RecordingError(
-                f"writing the recording {self.path!r} failed ({e}); recording stopped, the "
-                "simulation state is intact and the chunks flushed before are on disk"
-            ) from None
+        except BaseException as e:
+            undone = self._rollback(streams, states, counters)
+            if isinstance(e, OSError) or not undone:
+                self._abandon()
+                raise RecordingError(
+                    f"writing the recording {self.path!r} failed ({e}); recording stopped, the "
+                    "simulation state is intact and the chunks flushed before are on disk"
+                    + ("" if undone else "; removing this batch's rows failed too")
+                ) from (None if isinstance(e, OSError) else e)
+            raise
+
+    def _rollback(self, streams: list[_Stream], states: list, counters: tuple) -> bool:
+        """Return every stream to its state before the batch and restore the counters, the
+        SONATA times and the progress counter. False if that failed too."""
+        self.n_batches, self.n_trials, self.time = counters
+        try:
+            for st, s in zip(streams, states):
+                st.rollback(s)
+            self._mapping_time()
+            self.progress[:] = [self.n_batches, self.n_trials]
+            self.progress.flush()
+        except Exception:
+            return False
+        return True
 
     def _sync(self, s: dict) -> None:
         """A data chunk went to disk: write its companions' ids too (partial chunks), so a
@@ -432,11 +546,6 @@ class Recorder:
         else:  # summary over the window
             w0, w1 = p.window
             sel = (steps >= w0) & (steps < (w1 if w1 is not None else T + 1))
-            if not sel.any():
-                raise ValueError(
-                    f"probe {p.name!r}: window {p.window} holds no recorded step of a run "
-                    f"with {T} steps"
-                )
             s["data"].append(_reduce(block[:, sel].astype(np.float64), p.reduce, axis=1))
             s["trial"].defer(t0 + samples)
 
@@ -536,6 +645,7 @@ class Recorder:
 
     def _abandon(self) -> None:
         self.closed = True
+        _OPEN.discard(self._dest)
         try:
             self.file.close()
         except Exception:  # already broken (e.g. disk full): what was flushed stays on disk
@@ -612,6 +722,67 @@ def close_all() -> list[str]:
     return paths
 
 
+def _check_target(path: str, dest: str, overwrite: bool | str) -> None:
+    """Refuse to write over ``dest`` (``path`` resolved) unless ``overwrite`` allows it: True
+    replaces a neuropc recording only, False nothing, "force" any file; never a directory, nor a
+    file a recorder of this process is writing. Nothing is executed or changed to find out."""
+    if not os.path.lexists(dest):
+        return
+    if os.path.isdir(dest):
+        raise RecordingError(
+            f"cannot record to {path!r}: it is a directory; a recording never replaces a "
+            "directory, not even with overwrite='force': choose another path"
+        )
+    if dest in _OPEN:
+        raise RecordingError(
+            f"cannot record to {path!r}: an open recording in this process is writing it; "
+            "close that recording first (rec.close())"
+        )
+    if overwrite == "force":
+        return
+    what = _what(dest)
+    if overwrite is False:
+        hint = "pass overwrite=True to replace it" if what is None else (
+            "pass overwrite='force' to replace it")  # fmt: skip
+        raise RecordingError(
+            f"cannot record to {path!r}: it exists ({what or 'a neuropc recording'}) and "
+            f"overwrite=False; {hint}"
+        )
+    if what is not None:
+        raise RecordingError(
+            f"cannot record to {path!r}: it exists and is {what}; overwrite=True replaces only "
+            "a neuropc recording: pass overwrite='force' to replace it anyway"
+        )
+
+
+def _what(path: str) -> str | None:
+    """None when ``path`` holds a neuropc recording (its root attribute ``schema``, read with
+    h5py read-only), else what it holds, in words."""
+    if not os.path.isfile(path):
+        return "not a regular file"
+    try:
+        if not h5py.is_hdf5(path):
+            return "not an HDF5 file"
+    except OSError as e:
+        return f"a file that cannot be read ({e})"
+    try:
+        try:
+            f = h5py.File(path, "r", libver="latest", swmr=True)
+        except OSError:
+            f = h5py.File(path, "r")
+        with f:
+            schema, fmt = f.attrs.get("schema"), f.attrs.get("format")
+    except Exception as e:  # damaged, locked by a writer, ...
+        return f"an HDF5 file that cannot be opened to identify it ({e})"
+    schema, fmt = (v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+                   for v in (schema, fmt))  # fmt: skip
+    if schema == SCHEMA:
+        return None
+    if fmt is not None:
+        return f"an HDF5 file with format={str(fmt)!r}, not a neuropc recording"
+    return f"an HDF5 file that is not a neuropc recording (no schema={SCHEMA!r} attribute)"
+
+
 def _row_kind(p: _probes.Probe) -> str:
     return "batch" if p.per_batch or p.variable == "energy" else "sample"
 
@@ -661,6 +832,7 @@ def batch_context(rec: Recorder, sim, arrays, phase: str, cfg: Inference, seed: 
     """What per-batch probes need from before the batch runs: the parameters (for ``updates``)
     and PC-vs-BP alignment (computed on the batch with the pre-update parameters and the batch's
     noise seed, so the simulator's random streams are untouched)."""
+    rec.check_run(phase, int(cfg.steps))  # before the batch runs: nothing to undo
     ctx: dict = {}
     due = [b for b in rec.per_batch if phase in b.probe.phases
            and rec.n_batches % b.probe.every == 0]  # fmt: skip

@@ -543,7 +543,7 @@ class Simulator:
         chunk_bytes: int = 1 << 18,
         compression: str | None = None,
         metadata: Mapping | None = None,
-        overwrite: bool = True,
+        overwrite: bool | str = True,
         flush_interval: float = 0.2,
     ) -> _recording.Recorder:
         """Record the following runs to the HDF5 file ``path`` (``None``: in memory).
@@ -555,6 +555,10 @@ class Simulator:
         with ``live`` the file is in SWMR mode, readable by other processes during the run.
         Written chunks are flushed (made visible to readers, and safe from a crash of this
         process) at most every ``flush_interval`` seconds and at :meth:`Recorder.close`.
+        ``overwrite``: ``True`` replaces an existing neuropc recording at ``path``, ``False``
+        refuses any existing file, ``"force"`` replaces any file (never a directory, nor a file
+        an open recording of this process is writing); any other existing file is refused, so a
+        wrong path never destroys someone's data.
 
         >>> with sim.record("run.h5", [Probe("h1", "error")]) as rec:
         ...     sim.fit(data, epochs=1)
@@ -599,6 +603,8 @@ class Simulator:
             a = np.asarray(v, dtype=object)
             if a.shape != (n,):
                 raise ValueError(f"trial column {k!r}: expected shape ({n},); got {a.shape}")
+            for x in a:  # before the batch runs: a label the file cannot hold changes nothing
+                _recording._label(str(x), k)
             out[k] = a
         return out
 

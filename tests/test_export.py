@@ -301,8 +301,8 @@ def test_plot_without_matplotlib_says_how_to_install(run, tmp_path, monkeypatch)
 
 
 def test_runs_with_different_step_counts(tmp_path):
-    """Batches of 6 and 9 inference steps in one recording: the reader cannot label that as one
-    (trial, step, unit) array, but describe, the NWB export and the plots work from the rows."""
+    """Batches of 6 and 9 inference steps in one recording: the reader pads the shorter runs with
+    NaN to one (trial, step, unit) array, and describe, the NWB export and the plots work."""
     path = tmp_path / "mixed.h5"
     sim = npc.Simulator(npc.mlp([6, 5, 3], activation="tanh"), dtype="float64", seed=0,
                         inference=npc.Inference(steps=6, rate=0.2))  # fmt: skip
@@ -311,7 +311,7 @@ def test_runs_with_different_step_counts(tmp_path):
         sim.infer({"input": rng.normal(size=(3, 6))})
         sim.infer({"input": rng.normal(size=(2, 6))}, inference=npc.Inference(steps=9, rate=0.2))
     (line,) = [ln for ln in export.describe(path).splitlines() if "h1:error " in ln]
-    assert "rows x width (41, 5) [runs with different step counts]" in line
+    assert "trial x step x unit (5, 10, 5)" in line
     with h5py.File(path, "r") as f:
         native = f["recordings/h1:error/data"][()]
         energy = f["recordings/total:energy/data"][:, 0]

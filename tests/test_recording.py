@@ -332,7 +332,7 @@ def test_disk_full_stops_recording_and_keeps_state(tmp_path, monkeypatch):
                    flush_interval=0)  # fmt: skip
     a.learn(_data())  # a whole chunk is written and flushed
 
-    def full(self, rows):
+    def full(self, *args):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(recording._Stream, "_write", full)
