@@ -363,7 +363,10 @@ class Recorder:
             k: _Stream(bt, k, (), dt, 0, None, n)
             for k, dt in [("batch_id", np.int64), ("phase", "S5"), ("first_trial", np.int64),
                           ("n_samples", np.int32), ("steps", np.int32), ("steps_done", np.int32),
-                          ("seed", np.int64), ("learned", np.int8)]
+                          ("seed", np.int64), ("learned", np.int8),
+                          # the rest of the batch's own Inference (config holds the default only)
+                          *((k, np.float64) for k in _INFERENCE_NUMBERS),
+                          *((k, f"S{n}") for k, n in _INFERENCE_NAMES.items())]
         }  # fmt: skip
         self.progress = f.create_dataset("progress", data=np.zeros(2, np.int64))
         self.progress.attrs["columns"] = json.dumps(["batches", "trials"])
@@ -488,7 +491,7 @@ class Recorder:
                 continue
             self._consume_probe(b, self.streams[p.name], out, phase, batch, cfg, extras, spec,
                                 bid, t0, T)  # fmt: skip
-        self._tables(out, phase, batch, seed, trials, learned, bid, t0, T)
+        self._tables(out, phase, batch, cfg, seed, trials, learned, bid, t0, T)
         now = time.monotonic()
         if now - self._last_flush >= self.flush_interval:
             self._flush_written()
@@ -549,7 +552,7 @@ class Recorder:
             s["data"].append(_reduce(block[:, sel].astype(np.float64), p.reduce, axis=1))
             s["trial"].defer(t0 + samples)
 
-    def _tables(self, out, phase, batch, seed, trials, learned, bid, t0, T) -> None:
+    def _tables(self, out, phase, batch, cfg, seed, trials, learned, bid, t0, T) -> None:
         lab = {}
         for c in self.trial_columns:
             v = None if trials is None else trials.get(c)
@@ -571,6 +574,11 @@ class Recorder:
                      ("n_samples", batch), ("steps", T), ("steps_done", out.steps),
                      ("seed", seed), ("learned", int(learned))]:  # fmt: skip
             bs[k].defer(v)
+        for k in _INFERENCE_NUMBERS:  # None (nudge, error_rate unset) is stored as NaN
+            v = getattr(cfg, k)
+            bs[k].defer(np.nan if v is None else float(v))
+        for k in _INFERENCE_NAMES:
+            bs[k].defer(getattr(cfg, k).encode())
         self.n_batches += 1
         self.n_trials += batch
         self.time += batch * (T + 1)
@@ -807,6 +815,12 @@ def _samples(p: _probes.Probe, batch: int) -> np.ndarray:
         return np.arange(batch, dtype=np.int64)
     s = np.asarray(p.samples, np.int64)
     return s[s < batch]  # a short last batch records the samples it has
+
+
+# the Inference settings stored per batch beside steps and seed: numbers, and names (with their
+# widths, enough for every valid value)
+_INFERENCE_NUMBERS = ("rate", "temperature", "tol", "error_rate", "nudge")
+_INFERENCE_NAMES = {"mode": 6, "init": 7, "errors": 7}
 
 
 def _label(x, column: str) -> bytes:

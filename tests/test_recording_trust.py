@@ -545,3 +545,31 @@ def test_any_selection_of_a_mixed_recording_equals_numpy_indexing(tmp_path, monk
         for _ in range(100):
             k = tuple(key(n) for n in full.shape)
             np.testing.assert_array_equal(mem[k].values, outer(k), err_msg=str(k))
+
+
+def test_each_batch_records_its_own_inference_settings(tmp_path):
+    """The batches table holds the Inference each call ran with (/config holds the default):
+    the oracle is the Inference objects passed to the calls."""
+    sim = _sim()
+    calls = [
+        npc.Inference(steps=4, rate=0.2),
+        npc.Inference(steps=7, rate=0.05, init="zero", temperature=0.5, errors="leaky",
+                      error_rate=0.3),
+        npc.Inference(steps=3, rate=0.1, mode="fpa", nudge=0.5),
+    ]  # fmt: skip
+    with sim.record(tmp_path / "r.h5"):
+        sim.infer(_batches()[0], inference=calls[0])
+        sim.infer(_batches()[1], inference=calls[1])
+        sim.learn(_data(), inference=calls[2])
+    with npc.open(tmp_path / "r.h5") as r:
+        bt = r.batches
+        for i, cfg in enumerate(calls):
+            assert int(bt["steps"][i]) == cfg.steps
+            for k in ("rate", "temperature", "tol"):
+                assert float(bt[k][i]) == getattr(cfg, k), k
+            for k in ("error_rate", "nudge"):
+                v = getattr(cfg, k)
+                assert np.isnan(bt[k][i]) if v is None else float(bt[k][i]) == v, k
+            for k in ("mode", "init", "errors"):
+                got = bt[k][i]
+                assert (got.decode() if isinstance(got, bytes) else str(got)) == getattr(cfg, k)
