@@ -41,7 +41,8 @@ def test_optimizer_step_matches_torch(opt) -> None:
     trainable[5] = 0.0
     for t in range(1, 8):
         g = rng.standard_normal(n)
-        K.optimizer_step(opt.kind, P, g.copy(), S1, S2, opt.hyper(), t, trainable)
+        bk = np.zeros((3, P.size), P.dtype)
+        assert K.optimizer_step(opt.kind, P, g.copy(), S1, S2, opt.hyper(), t, trainable, bk) == -1
         tp.grad = torch.tensor(g)
         topt.step()
     ref = tp.detach().numpy()

@@ -392,7 +392,7 @@ def _var_prediction(p, FX, OUT, o_out, P, sizes, voff, clamped, cpre, cpost, cwo
 
 @nb.njit(**_JIT)
 def infer(
-    X, FX, DFX, BP, MUC, MUV, EPS, P, PI, G, S1, S2,
+    X, FX, DFX, BP, MUC, MUV, EPS, P, PI, G, S1, S2, BK,
     sizes, voff, eoff, has_err, clamped, keep, act_code, act_param, cpre, cpost, cwoff, boff,
     trainable, zero_init, T, rate, temp, tol, leaky, err_rate, seed, energies,
     mode, depth, nudge, nudged, want_grads, opt_kind, hp, opt_t,
@@ -549,7 +549,9 @@ def infer(
         if keep_noise and t % rec_every == 0:
             _gather(NZ, rec_rows, rec_ncols, NT, t // rec_every)
         if mode == MODE_IPC and learn:
-            bad_i = optimizer_step(opt_kind, P, G, S1, S2, hp, opt_t + steps_taken + 1, trainable)
+            bad_i = optimizer_step(
+                opt_kind, P, G, S1, S2, hp, opt_t + steps_taken + 1, trainable, BK
+            )
             if bad_i >= 0:  # the step would make a parameter non-finite: nothing was written
                 return t, -1, -1, steps_taken, bad_i
             steps_taken += 1
@@ -582,7 +584,7 @@ def infer(
         weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, trainable, depth, -1,
                      scale)  # fmt: skip
     if learn and mode != MODE_IPC:
-        bad_i = optimizer_step(opt_kind, P, G, S1, S2, hp, opt_t + steps_taken + 1, trainable)
+        bad_i = optimizer_step(opt_kind, P, G, S1, S2, hp, opt_t + steps_taken + 1, trainable, BK)
         if bad_i >= 0:
             return done, -1, -1, steps_taken, bad_i
         steps_taken += 1
@@ -632,70 +634,91 @@ def weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, traina
 
 
 @nb.njit(**_JIT)
-def optimizer_step(kind, P, G, S1, S2, hp, t, trainable):
-    """One optimiser step on the flat parameters, in place (``t`` counts steps from 1), applied
-    only if every new parameter and state entry is finite: returns -1 when applied, else the index
-    of the first parameter that would have become non-finite (and nothing was written).
+def optimizer_step(kind, P, G, S1, S2, hp, t, trainable, BK):
+    """One optimiser step on the flat parameters, in place (``t`` counts steps from 1), kept only
+    if every new parameter and state entry is finite: returns -1 when kept, else the index of the
+    first parameter that became non-finite, with parameters and state put back as they were.
 
     SGD (kind 1), hp = (lr, momentum, weight_decay, nesterov, dampening):
         g = G + wd P;  v = momentum v + (1 - dampening) g;  P -= lr (g + momentum v if nesterov else v)
     Adam (kind 2), hp = (lr, beta1, beta2, eps, weight_decay, decoupled):
         g = G (+ wd P unless decoupled);  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
         P -= lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)  (+ lr wd P if decoupled, i.e. AdamW)
-    Both follow torch.optim's definitions (S1, S2 are the state buffers).
+    Both follow torch.optim's definitions (S1, S2 are the state buffers). ``BK`` (3, n) receives
+    the old parameters and state in the same pass (no slower than the step alone: it is bound by
+    the arithmetic), so a bad step is undone without a second pass over the common case.
     """
-    # a checking pass that writes nothing, then the same arithmetic writing: cheaper than copying
-    # the parameters and state to roll a step back, and nothing is ever half-applied
-    bad = _optimizer_pass(kind, P, G, S1, S2, hp, t, trainable, False)
-    if bad < 0:
-        _optimizer_pass(kind, P, G, S1, S2, hp, t, trainable, True)
+    if _optimizer_pass(kind, P, G, S1, S2, hp, t, trainable, BK) == 0:
+        return -1
+    bad = 0
+    for i in range(P.shape[0]):  # rare: name the first bad entry, then undo the whole step
+        if not (np.isfinite(P[i]) and np.isfinite(S1[i]) and np.isfinite(S2[i])):
+            bad = i
+            break
+    state = 2 if kind == 2 else (1 if hp[1] != 0.0 else 0)  # state buffers the rule changed
+    for i in range(P.shape[0]):
+        P[i] = BK[0, i]
+        if state >= 1:
+            S1[i] = BK[1, i]
+        if state == 2:
+            S2[i] = BK[2, i]
     return bad
 
 
 @nb.njit(**_JIT)
-def _optimizer_pass(kind, P, G, S1, S2, hp, t, trainable, write):
-    """The update of :func:`optimizer_step`; ``write=False`` only checks that every new value is
-    finite and returns the first index where one is not (-1 when all are)."""
+def _optimizer_pass(kind, P, G, S1, S2, hp, t, trainable, BK):
+    """The update of :func:`optimizer_step`, one fused loop per rule, keeping the old values in
+    ``BK``; returns how many entries got a non-finite parameter or state (an integer count, so
+    the loop still vectorises)."""
     n = P.shape[0]
+    nbad = 0
     if kind == 1:
         lr, mom, wd, nest, damp = hp[0], hp[1], hp[2], hp[3], hp[4]
-        for i in range(n):
-            g = G[i] + wd * P[i]
-            v = 0.0
+        first = t == 1
+        for i in range(n):  # SGD is bound by memory traffic: keep only what it changes
+            p0, s0 = P[i], S1[i]
+            BK[0, i] = p0
+            p, s1 = _sgd(p0, G[i], s0, trainable[i], lr, mom, wd, nest, damp, first)
+            P[i] = p
             if mom != 0.0:
-                if t == 1:
-                    v = g
-                else:
-                    v = mom * S1[i] + (1.0 - damp) * g
-                g = g + mom * v if nest != 0.0 else v
-            p = P[i] - lr * g * trainable[i]
-            if write:
-                if mom != 0.0:
-                    S1[i] = v
-                P[i] = p
-            elif not (np.isfinite(p) and np.isfinite(v)):
-                return i
+                BK[1, i] = s0
+                S1[i] = s1
+            nbad += not (np.isfinite(p) and np.isfinite(s1))
     elif kind == 2:
         lr, b1, b2, eps, wd, dec = hp[0], hp[1], hp[2], hp[3], hp[4], hp[5]
         c1 = 1.0 - b1**t
         c2 = 1.0 - b2**t
         for i in range(n):
-            g = G[i]
-            if dec == 0.0:
-                g += wd * P[i]
-            m = b1 * S1[i] + (1.0 - b1) * g
-            v = b2 * S2[i] + (1.0 - b2) * g * g
-            step = lr * (m / c1) / (np.sqrt(v / c2) + eps)
-            if dec != 0.0:
-                step += lr * wd * P[i]
-            p = P[i] - step * trainable[i]
-            if write:
-                S1[i] = m
-                S2[i] = v
-                P[i] = p
-            elif not (np.isfinite(p) and np.isfinite(m) and np.isfinite(v)):
-                return i
-    return -1
+            p0, m0, v0 = P[i], S1[i], S2[i]
+            BK[0, i], BK[1, i], BK[2, i] = p0, m0, v0
+            p, m, v = _adam(p0, G[i], m0, v0, trainable[i], lr, b1, b2, eps, wd, dec, c1, c2)
+            P[i], S1[i], S2[i] = p, m, v
+            nbad += not (np.isfinite(p) and np.isfinite(m) and np.isfinite(v))
+    return nbad
+
+
+@nb.njit(inline="always", **_JIT)
+def _sgd(p, g, s1, tr, lr, mom, wd, nest, damp, first):
+    """One entry of SGD: the new parameter and momentum buffer."""
+    g = g + wd * p
+    v = 0.0
+    if mom != 0.0:
+        v = g if first else mom * s1 + (1.0 - damp) * g
+        g = g + mom * v if nest != 0.0 else v
+    return p - lr * g * tr, v
+
+
+@nb.njit(inline="always", **_JIT)
+def _adam(p, g, m, v, tr, lr, b1, b2, eps, wd, dec, c1, c2):
+    """One entry of Adam / AdamW: the new parameter, first and second moment."""
+    if dec == 0.0:
+        g += wd * p
+    m = b1 * m + (1.0 - b1) * g
+    v = b2 * v + (1.0 - b2) * g * g
+    step = lr * (m / c1) / (np.sqrt(v / c2) + eps)
+    if dec != 0.0:
+        step += lr * wd * p
+    return p - step * tr, m, v
 
 
 @nb.njit(**_JIT)

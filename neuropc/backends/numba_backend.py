@@ -27,6 +27,8 @@ class NumbaBackend(Backend):
         self.G = np.zeros(plan.n_params, dt)
         self.S1 = np.zeros(plan.n_params, dt)
         self.S2 = np.zeros(plan.n_params, dt)
+        # the optimiser step's copy of the old parameters and state, to undo a non-finite step
+        self.BK = np.zeros((3, plan.n_params), dt)
         self.PI = plan.precision.astype(dt)
         self.trainable = plan.trainable.astype(dt)
         self.opt_t = 0
@@ -116,7 +118,7 @@ class NumbaBackend(Backend):
         )
         rec = self._trace_buffers(trace, cfg.steps, batch)
         done, bad_t, bad_p, nsteps, bad_param = K.infer(
-            X, FX, DFX, BP, MUC, MUV, EPS, self.P, self.PI, self.G, self.S1, self.S2,
+            X, FX, DFX, BP, MUC, MUV, EPS, self.P, self.PI, self.G, self.S1, self.S2, self.BK,
             *common, self.trainable, *loop,
             mode.code, mode.depth, mode.nudge, mode.nudged, bool(grads), kind, hp, self.opt_t,
             *rec,
