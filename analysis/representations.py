@@ -12,17 +12,19 @@ metadata) with :mod:`neuropc.analysis` and writes to ``--out`` (default: the rec
   and of their mean input pixels;
 * ``generalisation.png``: the temporal generalisation matrix (train at one step, test at another)
   of the values of one population (``--generalise``, default ``h1``).
+
+The absolute path of every figure is printed.
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
 import neuropc as npc
 from neuropc.plotting import save_png
+from neuropc.runner import ArgumentParser, run_main, wrote
 
 ROOT = Path(__file__).resolve().parents[1]
 COLOURS = {"value": "tab:blue", "error": "tab:red"}
@@ -30,7 +32,7 @@ COLOURS = {"value": "tab:blue", "error": "tab:red"}
 
 def main(argv: list[str] | None = None) -> list[Path]:
     """Draw the figures of the recording; returns the paths written."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("recording", type=Path, nargs="?",
                     default=ROOT / "runs/representations/representations.h5")  # fmt: skip
     ap.add_argument("--out", type=Path, default=None)
@@ -61,44 +63,45 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
     written = []
     n = len(pops)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False, sharey=True,
+                             layout="constrained")  # fmt: skip
     for ax, pop in zip(axes[0], pops):
+        first = pop == pops[0]
         for var in ("value", "error"):
-            ax.plot(curves[pop, var], color=COLOURS[var], label=var)
-        ax.axhline(0.1, color="grey", ls="--", lw=1, label="chance")
+            ax.plot(curves[pop, var], color=COLOURS[var], label=var if first else None)
+        ax.axhline(0.1, color="grey", ls="--", lw=1, label="chance (0.1)" if first else None)
         ax.set_title(f"{pop}: decoding the digit")
         ax.set_xlabel("inference step")
         ax.set_ylim(0, 1)
-        ax.legend(loc="lower right", fontsize="small")
     axes[0, 0].set_ylabel(f"accuracy ({folds}-fold CV)")
-    written.append(_save(fig, out / "decoding.png"))
+    fig.legend(loc="outside right center", fontsize="small", title="decoded from",
+               title_fontsize="small")  # fmt: skip
+    written.append(save_png(fig, out / "decoding.png", dpi=100))
 
     names = ["input", *pops]
-    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 3.4), squeeze=False,
+                             layout="constrained")  # fmt: skip
     for ax, name in zip(axes[0], names):
         im = ax.imshow(rdms[name], cmap="viridis", vmin=0)
         ax.set_title(f"{name} RDM" + ("" if name == "input" else ", settled value"))
         ax.set_xticks(range(len(conds)), [str(c) for c in conds])
         ax.set_yticks(range(len(conds)), [str(c) for c in conds])
-        fig.colorbar(im, ax=ax, fraction=0.046, label="1 - r")
-    written.append(_save(fig, out / "rdms.png"))
+        ax.set_xlabel("digit")
+        ax.set_ylabel("digit")
+        fig.colorbar(im, ax=ax, fraction=0.046, label="correlation distance 1 - r")
+    written.append(save_png(fig, out / "rdms.png", dpi=100))
 
-    fig, ax = plt.subplots(figsize=(4.6, 4))
+    fig, ax = plt.subplots(figsize=(4.8, 4), layout="constrained")
     im = ax.imshow(gen, origin="lower", cmap="magma", vmin=0.1, vmax=max(float(np.max(gen)), 0.11))
     ax.set_title(f"{args.generalise} values: temporal generalisation")
-    ax.set_xlabel("test step")
-    ax.set_ylabel("train step")
-    fig.colorbar(im, ax=ax, label="accuracy")
-    written.append(_save(fig, out / "generalisation.png"))
+    ax.set_xlabel("test at inference step")
+    ax.set_ylabel("train at inference step")
+    fig.colorbar(im, ax=ax, label=f"accuracy ({folds}-fold CV; floor: chance 0.1)")
+    written.append(save_png(fig, out / "generalisation.png", dpi=100))
     for p in written:
-        print(p)
+        wrote(p)
     return written
 
 
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    return save_png(fig, path, dpi=100)
-
-
 if __name__ == "__main__":
-    main()
+    run_main(main)

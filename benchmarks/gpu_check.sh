@@ -4,6 +4,7 @@
 # T = 20 bench with its ratio to torch.mm on the same shapes in the same run.
 # Usage, from the repository root on a machine with a CUDA GPU:  bash benchmarks/gpu_check.sh [LOG]
 # Each part has its own time limit so that one slow part cannot starve the others.
+# SKIP_TESTS=1 skips the CUDA tests, SKIP_WIDE=1 the width-4096 bench.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOG=${1:-gpu_check.log}
@@ -21,6 +22,7 @@ BENCH=("$PY" -m neuropc.cli bench --backend torch --device cuda --json)
   timeout 60 "${BENCH[@]}"
   echo "## standard task, compiled reduce-overhead"
   timeout 120 "${BENCH[@]}" --compile reduce-overhead
+  [ "${SKIP_WIDE:-0}" = 1 ] && exit 0
   echo "## width 4096, B = 4096, T = 20, eager"
   timeout 90 "${BENCH[@]}" --sizes 4096,4096,4096,4096 --batch 4096 --steps 20 --timed 10 --no-bp
 } 2>&1 | tee "$LOG"

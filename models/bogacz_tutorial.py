@@ -71,7 +71,8 @@ Learnable precisions are not part of neuropc, so this exercise is a small compil
 
 Run as ``python models/bogacz_tutorial.py [--quick] [--json] [--seed N] [--backend numba]
 [--out DIR]``. ``--quick`` only shortens the posterior sampling (exercises 1, 2, 3 and 5 are
-identical). Figures (PNG) go to ``--out`` when matplotlib is installed.
+identical). It prints one line per exercise as it finishes. Figures (PNG) go to ``--out`` when
+matplotlib is installed, and their absolute paths are printed.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ import numba
 import numpy as np
 
 from neuropc import Inference, Network, Simulator
-from neuropc.runner import report, script_args
+from neuropc.runner import print_progress, report, run_main, script_args, wrote
 
 # ---- the tutorial's constants ----------------------------------------------------------------
 V_P = 3.0  # prior mean of v
@@ -162,8 +163,18 @@ def exercise1() -> dict:
         "density": w / z,
         "exact_mean": mean,
         "exact_sd": sd,
+        "exact_map": _map_estimate(),
         "mass_below_zero": float(np.sum(w[x < 0]) * dx / z),
     }
+
+
+def _map_estimate() -> float:
+    """The posterior mode: the real root of ``dF/dv = (v - v_p) / Sigma_p - 2 v (u - v^2) /
+    Sigma_u = 0`` (times ``Sigma_p Sigma_u``: a cubic) with the largest log joint."""
+    cubic = [2 * SIGMA_P, 0.0, SIGMA_U - 2 * SIGMA_P * U_OBS, -SIGMA_U * V_P]
+    roots = np.roots(cubic)
+    real = roots[np.abs(roots.imag) < 1e-9].real
+    return float(real[np.argmax(log_joint(real))])
 
 
 # ---- exercise 2 --------------------------------------------------------------------------------
@@ -304,7 +315,9 @@ def exercise5(seed: int = 0, trials: int = EX5_TRIALS) -> dict:
 
 # ---- figures -----------------------------------------------------------------------------------
 def make_plots(out: Path, ex1: dict, ex2: dict, ex3: dict, post: dict, ex5: dict) -> list[str]:
-    """Write the PNG figures into ``out``; returns their file names (empty without matplotlib)."""
+    """Write the PNG figures into ``out`` and print their absolute paths; returns their file
+    names (empty without matplotlib). ``v``, ``u`` and time are in the tutorial's arbitrary
+    units (a.u.); every reference line is in a legend, placed off the data."""
     try:
         import matplotlib
 
@@ -313,51 +326,64 @@ def make_plots(out: Path, ex1: dict, ex2: dict, ex3: dict, post: dict, ex5: dict
     except ImportError:
         print("matplotlib is not installed: skipping the figures")
         return []
+    from neuropc.plotting import save_png
+
     out.mkdir(parents=True, exist_ok=True)
     written = []
+    time_label = f"time (a.u.; Euler steps of DT = {DT})"
+    ref = dict(ls=":", c="gray", lw=1.2)
+
+    def figure() -> tuple:
+        return plt.subplots(figsize=(5.6, 3.6), layout="constrained")
 
     def save(fig, name: str) -> None:
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=100)
-        plt.close(fig)
+        wrote(save_png(fig, out / name, dpi=100))
         written.append(name)
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(ex1["v"], ex1["p"], "k")
-    ax.axvline(ex1["mode_grid"], ls=":", c="gray", label=f"mode {ex1['mode_grid']:.2f}")
-    ax.set(xlabel="v", ylabel="p(v | u)", title="Exercise 1: exact posterior (u = 2)")
-    ax.legend()
+    fig, ax = figure()
+    ax.plot(ex1["v"], ex1["p"], "k", label="p(v | u = 2), grid 0.01:0.01:5")
+    ax.axvline(ex1["mode_grid"], **ref, label=f"mode {ex1['mode_grid']:.2f}")
+    ax.set(xlabel="v, food size (a.u.)", ylabel="posterior density (1 / a.u.)",
+           title="Exercise 1: exact posterior (u = 2)")  # fmt: skip
+    ax.legend(loc="upper right", fontsize=8)
     save(fig, "ex1_posterior.png")
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(ex2["t"], ex2["phi_traj"], "k")
-    ax.set(
-        xlabel="time",
-        ylabel="φ",
-        title=f"Exercise 2: MAP by gradient ascent (φ → {ex2['phi']:.3f})",
-    )
+    fig, ax = figure()
+    ax.plot(ex2["t"], ex2["phi_traj"], "k", label="φ (gradient ascent on -F)")
+    ax.axhline(ex1["exact_map"], **ref, label=f"exact MAP {ex1['exact_map']:.3f}")
+    ax.set(xlabel=time_label, ylabel="φ, estimate of v (a.u.)",
+           title=f"Exercise 2: MAP by gradient ascent (φ → {ex2['phi']:.3f})")  # fmt: skip
+    ax.legend(loc="upper right", fontsize=8)
     save(fig, "ex2_map.png")
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(ex3["t"], ex3["phi_traj"], "k", label="φ")
+    fig, ax = figure()
+    phi = ex1["exact_map"]  # the fixed point: phi at the MAP, errors at their instant values
+    fixed = [phi, (phi - V_P) / SIGMA_P, (U_OBS - phi**2) / SIGMA_U]
+    ax.plot(ex3["t"], ex3["phi_traj"], "k-", label="φ")
     ax.plot(ex3["t"], ex3["eps_p_traj"], "k--", label="ε_p")
-    ax.plot(ex3["t"], ex3["eps_u_traj"], "k:", label="ε_u")
-    ax.set(xlabel="time", title="Exercise 3: network with error nodes")
-    ax.legend()
+    ax.plot(ex3["t"], ex3["eps_u_traj"], "k-.", label="ε_u")
+    for i, v in enumerate(fixed):
+        ax.axhline(v, **ref, label="fixed points\n(φ = MAP)" if i == 0 else None)
+    ax.set(xlabel=time_label, ylabel="node activity (a.u.)",
+           title="Exercise 3: network with error nodes")  # fmt: skip
+    fig.legend(loc="outside right center", fontsize=8)
     save(fig, "ex3_error_nodes.png")
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = figure()
     ax.hist(post["samples"], bins=120, range=(-0.5, 2.5), density=True, color="0.75",
             label=f"Langevin PC ({post['n_samples']} samples)")  # fmt: skip
-    ax.plot(ex1["x"], ex1["density"], "k", label="exact")
-    ax.set(xlim=(-0.5, 2.5), xlabel="v", ylabel="density", title="Posterior sampling")
-    ax.legend(fontsize=8)
+    ax.plot(ex1["x"], ex1["density"], "k", label="exact posterior")
+    ax.set(xlim=(-0.5, 2.5), xlabel="v, food size (a.u.)", ylabel="density (1 / a.u.)",
+           title="Posterior sampling (u = 2)")  # fmt: skip
+    ax.legend(loc="upper left", fontsize=8)
     save(fig, "posterior_samples.png")
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(np.arange(1, ex5["sigma"].size + 1), ex5["sigma"], "k")
-    ax.axhline(EX5_SIGMA_PHI, ls=":", c="gray")
-    ax.set(xlabel="trial", ylabel="Σ", title="Exercise 5: learning the variance")
+    fig, ax = figure()
+    ax.plot(np.arange(1, ex5["sigma"].size + 1), ex5["sigma"], "k", label="learned Σ")
+    ax.axhline(EX5_SIGMA_PHI, **ref, label=f"true variance of φ ({EX5_SIGMA_PHI:g})")
+    ax.set(xlabel="trial", ylabel="Σ, variance estimate (a.u.²)",
+           title="Exercise 5: learning the variance")  # fmt: skip
+    ax.legend(loc="lower right", fontsize=8)
     save(fig, "ex5_variance.png")
     return written
 
@@ -371,13 +397,28 @@ def main(argv: list[str] | None = None) -> dict:
     )
     t0 = time.perf_counter()
     ex1 = exercise1()
+    print_progress(
+        "exercise 1 (exact posterior)", {"mean": ex1["exact_mean"], "sd": ex1["exact_sd"]}
+    )
+    t = time.perf_counter()
     ex2 = exercise2(args.backend, args.seed)
+    print_progress("exercise 2 (MAP)", {"phi": ex2["phi"], "seconds": time.perf_counter() - t})
+    t = time.perf_counter()
     ex3 = exercise3(args.backend, args.seed)
+    print_progress("exercise 3 (error nodes)", {"phi": ex3["phi"], "eps_p": ex3["eps_p"],
+                                                "eps_u": ex3["eps_u"],
+                                                "seconds": time.perf_counter() - t})  # fmt: skip
+    t = time.perf_counter()
     if args.quick:
         post = posterior_sampling(args.backend, args.seed, chains=2000, steps=8000, burn_in=1000)
     else:
         post = posterior_sampling(args.backend, args.seed)
+    print_progress("Langevin sampling", {"mean": post["mean"], "sd": post["sd"],
+                                         "seconds": time.perf_counter() - t})  # fmt: skip
+    t = time.perf_counter()
     ex5 = exercise5(args.seed)
+    print_progress("exercise 5 (variance)", {"sigma": ex5["sigma_last_half"],
+                                             "seconds": time.perf_counter() - t})  # fmt: skip
     figures = make_plots(args.out, ex1, ex2, ex3, post, ex5)
     metrics = {
         "phi_ex2": ex2["phi"],
@@ -411,4 +452,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

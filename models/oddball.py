@@ -76,7 +76,7 @@ import numpy as np
 
 import neuropc as npc
 from neuropc.recording import claim_auto
-from neuropc.runner import report, script_args
+from neuropc.runner import print_progress, report, run_main, script_args, wrote
 
 STEPS = 40
 POPULATIONS = ("z", "h1", "obs")  # error populations, top to bottom
@@ -284,6 +284,7 @@ def main(argv: list[str] | None = None) -> dict:
     naive, sequences = [], []
     init = sim.parameters()
     for i, ss in enumerate(np.random.SeedSequence(args.seed).spawn(cfg.subjects)):
+        t1 = time.perf_counter()
         init_ss, pre_ss, seq_ss = ss.spawn(3)
         if i:  # subject 0 keeps the simulator's own initial weights (from --seed)
             init = npc.Simulator(net, backend=args.backend,
@@ -293,6 +294,8 @@ def main(argv: list[str] | None = None) -> dict:
             sim.learn({"obs": stim[t][None]}, state=False)
         naive.append(sim.parameters())
         sequences.append(make_blocks(cfg, np.random.default_rng(seq_ss)))
+        print_progress(f"subject {i + 1}/{cfg.subjects} pre-exposure",
+                       {"trials": cfg.pre_trials, "seconds": time.perf_counter() - t1})  # fmt: skip
     pre_seconds = time.perf_counter() - t0
 
     # ---- the recorded blocks -------------------------------------------------------------------
@@ -302,12 +305,16 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     with sim.record(path, probes, trial_columns=TRIAL_COLUMNS, metadata=meta):
         for subject, blocks in enumerate(sequences):
+            t1 = time.perf_counter()
             for name, seq in blocks.items():
                 sim.load_parameters(naive[subject])  # every block: the same pre-exposed listener
                 for pos, (tone, cond, rep) in enumerate(seq):
                     row = (cond, tone, name, rep, pos, subject)  # as TRIAL_COLUMNS
                     labels = {k: [v] for k, v in zip(TRIAL_COLUMNS, row)}
                     sim.learn({"obs": stim[tone][None]}, trials=labels, state=False)
+            print_progress(f"subject {subject + 1}/{cfg.subjects} recorded blocks",
+                           {"trials": sum(map(len, blocks.values())),
+                            "seconds": time.perf_counter() - t1})  # fmt: skip
     run_seconds = time.perf_counter() - t0
     s = summarise(path, meta)
 
@@ -340,6 +347,8 @@ def main(argv: list[str] | None = None) -> dict:
         "quick": args.quick,
     }  # fmt: skip
     (args.out / "oddball.json").write_text(json.dumps({"metrics": metrics, "summary": s}))
+    for written in (path, args.out / "oddball.json"):
+        wrote(written)
     _print_table(metrics)
     return report(metrics, args)
 
@@ -369,4 +378,4 @@ def _print_table(m: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

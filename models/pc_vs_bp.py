@@ -20,11 +20,12 @@ Writes ``alignment.json`` for ``analysis/pc_vs_bp.py``.
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 
 import neuropc as npc
-from neuropc.runner import report, script_args
+from neuropc.runner import print_progress, report, run_main, script_args, wrote
 
 MODES = {
     "strict": npc.Inference(steps=20, rate=0.1),
@@ -50,9 +51,13 @@ def main(argv: list[str] | None = None) -> dict:
         )
         per_epoch = []
         for ep in range(epochs + 1):
-            if ep:
-                sim.fit(data, epochs=1, batch_size=64, progress=False)
+            fitted = sim.fit(data, epochs=1, batch_size=64, progress=False).last if ep else {}
             al = npc.gradient_alignment(sim, probe, inference=cfg, weights_only=True)
+            if ep:
+                print_progress(f"{mode} epoch {ep}/{epochs}", {
+                    "energy": fitted["energy"], "seconds": fitted["seconds"],
+                    "mean_cosine": float(np.mean(al.cosine[-1])),
+                })  # fmt: skip
             per_epoch.append({"epoch": ep, "steps": al.steps.tolist(), "names": al.names,
                               "cosine": al.cosine.tolist(), "rel_error": al.rel_error.tolist(),
                               "norm_ratio": al.norm_ratio.tolist()})  # fmt: skip
@@ -63,15 +68,20 @@ def main(argv: list[str] | None = None) -> dict:
             metrics["strict_cosine"] = {
                 k: v["cosine"] for k, v in final.final().items() if "->" in k
             }
+            t0 = time.perf_counter()
             sweep = _beta_sweep(sim, probe)
             curves["beta"] = sweep
             metrics["strict_slope_beta"] = sweep["slope"]
             curves["output_precision"] = _precision_sweep(sim, probe, args)
+            print_progress("strict sweeps of beta and output precision", {
+                "slope_beta": sweep["slope"], "seconds": time.perf_counter() - t0,
+            })  # fmt: skip
         else:
             metrics[f"{mode}_max_abs_err"] = final.max_abs_error()
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "alignment.json").write_text(json.dumps(curves))
+    wrote(args.out / "alignment.json")
     return report(metrics, args)
 
 
@@ -110,4 +120,4 @@ def _total_rel_error(al) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -50,7 +50,7 @@ import numpy as np
 
 import neuropc as npc
 from neuropc.recording import claim_auto
-from neuropc.runner import report, script_args
+from neuropc.runner import epoch_printer, report, run_main, script_args, wrote
 
 STEPS = 50
 POPULATIONS = ("h1", "h2", "output")
@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> dict:
                         optimizer=npc.Adam(lr=1e-3))  # fmt: skip
     t0 = time.perf_counter()
     sim.fit({"input": x, "output": npc.one_hot(y)}, epochs=cfg.epochs,
-            batch_size=cfg.batch_size, progress=False)  # fmt: skip
+            batch_size=cfg.batch_size, progress=False,
+            callback=epoch_printer(cfg.epochs))  # fmt: skip
     train_seconds = time.perf_counter() - t0
     test_accuracy = sim.accuracy({"input": x_test}, y_test)
 
@@ -158,6 +159,8 @@ def main(argv: list[str] | None = None) -> dict:
         "quick": args.quick,
     }
     (args.out / "representations.json").write_text(json.dumps({"metrics": metrics, "summary": s}))
+    for written in (path, args.out / "representations.json"):
+        wrote(written)
     for pop in POPULATIONS:
         d = s["decoding"][pop]
         print(f"{pop:<7} decoding value {d['value']['step0']:.3f} -> {d['value']['last']:.3f}"
@@ -167,4 +170,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

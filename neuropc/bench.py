@@ -5,11 +5,19 @@ Adam) over the timed batches. ``gflops_effective`` divides the matmul work of a 
 (:meth:`Plan.matmul_flops`: forward initialisation, T steps of predictions from free populations
 and error back-projections, final predictions, weight gradients) by that time. ``blas_gflops`` is
 the same work done by the same BLAS on the same shapes with nothing else, measured in the same run:
-the matmul ceiling. ``efficiency`` is their ratio. ``bp_ms_per_batch`` is a torch backprop step
-(forward, backward, Adam) of the same MLP and ``handwritten_pc_ms_per_batch`` the same PC training
-step written directly in eager torch (:func:`torch_pc_step`, the reference of the torch backend's
-CPU target), both timed in rounds that alternate with simulator batches; ``pc_over_bp`` and
-``pc_over_handwritten`` are the medians of the per-round ratios (:func:`references`).
+the matmul ceiling. ``efficiency`` is their ratio.
+
+References (:func:`references`): ``bp_ms_per_batch`` is a torch backprop step (forward, backward,
+Adam) of the same MLP and ``handwritten_pc_ms_per_batch`` the same PC training step written
+directly in eager torch (:func:`torch_pc_step`, the reference of the torch backend's CPU target).
+They are timed in rounds, each round one simulator batch, one backprop step and one hand-written
+step, so that a slow phase of a shared machine hits all three; ``round_ms_per_batch`` is the
+simulator's median in those same rounds, and the two reference timings are medians over the same
+rounds. ``pc_over_bp`` and ``pc_over_handwritten`` are the medians of the per-round ratios, so
+they agree with ``round_ms_per_batch / bp_ms_per_batch`` and ``round_ms_per_batch /
+handwritten_pc_ms_per_batch`` up to the spread of the rounds, not with ``ms_per_batch`` (timed
+earlier, alone; on a GPU the two simulator timings can differ when the references change the
+device's state). ``neuropc bench`` prints each ratio with that note (:data:`NOTES`).
 ``compile``: the torch backend ran its inference steps through ``torch.compile``.
 """
 
@@ -24,6 +32,13 @@ from .inference import Inference
 from .network import mlp
 from .optim import Adam
 from .simulator import Simulator
+
+#: How the ratios are formed, printed beside them by ``neuropc bench``.
+NOTES = {
+    "pc_over_bp": "median over rounds of round_ms_per_batch / bp_ms_per_batch",
+    "pc_over_handwritten": "median over rounds of round_ms_per_batch / handwritten_pc_ms_per_batch",
+    "record_overhead": "median over pairs of record_ms_per_batch / record_none_ms_per_batch",
+}
 
 
 def _median_ms(fn, n: int) -> float:
@@ -174,9 +189,10 @@ def torch_pc_step(layers, opt, x, y, activation: str, steps: int, rate: float):
 
 def references(pc_step, sizes, activation, batch, steps, rate, dtype, device, n) -> dict:
     """The torch backprop step and the hand-written torch PC step (:func:`torch_pc_step`) of the
-    same MLP, timed in rounds that alternate with ``pc_step`` (a batch of the simulator), so
-    that a slow phase of a shared machine hits all three: their median ms, and the medians of
-    the per-round ratios ``pc_over_bp`` and ``pc_over_handwritten``."""
+    same MLP, timed in ``n`` rounds of one ``pc_step`` (a batch of the simulator), one backprop
+    step and one hand-written step, so that a slow phase of a shared machine hits all three:
+    the median ms of each over the rounds (the simulator's as ``round_ms_per_batch``), and the
+    medians of the per-round ratios ``pc_over_bp`` and ``pc_over_handwritten``."""
     layers, opt, x, y = _torch_mlp(sizes, batch, dtype, device)
     steps_ = [
         _synced(pc_step, device),
@@ -193,6 +209,7 @@ def references(pc_step, sizes, activation, batch, steps, rate, dtype, device, n)
             f()
             t[i, j] = time.perf_counter() - t0
     return {
+        "round_ms_per_batch": 1000.0 * float(np.median(t[:, 0])),
         "bp_ms_per_batch": 1000.0 * float(np.median(t[:, 1])),
         "handwritten_pc_ms_per_batch": 1000.0 * float(np.median(t[:, 2])),
         "pc_over_bp": float(np.median(t[:, 0] / t[:, 1])),
@@ -260,6 +277,8 @@ def run(
     """Measure one configuration; returns the JSON-ready metrics (see the module docstring)."""
     if timed < 1:
         raise ValueError(f"timed must be >= 1; got {timed}")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1; got {batch}")
     if record not in ("none", "settled", "steps"):
         raise ValueError(f"record must be none, settled or steps; got {record!r}")
     net = mlp(list(sizes), activation=activation)

@@ -1,43 +1,63 @@
 """``neuropc`` command line: ``run`` a model script, ``bench`` the PC training step, and
-``inspect``, ``plot`` and ``export`` recordings."""
+``inspect``, ``plot`` and ``export`` recordings.
+
+A user error (a bad option value, a missing file, a directory where a file is expected, an
+unwritable output path, a setting neuropc rejects) is one line on stderr, ``neuropc CMD:
+message``, and exit status 2; other exceptions are bugs and keep their traceback
+(``NEUROPC_TRACEBACK=1`` shows it for user errors too)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import runpy
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+from .activations import NAMES as ACTIVATIONS
+from .backends import BACKENDS
+from .runner import (
+    USER_ERRORS,
+    ArgumentParser,
+    add_script_options,
+    check_input_file,
+    check_output_dir,
+    check_output_file,
+    exit_status,
+    nonnegative_float,
+    nonnegative_int,
+    positive_int,
+    script_argv,
+)
 
 
 def _sizes(s: str) -> list[int]:
+    """argparse type of ``--sizes``: at least two comma-separated integers >= 1."""
     try:
         sizes = [int(v) for v in s.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--sizes must be comma-separated integers; got {s!r}"
-        ) from None
+        sizes = []
     if len(sizes) < 2 or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"--sizes needs at least two positive sizes; got {s!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected at least two comma-separated integers >= 1 (e.g. 784,128,10); got {s!r}"
+        )
     return sizes
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="neuropc", description=__doc__)
+    """Run one command; returns the exit status (2 for a user error, printed as one line)."""
+    ap = ArgumentParser(prog="neuropc", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     r = sub.add_parser("run", help="run a model script (same as python SCRIPT ...)")
     r.add_argument("script")
-    r.add_argument("--backend", default=None)
-    r.add_argument("--seed", type=int, default=None)
-    r.add_argument("--quick", action="store_true")
-    r.add_argument("--json", action="store_true")
-    r.add_argument("--out", default=None)
-    r.add_argument("--record", default=None, metavar="PATH", help="record the run to HDF5")
-    r.add_argument("--record-preset", default=None, choices=["energy", "settled", "steps"])
+    script_options = add_script_options(r, pass_through=True)
 
-    i = sub.add_parser("inspect", help="print a recording's tree, shapes, units and metadata")
+    i = sub.add_parser(
+        "inspect", help="describe a recording (tree, shapes, units, metadata) or a checkpoint"
+    )
     i.add_argument("file")
 
     p = sub.add_parser("plot", help="save PNG figures of a recording")
@@ -51,14 +71,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     b = sub.add_parser("bench", help="time a PC training minibatch on an MLP")
     b.add_argument("--sizes", type=_sizes, default=[784, 128, 128, 10])
-    b.add_argument("--activation", default="tanh")
-    b.add_argument("--batch", type=int, default=128)
-    b.add_argument("--steps", type=int, default=20)
-    b.add_argument("--rate", type=float, default=0.1)
-    b.add_argument("--backend", default="numba")
+    b.add_argument("--activation", default="tanh", choices=ACTIVATIONS)
+    b.add_argument("--batch", type=positive_int, default=128)
+    b.add_argument("--steps", type=nonnegative_int, default=20)
+    b.add_argument("--rate", type=nonnegative_float, default=0.1)
+    b.add_argument("--backend", default="numba", choices=BACKENDS)
     b.add_argument("--device", default=None, help="cpu or cuda (torch backend)")
     b.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    b.add_argument("--timed", type=int, default=50, help="timed batches (default 50)")
+    b.add_argument("--timed", type=positive_int, default=50, help="timed batches (default 50)")
     b.add_argument(
         "--no-bp", action="store_true",
         help="skip the torch references (backprop and hand-written PC steps)",
@@ -73,72 +93,84 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     b.add_argument("--json", action="store_true")
 
-    args, rest = ap.parse_known_args(argv)
+    try:
+        args, rest = ap.parse_known_args(argv)
+        if rest and args.cmd != "run":
+            sub.choices[args.cmd].error(f"unrecognized arguments: {' '.join(rest)}")
+    except SystemExit as stop:  # usage errors (one line, status 2) and --help (status 0)
+        return _status(stop.code)
+    prog = f"neuropc {args.cmd}"
     if args.cmd == "run":
-        return _run(args, rest)
-    if rest:
-        ap.error(f"unrecognized arguments: {' '.join(rest)}")
+        return exit_status(prog, lambda: _run(args, rest, script_options))
     if args.cmd == "bench":
-        return _bench(args)
-    return _recording_command(args)
+        return exit_status(prog, lambda: _bench(args))
+    # a missing optional dependency (matplotlib, pynwb, libsonata) is one line too
+    return exit_status(prog, lambda: _recording_command(args), (*USER_ERRORS, ImportError))
+
+
+def _status(code: object) -> int:
+    """The exit status of ``SystemExit(code)``; a message (a str) is printed to stderr, as the
+    interpreter would, and gives 1."""
+    if code is None or isinstance(code, int):
+        return int(code or 0)
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _print_paths(paths: Iterable[str | os.PathLike]) -> None:
+    """The files a command wrote, one absolute path per line."""
+    for path in paths:
+        print(os.path.abspath(path))
 
 
 def _recording_command(args: argparse.Namespace) -> int:
-    """inspect / plot / export; a bad file is one clear line on stderr and exit status 1."""
-    from .errors import RecordingError
+    """inspect / plot / export a recording (a bad file raises a one-line error)."""
+    check_input_file(args.file)
+    if args.cmd == "inspect":
+        from . import checkpoint
+        from .export import describe
 
-    try:
-        if args.cmd == "inspect":
-            from .export import describe
+        # checkpoints and recordings are both HDF5; the root attribute "format" tells them apart
+        is_ck = checkpoint.is_checkpoint(args.file)
+        print(checkpoint.describe(args.file) if is_ck else describe(args.file))
+    elif args.cmd == "plot":
+        from .plotting import plot_file
 
-            print(describe(args.file))
-        elif args.cmd == "plot":
-            from .plotting import plot_file
+        out = args.out or str(Path(args.file).with_suffix("")) + "_plots"
+        check_output_dir(out, "--out")
+        _print_paths(plot_file(args.file, out))
+    else:
+        if not (args.nwb or args.sonata):
+            raise ValueError("give --nwb OUT and/or --sonata DIR")
+        if args.nwb:
+            check_output_file(args.nwb, "--nwb")
+        if args.sonata:
+            check_output_dir(args.sonata, "--sonata")
+        from . import export
 
-            out = args.out or str(Path(args.file).with_suffix("")) + "_plots"
-            for path in plot_file(args.file, out):
-                print(path)
-        else:
-            if not (args.nwb or args.sonata):
-                print("neuropc export: give --nwb OUT and/or --sonata DIR", file=sys.stderr)
-                return 2
-            from . import export
-
-            if args.nwb:
-                print(export.to_nwb(args.file, args.nwb))
-            if args.sonata:
-                for path in export.to_sonata(args.file, args.sonata):
-                    print(path)
-    except (RecordingError, ImportError) as err:
-        print(f"neuropc {args.cmd}: {err}", file=sys.stderr)
-        return 1
+        if args.nwb:
+            _print_paths([export.to_nwb(args.file, args.nwb)])
+        if args.sonata:
+            _print_paths(export.to_sonata(args.file, args.sonata))
     return 0
 
 
-def _run(args: argparse.Namespace, rest: list[str]) -> int:
-    script = Path(args.script)
-    if not script.is_file():
-        print(f"neuropc run: no such script: {script}", file=sys.stderr)
-        return 2
-    argv = [str(script)]
-    for flag in ("backend", "seed", "out", "record", "record_preset"):
-        v = getattr(args, flag)
-        if v is not None:
-            argv += [f"--{flag.replace('_', '-')}", str(v)]
-    argv += [f"--{f}" for f in ("quick", "json") if getattr(args, f)]
+def _run(args: argparse.Namespace, rest: list[str], options: list[argparse.Action]) -> int:
+    """Run the script as ``__main__`` with the given options (and any others it defines)."""
+    script = check_input_file(args.script, "script")
     old = sys.argv
-    sys.argv = argv + rest
+    sys.argv = [str(script), *script_argv(args, options), *rest]
     try:
         runpy.run_path(str(script), run_name="__main__")
     except SystemExit as e:
-        return int(e.code or 0) if not isinstance(e.code, str) else 1
+        return _status(e.code)
     finally:
         sys.argv = old
     return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench import run
+    from .bench import NOTES, run
 
     res = run(
         args.sizes, activation=args.activation, batch=args.batch, steps=args.steps,
@@ -149,7 +181,9 @@ def _bench(args: argparse.Namespace) -> int:
         print(json.dumps(res, sort_keys=True))
     else:
         for k, v in res.items():
-            print(f"{k:>20}: {v:.4g}" if isinstance(v, float) else f"{k:>20}: {v}")
+            text = f"{v:.4g}" if isinstance(v, float) else f"{v}"
+            note = f"  ({NOTES[k]})" if k in NOTES else ""
+            print(f"{k:>27}: {text}{note}")
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import h5py
@@ -95,8 +96,13 @@ def _energy(rec, outdir: str, fname: str) -> str | None:
     curves.sort(key=lambda c: (c[0] == "total", rank.get(c[0], len(rank)), c[0]))
     present = {p for c in curves for p in c[1]}
     phases = [p for p in _PHASES if p in present] + sorted(present - set(_PHASES))
-    fig = _figure(figsize=(5.5 * len(phases), 4.0), layout="constrained")
+    fig = _figure(figsize=(5.5 * len(phases) + 1.2, 4.0), layout="constrained")
     axes = fig.subplots(1, len(phases), squeeze=False)[0]
+    style = {  # one colour per target in every panel; the total black and dashed
+        c[0]: dict(color="black", linestyle="--", linewidth=2) if c[0] == "total"
+        else dict(color=f"C{j % 10}") for j, c in enumerate(curves)
+    }  # fmt: skip
+    labelled: set[str] = set()
     for ax, ph in zip(axes, phases):
         nb = 0
         for target, ph_list, steps, means, items in curves:
@@ -104,15 +110,16 @@ def _energy(rec, outdir: str, fname: str) -> str | None:
                 continue
             i = ph_list.index(ph)
             nb = max(nb, int(items[i]))
-            kw = dict(color="black", linestyle="--", linewidth=2) if target == "total" else {}
             ax.plot(steps, means[i, :, 0], marker="." if len(steps) < 40 else None,
-                    label=target, **kw)  # fmt: skip
+                    label=None if target in labelled else target, **style[target])  # fmt: skip
+            labelled.add(target)
         ax.set_title(f"{ph}: energy, mean over {nb} batch{'es' if nb != 1 else ''}")
         ax.set_xlabel("inference step")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("energy (a.u.)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+    fig.legend(loc="outside right center", fontsize="small", title="population",
+               title_fontsize="small")  # fmt: skip
     path = os.path.join(outdir, fname)
     fig.savefig(path, dpi=100)
     return path
@@ -144,6 +151,8 @@ def _unit_ticks(ax: Any, g: h5py.Group, axis: str) -> None:
 
 def _heatmap_steps(rec, name: str, path: str) -> str | None:
     """Trial-average unit x step map of a steps recording, one panel per phase."""
+    from matplotlib.ticker import MaxNLocator
+
     g = rec.file["recordings"][name]
     a = _attrs(g)
     if row_index(g)[2] == 0:
@@ -161,6 +170,7 @@ def _heatmap_steps(rec, name: str, path: str) -> str | None:
                        **lim)  # fmt: skip
         ax.set_title(f"{name} ({ph}): mean over {nt} trials")
         ax.set_xlabel("inference step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(f"{a['target']} unit")
         _unit_ticks(ax, g, "y")
         fig.colorbar(im, ax=ax, label=f"{a['variable']} ({a['units']})")
@@ -197,13 +207,14 @@ def _heatmap_trials(rec, name: str, path: str) -> str | None:
     return path
 
 
-def save_png(fig, path, dpi: int = 110):
-    """Write ``fig`` as a PNG to ``path``, close it, and return ``path``."""
+def save_png(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Write the pyplot figure ``fig`` as a PNG to ``path``, close it, and return the file's
+    absolute path (scripts print it, e.g. with :func:`neuropc.runner.wrote`)."""
     import matplotlib.pyplot as plt
 
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
-    return path
+    return Path(os.path.abspath(path))
 
 
 def plot_file(path: str | os.PathLike, outdir: str | os.PathLike) -> list[str]:
@@ -216,13 +227,13 @@ def plot_file(path: str | os.PathLike, outdir: str | os.PathLike) -> list[str]:
       trial x unit map of the first :data:`MAX_TRIALS` trials. Errors and noise use a diverging
       colour map centred on 0.
 
-    Needs matplotlib (``pip install "neuropc[plot]"``). Raises
+    The paths returned are absolute. Needs matplotlib (``pip install "neuropc[plot]"``). Raises
     :class:`~neuropc.errors.RecordingError` when the file is not a readable recording.
     """
     _require("matplotlib", "plot", "plotting")
     from .reader import open as _open
 
-    outdir = os.fspath(outdir)
+    outdir = os.path.abspath(outdir)
     os.makedirs(outdir, exist_ok=True)
     written: list[str] = []
     with _open(path) as rec:

@@ -420,6 +420,8 @@ def open(path: str | os.PathLike) -> Recording:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise RecordingError(f"no such recording: {path!r}")
+    if os.path.isdir(path):
+        raise RecordingError(f"{path!r} is a directory, not a recording")
     _check_length(path)
     try:
         try:

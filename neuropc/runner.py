@@ -1,15 +1,24 @@
-"""Shared command line of model scripts.
+"""Shared command line of model scripts, and the one-line error rule of every command.
 
 Every script in ``models/`` runs as ``python models/NAME.py`` and as ``neuropc run models/NAME.py``
 with the same options::
 
-    --backend NAME   backend to simulate with (default numba)
-    --seed N         seed of everything random (default 0)
+    --backend NAME   backend to simulate with: numba (default) or torch
+    --seed N         seed of everything random, an integer >= 0 (default 0)
     --quick          a small, fast version (the test suite runs every script this way)
     --json           print the run's final metrics as one JSON object on the last line
     --out DIR        where figures and files go (default runs/NAME)
     --record PATH    record every simulator of the run to HDF5 (PATH, then PATH-2, ...)
     --record-preset  what --record records: energy, settled (default) or steps
+
+A user error (a bad option value, a missing or unwritable path, a bad setting that neuropc
+rejects with a ``ValueError``) is one line on stderr, ``PROG: message``, and exit status 2
+(:class:`ArgumentParser`, :func:`exit_status`, :func:`run_main`); other exceptions are bugs and
+keep their traceback. ``NEUROPC_TRACEBACK=1`` shows the traceback of user errors too.
+
+Scripts report progress with :func:`progress_line` (e.g. ``epoch 3/10  energy=0.41
+seconds=1.2``, through :func:`epoch_printer` as a ``fit`` callback) and name every file they
+write by its absolute path (:func:`wrote`).
 """
 
 from __future__ import annotations
@@ -19,37 +28,218 @@ import json
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
+
+from .backends import BACKENDS
+from .errors import DivergenceError, RecordingError
+
+# the progress helpers, re-exported for model scripts
+from .progress import epoch_printer, print_progress, progress_bars, progress_line  # noqa: F401
+
+#: Exceptions that signal a user error (bad settings, paths or files; a diverging run): one line.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError, TypeError, OSError, RecordingError, DivergenceError,
+)  # fmt: skip
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An :class:`argparse.ArgumentParser` whose usage errors are one line on stderr,
+    ``PROG: message``, with exit status 2 (sub-parsers inherit the class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {one_line(message)}\n")
+
+
+def one_line(err: BaseException | str) -> str:
+    """The message of ``err`` on one line; an ``OSError`` as ``reason: path``."""
+    if isinstance(err, OSError) and err.strerror:
+        text = err.strerror + (f": {err.filename}" if err.filename is not None else "")
+        if err.filename2 is not None:
+            text += f" -> {err.filename2}"
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(text.split())
+
+
+def exit_status(
+    prog: str,
+    fn: Callable[[], object],
+    errors: tuple[type[BaseException], ...] = USER_ERRORS,
+) -> int:
+    """Call ``fn``: its result when it is an int, else 0. A user error (one of ``errors``) is
+    printed as one line ``PROG: message`` on stderr and gives 2; other exceptions propagate
+    (bugs keep their traceback), as do user errors when ``NEUROPC_TRACEBACK`` is set."""
+    try:
+        rc = fn()
+    except errors as err:
+        if os.environ.get("NEUROPC_TRACEBACK"):
+            raise
+        print(f"{prog}: {one_line(err)}", file=sys.stderr, flush=True)
+        return 2
+    return rc if isinstance(rc, int) and not isinstance(rc, bool) else 0
+
+
+def run_main(main: Callable[[], object]) -> NoReturn:
+    """A model or analysis script's entry point: ``if __name__ == "__main__": run_main(main)``.
+    Exits with :func:`exit_status` of ``main`` under the script's file name."""
+    sys.exit(exit_status(Path(sys.argv[0]).name or "neuropc", main))
+
+
+def _integer(s: str, low: int, what: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}; got {s!r}") from None
+    if v < low:
+        raise argparse.ArgumentTypeError(f"expected {what}; got {s!r}")
+    return v
+
+
+def positive_int(s: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _integer(s, 1, "an integer >= 1")
+
+
+def nonnegative_int(s: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _integer(s, 0, "an integer >= 0")
+
+
+def nonnegative_float(s: str) -> float:
+    """argparse type: a finite number >= 0."""
+    try:
+        v = float(s)
+    except ValueError:
+        v = math.nan
+    if not (math.isfinite(v) and v >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0; got {s!r}")
+    return v
+
+
+def _existing_ancestor(p: Path) -> Path:
+    """``p`` or its nearest ancestor that exists."""
+    p = Path(os.path.abspath(p))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_output_dir(path: str | os.PathLike, option: str) -> Path:
+    """``path`` as a :class:`~pathlib.Path` when it is a directory that exists or can be
+    created there and written to; else a ``ValueError`` naming ``option`` and the path."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"{option}: expected a directory; {str(p)!r} is a file")
+    _check_writable(p, option)
+    return p
+
+
+def check_output_file(path: str | os.PathLike, option: str) -> Path:
+    """``path`` as a :class:`~pathlib.Path` when a file can be written there (it is not a
+    directory and its folder exists or can be created, writable); else a ``ValueError``."""
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{option}: expected a file; {str(p)!r} is a directory")
+    _check_writable(p.parent, option, for_file=p)
+    return p
+
+
+def _check_writable(d: Path, option: str, for_file: Path | None = None) -> None:
+    base = _existing_ancestor(d)
+    shown = repr(str(for_file if for_file is not None else d))
+    if not base.is_dir():
+        raise ValueError(f"{option}: cannot create {shown}: {str(base)!r} is a file")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise ValueError(f"{option}: cannot write {shown}: {str(base)!r} is not writable")
+
+
+def check_input_file(path: str | os.PathLike, what: str = "file") -> Path:
+    """``path`` as a :class:`~pathlib.Path` when it is an existing file; else a one-line
+    ``ValueError`` (no such file, or a directory given where a file is expected)."""
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"expected a {what}; {str(p)!r} is a directory")
+    if not p.is_file():
+        raise ValueError(f"no such {what}: {str(p)!r}")
+    return p
+
+
+def add_script_options(
+    ap: argparse.ArgumentParser, *, pass_through: bool = False
+) -> list[argparse.Action]:
+    """Add the common options of model scripts (see the module docstring) to ``ap``; returns
+    their actions. ``pass_through``: no defaults (an option not given is absent from the
+    namespace), for ``neuropc run``, which hands the given ones on with :func:`script_argv`."""
+
+    def d(value: object) -> object:
+        return argparse.SUPPRESS if pass_through else value
+
+    return [
+        ap.add_argument("--backend", default=d("numba"), choices=BACKENDS,
+                        help="backend (default: numba)"),
+        ap.add_argument("--seed", type=nonnegative_int, default=d(0), help="seed (default: 0)"),
+        ap.add_argument("--quick", action="store_true", default=d(False),
+                        help="small fast run (used by the test suite)"),
+        ap.add_argument("--json", action="store_true", default=d(False),
+                        help="print final metrics as JSON on the last line"),
+        ap.add_argument("--out", default=d(None), metavar="DIR",
+                        help="output directory for figures and files (default: runs/NAME)"),
+        ap.add_argument("--record", default=d(None), metavar="PATH",
+                        help="record the run to this HDF5 file"),
+        ap.add_argument("--record-preset", default=d("settled"),
+                        choices=["energy", "settled", "steps"],
+                        help="what --record records (default: energies and settled states)"),
+    ]  # fmt: skip
+
+
+def script_argv(args: argparse.Namespace, actions: Sequence[argparse.Action]) -> list[str]:
+    """The command-line form of the options of ``actions`` present in ``args``."""
+    out: list[str] = []
+    for act in actions:
+        if hasattr(args, act.dest):
+            v = getattr(args, act.dest)
+            if act.nargs == 0:  # a flag
+                out += [act.option_strings[0]] if v else []
+            elif v is not None:
+                out += [act.option_strings[0], str(v)]
+    return out
 
 
 def script_args(
     description: str, argv: Sequence[str] | None = None, *, name: str | None = None
 ) -> argparse.Namespace:
-    """Parse the common options (see the module docstring)."""
-    ap = argparse.ArgumentParser(description=description)
-    ap.add_argument("--backend", default="numba", help="backend (default: numba)")
-    ap.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
-    ap.add_argument("--quick", action="store_true", help="small fast run (used by the test suite)")
-    ap.add_argument(
-        "--json", action="store_true", help="print final metrics as JSON on the last line"
-    )
-    ap.add_argument("--out", default=None, help="output directory for figures (default: runs/NAME)")
-    ap.add_argument("--record", default=None, help="record the run to this HDF5 file")
-    ap.add_argument(
-        "--record-preset", default="settled", choices=["energy", "settled", "steps"],
-        help="what --record records (default: energies and settled states)",
-    )  # fmt: skip
+    """Parse the common options (see the module docstring). A bad option, an ``--out`` that is
+    not a writable directory or a ``--record`` that cannot be written is one line on stderr and
+    exit status 2."""
+    ap = ArgumentParser(description=description)
+    add_script_options(ap)
     args = ap.parse_args(argv)
+    stem = name or Path(sys.argv[0]).stem or "model"
+    try:
+        args.out = check_output_dir(
+            args.out if args.out is not None else os.path.join("runs", stem), "--out"
+        )
+        if args.record:
+            check_output_file(args.record, "--record")
+    except ValueError as err:
+        ap.error(str(err))
     if args.record:
         from .recording import record_all
 
         record_all(args.record, args.record_preset)
-    stem = name or Path(sys.argv[0]).stem or "model"
-    args.out = Path(args.out if args.out is not None else os.path.join("runs", stem))
     return args
+
+
+def wrote(path: str | os.PathLike) -> Path:
+    """Print ``wrote /absolute/path`` for a file a script has written; returns the absolute
+    path."""
+    p = Path(os.path.abspath(path))
+    print(f"wrote {p}", flush=True)
+    return p
 
 
 def report(metrics: dict, args: argparse.Namespace) -> dict:
@@ -62,7 +252,7 @@ def report(metrics: dict, args: argparse.Namespace) -> dict:
         from .recording import close_all
 
         for path in close_all():
-            print(f"  recorded to {path}")
+            print(f"  recorded to {os.path.abspath(path)}")
     if args.json:
         print(json.dumps(clean, sort_keys=True), flush=True)
     return clean

@@ -22,6 +22,7 @@ from .inference import Inference
 from .network import Network
 from .optim import Adam, Optimizer, check_optimizer
 from .plan import Plan, lower
+from .progress import print_progress, progress_bars
 
 ArrayDict = Mapping[str, np.ndarray]
 
@@ -348,7 +349,8 @@ class Simulator:
                 rec["accuracy"] = self.accuracy(validation[0], validation[1])
             hist.epochs.append(rec)
             if progress:
-                print(_format_metrics(rec), flush=True)
+                rest = {k: v for k, v in rec.items() if k != "epoch"}
+                print_progress(f"epoch {ep}/{epochs}", rest)
             if callback is not None:
                 callback(rec)
         return hist
@@ -695,16 +697,10 @@ def _batch_len(arrays: Mapping[str, np.ndarray]) -> int:
 def _progress(it, enabled: bool, desc: str):
     if not enabled:
         return it
-    import sys
-
-    if not sys.stderr.isatty():  # in logs and pipes: only the per-epoch lines
+    if not progress_bars():  # in logs and pipes: only the per-epoch lines
         return it
     try:
         from tqdm.auto import tqdm
     except ImportError:  # tqdm is an optional extra; fall back to per-epoch lines only
         return it
     return tqdm(it, desc=desc, leave=False, unit="batch")
-
-
-def _format_metrics(rec: dict) -> str:
-    return "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items())

@@ -127,7 +127,10 @@ def test_compiled_runs_the_eager_steps(be: dict, mode: str) -> None:
     nudging (strict; FPA is deterministic) and a per-step recording, the compiled and the eager
     torch backend give the same trajectories, traces and parameters in float64."""
     inf = npc.Inference(
-        steps=7, rate=0.05, temperature=0.01 if mode == "strict" else 0.0, mode=mode,
+        steps=7,
+        rate=0.05,
+        temperature=0.01 if mode == "strict" else 0.0,
+        mode=mode,
         nudge=0.5 if mode == "strict" else None,
     )
     sims = []

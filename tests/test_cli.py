@@ -1,4 +1,5 @@
-"""The command line: ``neuropc bench`` fields and ``neuropc run`` argument passing."""
+"""The command line: ``neuropc bench`` fields and ratios, ``neuropc run`` argument passing, and
+every user error as one line on stderr with exit status 2."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import _cxx
+from conftest import ROOT, _cuda, _cxx
 
 from neuropc import cli
 
@@ -85,9 +86,10 @@ def test_bench_torch_compile_flag(capsys: pytest.CaptureFixture[str]) -> None:
     assert res["backend"] == "torch" and res["compile"] is True and res["ms_per_batch"] > 0
 
 
-def test_bench_rejects_bad_sizes() -> None:
-    with pytest.raises(SystemExit):
-        cli.main(["bench", "--sizes", "784"])
+def test_bench_rejects_bad_sizes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["bench", "--sizes", "784"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("neuropc bench: argument --sizes:")
 
 
 def test_run_passes_options_to_the_script(
@@ -166,11 +168,157 @@ def test_inspect_plot_export_commands(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "h1:error" in out and "condition" in out
     assert cli.main(["plot", str(path), "--out", str(tmp_path / "plots")]) == 0
     pngs = capsys.readouterr().out.split()
-    assert pngs and all(Path(p).stat().st_size > 0 for p in pngs)
+    assert pngs and all(Path(p).is_absolute() and Path(p).stat().st_size > 0 for p in pngs)
     nwb, views = tmp_path / "r.nwb", tmp_path / "views"
     assert cli.main(["export", str(path), "--nwb", str(nwb), "--sonata", str(views)]) == 0
     assert nwb.stat().st_size > 0 and any(views.iterdir())
     (tmp_path / "bad.h5").write_bytes(b"junk" * 100)
-    assert cli.main(["inspect", str(tmp_path / "bad.h5")]) == 1
-    assert "not a readable HDF5 file" in capsys.readouterr().err
+    assert cli.main(["inspect", str(tmp_path / "bad.h5")]) == 2
+    err = capsys.readouterr().err
+    assert "not a readable HDF5 file" in err and err.count("\n") == 1
     assert cli.main(["export", str(path)]) == 2
+
+
+def test_bench_ratios_are_medians_of_the_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``references`` with a scripted clock: each timed step takes a known time, so the reported
+    medians and ratios have exact values (``pc_over_bp`` is the median of the per-round ratios,
+    reported beside the medians of both timings over the same rounds)."""
+    from neuropc import bench
+
+    # per round: simulator, backprop, hand-written (ms)
+    rounds = [(2.0, 1.0, 4.0), (4.0, 1.0, 2.0), (6.0, 3.0, 3.0)]
+    ticks, now = [], 0.0
+    for row in rounds:
+        for ms in row:
+            ticks += [now, now + ms / 1000]
+            now += 1.0
+    clock = iter(ticks)
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(clock))
+    res = bench.references(lambda: None, [6, 5, 3], "tanh", 4, 2, 0.1, "float32", "cpu", 3)
+    assert res["round_ms_per_batch"] == pytest.approx(4.0)
+    assert res["bp_ms_per_batch"] == pytest.approx(1.0)
+    assert res["handwritten_pc_ms_per_batch"] == pytest.approx(3.0)
+    assert res["pc_over_bp"] == pytest.approx(2.0)  # median of 2, 4, 2
+    assert res["pc_over_handwritten"] == pytest.approx(2.0)  # median of 0.5, 2, 2
+    assert set(bench.NOTES) <= {*res, "record_overhead"}
+
+
+def test_bench_text_labels_the_ratios(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = cli.main(["bench", "--sizes", "12,8,4", "--batch", "4", "--steps", "2", "--timed", "3"])
+    assert rc == 0
+    lines = {ln.split(":")[0].strip(): ln for ln in capsys.readouterr().out.splitlines()}
+    assert "round_ms_per_batch" in lines and "bp_ms_per_batch" in lines
+    assert "median over rounds of round_ms_per_batch / bp_ms" in lines["pc_over_bp"]
+    assert "median over rounds" in lines["pc_over_handwritten"]
+
+
+# ---- user errors: one line on stderr, exit status 2 ---------------------------------------------
+ECHO = textwrap.dedent(
+    """
+    from neuropc.runner import report, run_main, script_args
+
+    def main():
+        args = script_args("echo")
+        report({"seed": args.seed}, args)
+
+    run_main(main)
+    """
+)
+SETTING = "import neuropc as npc\nnpc.Inference(steps=-1)\n"  # neuropc rejects a bad setting
+BUG = "x = {}\nx['missing']\n"  # a genuine bug (KeyError): keeps its traceback
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, str]:
+    """Paths the malformed commands point at."""
+    paths = {k: tmp_path / f for k, f in (("echo", "echo.py"), ("setting", "setting.py"),
+             ("bug", "bug.py"), ("a_file", "a_file"), ("junk", "junk.h5"), ("a_dir", "a_dir"),
+             ("missing", "nope.h5"))}  # fmt: skip
+    paths["echo"].write_text(ECHO)
+    paths["setting"].write_text(SETTING)
+    paths["bug"].write_text(BUG)
+    paths["a_file"].write_text("not a directory")
+    paths["junk"].write_bytes(b"junk" * 100)
+    paths["a_dir"].mkdir()
+    return {k: str(v) for k, v in paths.items()}
+
+
+NPC = [sys.executable, "-m", "neuropc.cli"]
+BOGACZ = str(ROOT / "models" / "bogacz_tutorial.py")
+USER_ERRORS = [  # (command, what the line must name); {name} is a path from the ``files`` fixture
+    (["bench", "--batch", "0"], "--batch"),
+    (["bench", "--batch", "abc"], "--batch"),
+    (["bench", "--steps", "-1"], "--steps"),
+    (["bench", "--backend", "nope"], "--backend"),
+    (["bench", "--dtype", "float16"], "--dtype"),
+    (["bench", "--sizes", "5"], "--sizes"),
+    (["bench", "--timed", "0"], "--timed"),
+    (["bench", "--device", "cuda"], "cuda"),  # the numba backend runs on the CPU
+    pytest.param(
+        ["bench", "--backend", "torch", "--device", "cuda"],
+        "cuda",
+        marks=pytest.mark.skipif(_cuda(), reason="CUDA is available"),
+    ),
+    ([], "cmd"),
+    (["run", "{echo}", "--seed", "x"], "--seed"),
+    (["run", "{echo}", "--bogus"], "--bogus"),  # the script's own options
+    (["run", "{echo}", "--out", "{a_file}"], "{a_file}"),
+    (["run", "{echo}", "--out", "{a_file}/sub"], "{a_file}"),
+    (["run", "{echo}", "--record", "{a_dir}"], "{a_dir}"),
+    (["run", "{setting}"], "Inference.steps"),
+    (["run", "{missing}"], "{missing}"),
+    (["run", "{a_dir}"], "{a_dir}"),
+    (["inspect", "{missing}"], "{missing}"),
+    (["inspect", "{a_dir}"], "{a_dir}"),
+    (["inspect", "{junk}"], "{junk}"),
+    (["inspect", "{junk}", "--bogus"], "--bogus"),
+    (["plot", "{missing}"], "{missing}"),
+    (["plot", "{junk}", "--out", "{a_file}"], "{a_file}"),
+    (["export", "{junk}", "--nwb", "{a_dir}"], "{a_dir}"),
+    ([BOGACZ, "--backend", "nope"], "--backend"),  # a model script run directly
+    ([BOGACZ, "--seed", "x"], "--seed"),
+]
+
+
+@pytest.mark.parametrize(
+    ("command", "names"),
+    USER_ERRORS,
+    ids=lambda v: (
+        " ".join(Path(a).name if "/" in a else a for a in v) if isinstance(v, list) else ""
+    ),
+)
+def test_a_user_error_is_one_line(command: list[str], names: str, files: dict[str, str]) -> None:
+    """In a subprocess: exit status 2, exactly one non-empty line on stderr, no traceback, and
+    the line names the bad option or path."""
+    argv = [a.format(**files) for a in command]
+    cmd = [sys.executable, *argv] if argv and argv[0].endswith(".py") else [*NPC, *argv]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    lines = r.stderr.splitlines()
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert len(lines) == 1 and lines[0].strip(), r.stderr
+    assert "Traceback" not in r.stderr
+    assert names.format(**files) in lines[0], lines[0]
+
+
+def test_a_bug_keeps_its_traceback(files: dict[str, str]) -> None:
+    r = subprocess.run([*NPC, "run", files["bug"]], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120, check=False)  # fmt: skip
+    assert r.returncode == 1 and "Traceback" in r.stderr and "KeyError" in r.stderr
+
+
+def test_exit_status_rules(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from neuropc.runner import exit_status, one_line
+
+    def bad() -> None:
+        raise ValueError("rate must be >= 0;\n  got -1")
+
+    assert exit_status("neuropc x", bad) == 2
+    assert capsys.readouterr().err == "neuropc x: rate must be >= 0; got -1\n"
+    assert exit_status("p", lambda: 3) == 3 and exit_status("p", lambda: {"a": 1}) == 0
+    with pytest.raises(ZeroDivisionError):
+        exit_status("p", lambda: 1 / 0)
+    monkeypatch.setenv("NEUROPC_TRACEBACK", "1")
+    with pytest.raises(ValueError):
+        exit_status("p", bad)
+    err = FileNotFoundError(2, "No such file or directory", "/x/y")
+    assert one_line(err) == "No such file or directory: /x/y"

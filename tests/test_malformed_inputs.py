@@ -220,9 +220,20 @@ CASES: list[tuple[str, str, Callable[[], object], tuple, str]] = [
     ("recording", "probe of unknown variable", lambda: _sim().record(None, [npc.Probe("h1", "rate")]), Clear, r"rate"),
     ("recording", "unknown preset", lambda: _sim().record(None, preset="all"), Clear, r"all"),
     ("recording", "open a text file", lambda: npc.open(_text_file()), (npc.RecordingError,), r"notes.txt"),
+    ("recording", "open a directory", lambda: npc.open(_tmp()), (npc.RecordingError,), r"is a directory, not a recording"),
+    ("recording", "open a missing file", lambda: npc.open(_tmp() / "none.h5"), (npc.RecordingError,), r"no such recording"),
+    ("recording", "record over a text file", lambda: _sim().record(_text_file()), (npc.RecordingError,), r"notes.txt.: it exists and is not an HDF5 file.*overwrite=.force."),
+    ("recording", "record overwrite typo", lambda: _sim().record(_tmp() / "r.h5", overwrite=1), Clear, r"overwrite must be True"),
+    ("recording", "label too long", lambda: _sim_rec_label(), Clear, r"longer than 64 bytes"),
     ("recording", "open a foreign HDF5", lambda: npc.open(_foreign_h5()), (npc.RecordingError,), r"foreign.h5"),
 ]
 # fmt: on
+
+
+def _sim_rec_label() -> None:
+    sim = _sim()
+    sim.record(None, trial_columns=("c",))
+    sim.infer({"input": np.ones((2, 4))}, trials={"c": ["x" * 65] * 2})
 
 
 def _gen() -> npc.Simulator:

@@ -24,9 +24,12 @@ def create(
             raise ValueError(
                 "compile= applies to the torch backend; the numba kernels are always compiled"
             )
+        from .compile_notice import announce
         from .numba_backend import NumbaBackend
 
-        return NumbaBackend(plan, dtype, device)
+        backend = NumbaBackend(plan, dtype, device)
+        announce(backend.dtype)  # "compiling kernels ..." when the first run will compile them
+        return backend
     if name == "torch":
         from .torch_backend import TorchBackend
 
