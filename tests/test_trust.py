@@ -257,3 +257,17 @@ def test_langevin_has_the_documented_order_rate_bias() -> None:
     assert var == pytest.approx(want, rel=0.03)  # 20000 samples: sd of the estimate ~1%
     assert abs(var - 0.5) > 0.2  # clearly not the posterior variance 1/Pi
     assert float(st["z"].mean()) == pytest.approx(0.5, abs=0.02)
+
+
+def test_torch_finiteness_check_is_exact_when_a_sum_overflows() -> None:
+    """The torch backend checks parameters with one sum first; finite values whose sum overflows
+    must not be reported, and one NaN must be found at its index."""
+    sim = npc.Simulator(npc.mlp([4, 3, 2]), backend="torch", dtype="float32")
+    be = sim.backend
+    be.P.fill_(3e38)  # finite in float32; their sum is inf
+    assert be._first_nonfinite() == -1
+    be.P[7] = float("nan")
+    assert be._first_nonfinite() == 7
+    be.P.fill_(0.0)
+    be.S2[3] = float("inf")
+    assert be._first_nonfinite() == 3
