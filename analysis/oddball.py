@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 import neuropc as npc
-from neuropc.plotting import save_png
+from neuropc.analysis.plotting import save_png
 from neuropc.runner import ArgumentParser, run_main, wrote
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from neuropc.plotting import save_png
+from neuropc.analysis.plotting import save_png
 from neuropc.runner import ArgumentParser, run_main, wrote
 
 

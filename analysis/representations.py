@@ -4,7 +4,7 @@
         [--generalise POP]
 
 Recomputes from the recording (the decoding seed and the number of test digits are in its
-metadata) with :mod:`neuropc.analysis` and writes to ``--out`` (default: the recording's folder):
+metadata) with :mod:`neuropc.analysis.measures` and writes to ``--out`` (default: the recording's folder):
 
 * ``decoding.png``: cross-validated accuracy of the digit label against the inference step, from
   the values and from the errors, one panel per population (chance 0.1 dashed);
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import neuropc as npc
-from neuropc.plotting import save_png
+from neuropc.analysis.plotting import save_png
 from neuropc.runner import ArgumentParser, run_main, wrote
 
 ROOT = Path(__file__).resolve().parents[1]

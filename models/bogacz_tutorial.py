@@ -326,7 +326,7 @@ def make_plots(out: Path, ex1: dict, ex2: dict, ex3: dict, post: dict, ex5: dict
     except ImportError:
         print("matplotlib is not installed: skipping the figures")
         return []
-    from neuropc.plotting import save_png
+    from neuropc.analysis.plotting import save_png
 
     out.mkdir(parents=True, exist_ok=True)
     written = []

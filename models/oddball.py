@@ -36,7 +36,7 @@ error before any update) is its free energy, the precision-weighted summed squar
 
     R_p[l] = sum_u eps_u[l]^2 / (2 Pi_u)       (eps = Pi (x - mu))
 
-and the ERP is its trial average per condition (:func:`neuropc.analysis.erp` on the epochs of the
+and the ERP is its trial average per condition (:func:`neuropc.analysis.measures.erp` on the epochs of the
 squared errors, weights ``1 / (2 Pi)``). Compared trials (Parras et al. 2017): DEV = deviants of
 both oddball blocks, STD = standards of both, CTR = tones 3 and 4 in the control block, so all
 three hold the same two physical tones; the first :attr:`Config.skip` trials of each block
@@ -46,14 +46,14 @@ three hold the same two physical tones; the first :attr:`Config.skip` trials of 
   DEV > CTR > STD of the peaks (``ordering``, ``ordering_holds``; ``ordering_per_subject``);
 * the difference waves DEV-STD, DEV-CTR, CTR-STD: peak amplitude (``dev_minus_std`` ...) and
   latency (``difference_latency``);
-* the Parras indices iMM, iPE, iRS (:func:`neuropc.analysis.mismatch_indices`) of the population
+* the Parras indices iMM, iPE, iRS (:func:`neuropc.analysis.measures.mismatch_indices`) of the population
   response, the ERP's mean over lags 0..40 (``response``: a spike count over the window), and
   the mean over units of the per-unit indices (``unit_iMM_mean`` ...). In ``obs`` the unit mean
   of iPE is negative: the diffuse prior of the control block predicts all eight tones, so units
   tuned to the six other tones err more in CTR than in DEV; units tuned to the oddball pair have
   iPE > 0 (``analysis/oddball.py`` plots the profile);
 * roving: the repetition-suppression curve (each trial's mean energy over lags, averaged per
-  repetition index, :func:`neuropc.analysis.repetition_curve`) and the DEV-STD peak.
+  repetition index, :func:`neuropc.analysis.measures.repetition_curve`) and the DEV-STD peak.
 
 Results, seed 0. Full (4 subjects, about 6 s on 2 cores): every population orders
 DEV > CTR > STD, in every subject; DEV/CTR = 1.58 / 1.51 / 1.58 and CTR/STD = 28 / 28 / 28 (z /
@@ -75,7 +75,7 @@ from pathlib import Path
 import numpy as np
 
 import neuropc as npc
-from neuropc.recording import claim_auto
+from neuropc.record.recording import claim_auto
 from neuropc.runner import print_progress, report, run_main, script_args, wrote
 
 STEPS = 40

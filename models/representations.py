@@ -9,16 +9,16 @@ with the label free, recorded at every step (``Probe(p, "value")`` and ``Probe(p
 zero (``Inference(init="zero")``, :data:`STEPS` = 50 steps at rate 0.1), so the state has to
 settle: from the forward initialisation every test-phase error would be zero from the start.
 
-Analyses (:mod:`neuropc.analysis`, all read back from the recording):
+Analyses (:mod:`neuropc.analysis.measures`, all read back from the recording):
 
-* decoding: :func:`~neuropc.analysis.decode_over_steps` of the digit label from each population's
+* decoding: :func:`~neuropc.analysis.measures.decode_over_steps` of the digit label from each population's
   values and from its errors, at every step (5 stratified folds shuffled with ``--seed``, ridge
   1). Reported: accuracy at step 0 (the initial state), at the last step, and the mean over
   steps (``decoding``), and the whole curves (``decoding_curve``). Chance is 0.1.
 * RSA: per population the condition-mean value pattern of each digit at the last (settled) step
-  (:func:`~neuropc.analysis.condition_patterns`), its correlation-distance RDM
-  (:func:`~neuropc.analysis.rdms_by_population`), and the Spearman correlation
-  (:func:`~neuropc.analysis.compare_rdms`) of every pair of RDMs and of each with the RDM of the
+  (:func:`~neuropc.analysis.measures.condition_patterns`), its correlation-distance RDM
+  (:func:`~neuropc.analysis.measures.rdms_by_population`), and the Spearman correlation
+  (:func:`~neuropc.analysis.measures.compare_rdms`) of every pair of RDMs and of each with the RDM of the
   digits' mean input pixels (``rdm_vs_input``, ``rdm_between``).
 
 ``test_accuracy`` is :meth:`Simulator.accuracy` (forward-initialised test inference);
@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 import neuropc as npc
-from neuropc.recording import claim_auto
+from neuropc.record.recording import claim_auto
 from neuropc.runner import epoch_printer, report, run_main, script_args, wrote
 
 STEPS = 50

@@ -9,22 +9,25 @@ Public API::
 
 from __future__ import annotations
 
-from . import activations, alignment, analysis, data, energy, modes
-from .alignment import gradient_alignment
+from . import analysis, data
+from .analysis import alignment
+from .analysis.alignment import gradient_alignment
 from .checkpoint import load
 from .data import one_hot
+from .dynamics import modes
+from .dynamics.inference import Inference
+from .dynamics.optim import SGD, Adam, AdamW
+from .dynamics.plan import Plan, lower
 from .errors import CheckpointError, DivergenceError, RecordingError
-from .inference import Inference
-from .network import Connection, Network, Population, mlp
-from .optim import SGD, Adam, AdamW
-from .plan import Plan, lower
-from .probes import Probe
-from .reader import (
+from .model import activations, energy
+from .model.network import Connection, Network, Population, mlp
+from .record.probes import Probe
+from .record.reader import (
     LabelledArray,
     Recording,
     open,
 )
-from .recording import Recorder
+from .record.recording import Recorder
 from .simulator import History, Simulator, State
 
 __version__ = "0.1.0"

@@ -28,9 +28,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .inference import Inference
-from .network import mlp
-from .optim import Adam
+from .dynamics.inference import Inference
+from .dynamics.optim import Adam
+from .model.network import mlp
 from .simulator import Simulator
 
 #: How the ratios are formed, printed beside them by ``neuropc bench``.
@@ -118,7 +118,7 @@ def _synced(step, device: str):
 def torch_bp_step(sizes: Sequence[int], activation: str, batch: int, dtype: str, device: str):
     """A torch backprop step of the same MLP (forward, 1/2 squared error, backward, Adam), as a
     function of no arguments."""
-    from . import activations
+    from .model import activations
 
     act = activations.get(activation)
     layers, opt, x, y = _torch_mlp(sizes, batch, dtype, device)
@@ -146,7 +146,7 @@ def torch_pc_step(layers, opt, x, y, activation: str, steps: int, rate: float):
     step as a function of no arguments."""
     import torch
 
-    from . import activations
+    from .model import activations
 
     act = activations.get(activation)
     W = [lay.weight for lay in layers]
@@ -218,7 +218,7 @@ def references(pc_step, sizes, activation, batch, steps, rate, dtype, device, n)
 
 
 def record_overhead(sim: Simulator, data: dict, preset: str, timed: int) -> dict:
-    """Cost of recording with ``preset`` (:func:`neuropc.probes.defaults`: energies plus settled
+    """Cost of recording with ``preset`` (:func:`neuropc.record.probes.defaults`: energies plus settled
     states, or full per-step traces) to a temporary HDF5 file. Batches with and without
     recording alternate, and ``record_overhead`` is the median of the per-pair time ratios, so a
     slow phase of a noisy machine hits both. ``record_mb_per_s``: bytes of recorded data over the

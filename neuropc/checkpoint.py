@@ -38,10 +38,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .dynamics.inference import Inference
+from .dynamics.optim import SGD, Adam
 from .errors import CheckpointError
-from .inference import Inference
-from .network import Network
-from .optim import SGD, Adam
+from .model.network import Network
 
 if TYPE_CHECKING:
     from .simulator import Simulator

@@ -16,8 +16,8 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .activations import NAMES as ACTIVATIONS
 from .backends import BACKENDS
+from .model.activations import NAMES as ACTIVATIONS
 from .runner import (
     USER_ERRORS,
     ArgumentParser,
@@ -128,13 +128,13 @@ def _recording_command(args: argparse.Namespace) -> int:
     check_input_file(args.file)
     if args.cmd == "inspect":
         from . import checkpoint
-        from .export import describe
+        from .record.export import describe
 
         # checkpoints and recordings are both HDF5; the root attribute "format" tells them apart
         is_ck = checkpoint.is_checkpoint(args.file)
         print(checkpoint.describe(args.file) if is_ck else describe(args.file))
     elif args.cmd == "plot":
-        from .plotting import plot_file
+        from .analysis.plotting import plot_file
 
         out = args.out or str(Path(args.file).with_suffix("")) + "_plots"
         check_output_dir(out, "--out")
@@ -146,7 +146,7 @@ def _recording_command(args: argparse.Namespace) -> int:
             check_output_file(args.nwb, "--nwb")
         if args.sonata:
             check_output_dir(args.sonata, "--sonata")
-        from . import export
+        from .record import export
 
         if args.nwb:
             _print_paths([export.to_nwb(args.file, args.nwb)])

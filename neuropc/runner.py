@@ -228,7 +228,7 @@ def script_args(
     except ValueError as err:
         ap.error(str(err))
     if args.record:
-        from .recording import record_all
+        from .record.recording import record_all
 
         record_all(args.record, args.record_preset)
     return args
@@ -249,7 +249,7 @@ def report(metrics: dict, args: argparse.Namespace) -> dict:
     for k, v in clean.items():
         print(f"  {k:<{width}}  {v:.6g}" if isinstance(v, float) else f"  {k:<{width}}  {v}")
     if getattr(args, "record", None):
-        from .recording import close_all
+        from .record.recording import close_all
 
         for path in close_all():
             print(f"  recorded to {os.path.abspath(path)}")

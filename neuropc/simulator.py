@@ -12,17 +12,17 @@ from pathlib import Path
 import numpy as np
 
 from . import backends as _backends
-from . import metrics as _metrics
-from . import modes as _modes
-from . import probes as _probes
-from . import recording as _recording
 from . import validation as _v
+from .analysis import metrics as _metrics
+from .dynamics import modes as _modes
+from .dynamics.inference import Inference
+from .dynamics.optim import Adam, Optimizer, check_optimizer
+from .dynamics.plan import Plan, lower
 from .errors import DivergenceError
-from .inference import Inference
-from .network import Network
-from .optim import Adam, Optimizer, check_optimizer
-from .plan import Plan, lower
+from .model.network import Network
 from .progress import print_progress, progress_bars
+from .record import probes as _probes
+from .record import recording as _recording
 
 ArrayDict = Mapping[str, np.ndarray]
 
@@ -75,7 +75,7 @@ class History:
 
 
 class Simulator:
-    """Runs a :class:`~neuropc.network.Network` on a backend.
+    """Runs a :class:`~neuropc.model.network.Network` on a backend.
 
     >>> sim = Simulator(mlp([784, 128, 10]), backend="numba", dtype="float32", seed=0)
 
@@ -550,7 +550,7 @@ class Simulator:
     ) -> _recording.Recorder:
         """Record the following runs to the HDF5 file ``path`` (``None``: in memory).
 
-        ``probes`` (see :class:`~neuropc.probes.Probe`) come on top of ``preset``: ``"energy"``
+        ``probes`` (see :class:`~neuropc.record.probes.Probe`) come on top of ``preset``: ``"energy"``
         (default: per-step energy of every population and the total), ``"settled"``, ``"steps"``
         or ``"none"``. ``trial_columns`` declares the labels that ``trials=`` of
         :meth:`infer`/:meth:`learn`/:meth:`fit` fill in. Everything is validated and created now;

@@ -1,6 +1,6 @@
 """Independent oracles for the model tests (test_oddball, test_representations, test_models_quick).
 
-Nothing here calls :mod:`neuropc.analysis`, :mod:`neuropc.energy` or a backend: every quantity is
+Nothing here calls :mod:`neuropc.analysis.measures`, :mod:`neuropc.model.energy` or a backend: every quantity is
 recomputed from its written definition with numpy / scipy (or torch autograd of an energy written
 out here), so that a test comparing the model's numbers with these is a comparison of two
 implementations, and thresholds are derived from the data (chance levels, null distributions)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import neuropc as npc
-from neuropc.alignment import compare, gradient_alignment
+from neuropc.analysis.alignment import compare, gradient_alignment
 
 
 def test_compare_closed_forms() -> None:

@@ -1,4 +1,4 @@
-"""neuropc.analysis against closed forms and independent computations."""
+"""neuropc.analysis.measures against closed forms and independent computations."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from neuropc import analysis as an
+from neuropc.analysis import measures as an
 
 
 # ---- energy -------------------------------------------------------------------------------------

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import neuropc as npc
-from neuropc import export
 from neuropc.errors import RecordingError
+from neuropc.record import export
 
 STEPS = 6
 SPS = export.SECONDS_PER_STEP
@@ -279,7 +279,7 @@ def test_sonata_views_read_back_with_libsonata(run, tmp_path, monkeypatch):
 # ---- plots ------------------------------------------------------------------------------------
 def test_plot_file_writes_pngs(run, tmp_path):
     pytest.importorskip("matplotlib")
-    from neuropc.plotting import plot_file
+    from neuropc.analysis.plotting import plot_file
 
     paths = plot_file(run, tmp_path / "plots")
     rec = npc.open(run)
@@ -293,7 +293,7 @@ def test_plot_file_writes_pngs(run, tmp_path):
 
 
 def test_plot_without_matplotlib_says_how_to_install(run, tmp_path, monkeypatch):
-    from neuropc.plotting import plot_file
+    from neuropc.analysis.plotting import plot_file
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match=r'pip install "neuropc\[plot\]"'):
@@ -327,7 +327,7 @@ def test_runs_with_different_step_counts(tmp_path):
         np.testing.assert_array_equal(t.total, energy)
         assert t.step.tolist() == list(range(7)) + list(range(10))
     pytest.importorskip("matplotlib")
-    from neuropc.plotting import plot_file
+    from neuropc.analysis.plotting import plot_file
 
     names = [p.rsplit("/", 1)[-1] for p in plot_file(path, tmp_path / "plots")]
     assert names == ["energy.png", "h1_error.png"]

@@ -118,7 +118,7 @@ def test_save_png_returns_the_absolute_path(tmp_path: Path, monkeypatch) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from neuropc.plotting import save_png
+    from neuropc.analysis.plotting import save_png
 
     monkeypatch.chdir(tmp_path)
     path = save_png(plt.subplots()[0], "f.png")

@@ -1,5 +1,5 @@
 """The numba backend against one oracle: torch autograd of the energy written once
-(:mod:`neuropc.energy`).
+(:mod:`neuropc.model.energy`).
 
 Every test builds networks from the public description only (random DAGs with fan-in, skip
 connections, priors, mixed precisions and clamps, plus mlps) and compares what the simulator
@@ -26,7 +26,7 @@ import torch
 
 import neuropc
 from neuropc import SGD, Inference, Network, Simulator, activations
-from neuropc.energy import energy, errors, total_energy
+from neuropc.model.energy import energy, errors, total_energy
 
 SEEDS = list(range(12))
 SMOOTH = ("linear", "tanh", "sigmoid", "gelu", "square")

@@ -325,7 +325,7 @@ def test_unwritable_path_keeps_the_simulator(tmp_path):
 
 
 def test_disk_full_stops_recording_and_keeps_state(tmp_path, monkeypatch):
-    from neuropc import recording
+    from neuropc.record import recording
 
     a, b = _sim({"backend": "numba", "device": None}), _sim({"backend": "numba", "device": None})
     rec = a.record(tmp_path / "r.h5", [npc.Probe("h1", "value", dtype=F64)], chunk_bytes=1024,

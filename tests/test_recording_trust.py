@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 import neuropc as npc
-from neuropc import recording
 from neuropc.errors import RecordingError
-from neuropc.reader import Recording
+from neuropc.record import recording
+from neuropc.record.reader import Recording
 
 F64 = "float64"
 NUMBA = {"backend": "numba", "device": None}
@@ -505,7 +505,7 @@ def test_any_selection_of_a_mixed_recording_equals_numpy_indexing(tmp_path, monk
     """Random position keys (ints, negative ints, slices with steps, unsorted lists with repeats,
     masks) on a recording mixing 2, 7 and 4 steps read what numpy indexing of the full array
     gives; with a small hyperslab budget too (the covering-range path)."""
-    from neuropc import reader
+    from neuropc.record import reader
 
     monkeypatch.setattr(reader._Rows, "MAX_SLABS", max_slabs)
     sim = _sim(steps=7)

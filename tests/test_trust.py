@@ -3,7 +3,7 @@ optimiser never leaves NaN behind; and the review's defects stay mended.
 
 Oracles: the settings' documented domains (each test states the bad value and the rule it
 breaks), the parameters before the call (rollback), torch autograd of the energy written once
-(neuropc.energy), the independent numba backend, and the closed-form stationary variance of the
+(neuropc.model.energy), the independent numba backend, and the closed-form stationary variance of the
 unadjusted Langevin algorithm."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from conftest import BACKEND_PARAMS
 
 import neuropc as npc
 from neuropc import modes
-from neuropc.energy import predictions, total_energy
+from neuropc.model.energy import predictions, total_energy
 
 
 # ---- the optimiser step ------------------------------------------------------------------------

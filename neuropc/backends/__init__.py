@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..plan import Plan
+from ..dynamics.plan import Plan
 from .base import Backend, RunOutput
 
 BACKENDS = ("numba", "torch")

@@ -4,7 +4,7 @@ All jitted code of the backend lives in this one file on purpose: numba's on-dis
 (``cache=True``) is keyed on the file that defines a function and does not notice edits to jitted
 helpers that live in other modules.
 
-Layout (see :mod:`neuropc.plan`): the values of all populations of a batch live in one row-major
+Layout (see :mod:`neuropc.dynamics.plan`): the values of all populations of a batch live in one row-major
 ``(B, n_value)`` buffer, their errors in a ``(B, n_error)`` buffer, and every weight matrix
 ``W (n_post, n_pre)`` and bias in one flat parameter vector. A population is a column block, so
 products are BLAS ``gemm`` calls on sub-blocks (leading dimension = buffer width), made straight
@@ -24,8 +24,8 @@ import numpy as np
 from numba import types
 from numba.extending import get_cython_function_address, overload
 
-from ..modes import CODES  # inference mode codes
-from ..optim import OPT_NONE  # optimiser codes are defined in neuropc.optim
+from ..dynamics.modes import CODES  # inference mode codes
+from ..dynamics.optim import OPT_NONE  # optimiser codes are defined in neuropc.dynamics.optim
 
 for _name in ("dgemm", "sgemm"):
     _llvm.add_symbol(
@@ -416,7 +416,7 @@ def infer(
     ``|dx|_2`` falls below ``tol`` (tol > 0). ``bad_step = -1`` unless an energy became non-finite,
     in which case nothing was learned.
 
-    Modes (see neuropc.inference.Inference): strict PC; FPA (predictions and f' frozen at the
+    Modes (see neuropc.dynamics.inference.Inference): strict PC; FPA (predictions and f' frozen at the
     forward pass); Z-IL (the gradients of the connections into a population of depth d, and its
     bias, are taken at step d); iPC (gradients and an optimiser step at every step). ``nudge``
     (beta != 0): a ``nudged`` target holds mu + beta (y - mu) at every step, following its current

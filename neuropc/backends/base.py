@@ -3,7 +3,7 @@
 A backend owns the flat parameter vector and the optimiser state on its device, and runs one
 batch at a time: the caller writes the clamped (and given) values into ``values_buffer(B)`` and
 calls :meth:`Backend.run`. Buffers are ``(B, n_value)`` values and ``(B, n_error)`` errors in the
-column layout of :class:`~neuropc.plan.Plan`.
+column layout of :class:`~neuropc.dynamics.plan.Plan`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..inference import Inference
-from ..modes import ModeSetup
-from ..optim import Optimizer
-from ..plan import Plan
+from ..dynamics.inference import Inference
+from ..dynamics.modes import ModeSetup
+from ..dynamics.optim import Optimizer
+from ..dynamics.plan import Plan
 
 
 @dataclass(frozen=True)

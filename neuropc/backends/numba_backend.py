@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..inference import Inference
-from ..modes import ModeSetup
-from ..optim import OPT_NONE, Optimizer
-from ..plan import Plan
+from ..dynamics.inference import Inference
+from ..dynamics.modes import ModeSetup
+from ..dynamics.optim import OPT_NONE, Optimizer
+from ..dynamics.plan import Plan
 from . import _numba_kernels as K
 from .base import Backend, RunOutput, TraceSpec
 

@@ -13,11 +13,11 @@ import types
 import numpy as np
 import torch
 
-from ..activations import NAMES, get
-from ..inference import Inference
-from ..modes import CODES, ModeSetup
-from ..optim import OPT_ADAM, OPT_SGD, Optimizer
-from ..plan import Plan
+from ..dynamics.inference import Inference
+from ..dynamics.modes import CODES, ModeSetup
+from ..dynamics.optim import OPT_ADAM, OPT_SGD, Optimizer
+from ..dynamics.plan import Plan
+from ..model.activations import NAMES, get
 from .base import Backend, RunOutput, TraceSpec
 
 MODE_FPA, MODE_ZIL, MODE_IPC = CODES["fpa"], CODES["zil"], CODES["ipc"]

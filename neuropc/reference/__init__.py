@@ -1,6 +1,6 @@
 """Reference implementations in torch that neuropc's simulator is checked against.
 
-:mod:`neuropc.reference.backprop` is the backprop twin of any :class:`~neuropc.network.Network`:
+:mod:`neuropc.reference.backprop` is the backprop twin of any :class:`~neuropc.model.network.Network`:
 the same predictions computed feed-forward, trained by automatic differentiation.
 """
 

@@ -1,6 +1,6 @@
-"""The backprop twin of a predictive-coding :class:`~neuropc.network.Network`, in torch.
+"""The backprop twin of a predictive-coding :class:`~neuropc.model.network.Network`, in torch.
 
-The twin uses the network's own predictions (see :mod:`neuropc.network`)::
+The twin uses the network's own predictions (see :mod:`neuropc.model.network`)::
 
     mu_post = sum_{pre -> post} W f(x_pre) + b_post,      W: (n_post, n_pre), f of the PRE population
 
@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .. import metrics as _metrics
-from ..network import Network
-from ..optim import SGD, Adam, Optimizer
+from ..analysis import metrics as _metrics
+from ..dynamics.optim import SGD, Adam, Optimizer
+from ..model.network import Network
 
 if TYPE_CHECKING:
     from ..simulator import Simulator
@@ -186,7 +186,7 @@ def gradients(
 
 # ---- optimisers -------------------------------------------------------------------------------
 def torch_optimizer(optimizer: Optimizer, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
-    """The torch optimiser that :mod:`neuropc.optim`'s ``optimizer`` mirrors, same
+    """The torch optimiser that :mod:`neuropc.dynamics.optim`'s ``optimizer`` mirrors, same
     hyper-parameters: ``Adam`` -> ``torch.optim.Adam`` (``AdamW`` when ``decoupled``), ``SGD`` ->
     ``torch.optim.SGD``."""
     params = list(params)

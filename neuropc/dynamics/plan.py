@@ -1,4 +1,4 @@
-"""Lowering of a :class:`~neuropc.network.Network` to a flat, backend-neutral plan.
+"""Lowering of a :class:`~neuropc.model.network.Network` to a flat, backend-neutral plan.
 
 The plan is plain data (integer and float arrays, no numerics): populations in topological order,
 the column offset of every population in one value buffer of width ``n_value`` (and of every
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .network import Network, clamped_set
+from ..model.network import Network, clamped_set
 
 
 @dataclass(frozen=True)

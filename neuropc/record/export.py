@@ -26,7 +26,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .errors import RecordingError
+from ..errors import RecordingError
 
 SECONDS_PER_STEP = 1e-3  # NWB time of one inference step (see docs/nwb.md)
 _NAMESPACE = uuid.UUID("5d0b6f2e-8a4c-5f3e-9c1b-6e7a2d4f0c11")  # NWB identifiers of neuropc files

@@ -1,4 +1,4 @@
-"""Declarative probes: what a :class:`~neuropc.recording.Recorder` records, and how often.
+"""Declarative probes: what a :class:`~neuropc.record.recording.Recorder` records, and how often.
 
 A probe names a *target* and a *variable*:
 
@@ -45,7 +45,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .plan import Plan
+from ..dynamics.plan import Plan
 
 SAMPLE_VARS = ("value", "error", "noise", "energy")
 BATCH_VARS = ("precision", "weights", "updates", "alignment")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from . import validation as _v
+from .. import validation as _v
 
 INITS = ("forward", "zero", "given")
 MODES = ("strict", "fpa", "zil", "ipc")
@@ -44,7 +44,7 @@ class Inference:
 
     ``mode``: ``"strict"`` PC (default), ``"fpa"`` (fixed-prediction assumption), ``"zil"``
     (zero-divergence inference learning) or ``"ipc"`` (incremental PC); ``nudge = beta`` nudges the
-    targets instead of clamping them. Their exact conditions are in :mod:`neuropc.modes`.
+    targets instead of clamping them. Their exact conditions are in :mod:`neuropc.dynamics.modes`.
     """
 
     steps: int = 20

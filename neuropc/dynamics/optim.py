@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import validation as _v
+from .. import validation as _v
 
 OPT_NONE, OPT_SGD, OPT_ADAM = 0, 1, 2
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import validation as _v
 from . import activations as _act
-from . import validation as _v
 
 ROLES = ("hidden", "input", "target")
 PHASES = ("train", "test")

@@ -15,7 +15,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .export import _attrs, _require, _unique_names, iter_blocks, row_index, window_text
+from ..record.export import _attrs, _require, _unique_names, iter_blocks, row_index, window_text
 
 MAX_TRIALS = 1000  # rows shown in a trial x unit map (the first ones)
 _PHASES = ("train", "test")
@@ -231,7 +231,7 @@ def plot_file(path: str | os.PathLike, outdir: str | os.PathLike) -> list[str]:
     :class:`~neuropc.errors.RecordingError` when the file is not a readable recording.
     """
     _require("matplotlib", "plot", "plotting")
-    from .reader import open as _open
+    from ..record.reader import open as _open
 
     outdir = os.path.abspath(outdir)
     os.makedirs(outdir, exist_ok=True)

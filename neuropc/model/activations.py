@@ -1,9 +1,9 @@
 """Activation functions f and their derivatives f'.
 
 A population's activation is applied to its *value* when it acts as a presynaptic population:
-``mu_post = sum_pre W f(x_pre) + b`` (see :mod:`neuropc.network`). Each activation has an integer
+``mu_post = sum_pre W f(x_pre) + b`` (see :mod:`neuropc.model.network`). Each activation has an integer
 code shared with the compiled kernels, a numpy form (for users and plots) and a torch form (the
-oracle in :mod:`neuropc.energy` and the backprop reference).
+oracle in :mod:`neuropc.model.energy` and the backprop reference).
 
 ``gelu`` is the tanh approximation ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``, the form
 JAX uses by default and that the PCX benchmark configurations were tuned with. ``square`` (f = x^2)

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
+from ..backends.base import RunOutput, TraceSpec
+from ..dynamics.inference import Inference
+from ..errors import RecordingError
 from . import probes as _probes
-from .backends.base import RunOutput, TraceSpec
-from .errors import RecordingError
-from .inference import Inference
 
 SCHEMA = "neuropc-recording"
 SCHEMA_VERSION = 1
@@ -39,7 +39,7 @@ _OPEN: set[str] = set()  # real paths of the recordings open for writing in this
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 
@@ -860,7 +860,7 @@ def batch_context(rec: Recorder, sim, arrays, phase: str, cfg: Inference, seed: 
             raise ValueError(
                 "alignment probes need an end-of-inference gradient; mode 'ipc' has none"
             )
-        from .alignment import gradient_alignment
+        from ..analysis.alignment import gradient_alignment
 
         with sim._recording_paused():
             al = gradient_alignment(sim, arrays, inference=cfg.replace(seed=seed),

@@ -1,7 +1,7 @@
 """The energy of a predictive-coding network, written once in torch: the specification (oracle)
 that every backend is tested against.
 
-Conventions (see :mod:`neuropc.network`), for one sample:
+Conventions (see :mod:`neuropc.model.network`), for one sample:
 
 * prediction of population ``p``::
 
@@ -22,7 +22,7 @@ Conventions (see :mod:`neuropc.network`), for one sample:
   these signs ``dF/dx_p = eps_p - f_p'(x_p) * sum_{c: p -> r} W_c^T eps_r`` and
   ``dF/dW_c = -eps_r f_q(x_q)^T``, ``dF/db_p = -eps_p``.
 
-Nothing here knows about backends: the functions read the :class:`~neuropc.network.Network`
+Nothing here knows about backends: the functions read the :class:`~neuropc.model.network.Network`
 description directly and are differentiable with torch autograd.
 """
 

@@ -32,7 +32,7 @@ import h5py
 import numpy as np
 from h5py import h5s
 
-from .errors import RecordingError
+from ..errors import RecordingError
 from .recording import SCHEMA, SCHEMA_VERSION
 
 

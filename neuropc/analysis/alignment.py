@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .inference import Inference
-from .simulator import Simulator
+from ..dynamics.inference import Inference
+from ..simulator import Simulator
 
 
 @dataclass
@@ -78,7 +78,7 @@ def gradient_alignment(
 ) -> Alignment:
     """Compare PC's local gradients after ``t`` inference steps (each ``t`` in ``steps``, default
     ``0..inference.steps``) with backprop's on the batch ``data`` (phase ``"train"``)."""
-    from .reference import backprop
+    from ..reference import backprop
 
     cfg = inference or sim.inference
     steps = list(range(cfg.steps + 1)) if steps is None else [int(t) for t in steps]

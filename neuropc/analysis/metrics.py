@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from .network import Network
+from ..model.network import Network
 
 
 def target_name(network: Network) -> str:

@@ -1,0 +1,1 @@
+"""How a network runs: inference settings and modes, the lowered plan, and the optimisers."""
