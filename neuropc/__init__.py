@@ -20,6 +20,7 @@ from .dynamics.optim import SGD, Adam, AdamW
 from .dynamics.plan import Plan, lower
 from .errors import CheckpointError, DivergenceError, RecordingError
 from .model import activations, energy
+from .model.distributions import Bernoulli, Categorical, Gaussian
 from .model.network import Connection, Network, Population, mlp
 from .record.probes import Probe
 from .record.reader import (
@@ -36,9 +37,12 @@ __all__ = [
     "SGD",
     "Adam",
     "AdamW",
+    "Bernoulli",
+    "Categorical",
     "CheckpointError",
     "Connection",
     "DivergenceError",
+    "Gaussian",
     "History",
     "Inference",
     "LabelledArray",

@@ -19,6 +19,7 @@ from .dynamics.inference import Inference
 from .dynamics.optim import Adam, Optimizer, check_optimizer
 from .dynamics.plan import Plan, lower
 from .errors import DivergenceError
+from .model.distributions import check_data
 from .model.network import Network
 from .progress import print_progress, progress_bars
 from .record import probes as _probes
@@ -32,9 +33,9 @@ class State:
     """Values, errors and energies of a batch after inference.
 
     Index it by address: ``state["h1"]`` / ``state["h1:value"]`` (value), ``state["h1:error"]``
-    (precision-weighted error ``Pi (x - mu)``). ``energies[name]`` is the batch-mean energy of a
-    population before each step (length ``steps + 1``; the last entry is the final state) and
-    ``energy`` their sum.
+    (the error ``-dF/dmu``: ``Pi (x - mu)`` for a Gaussian). ``energies[name]`` is the batch-mean
+    energy of a population before each step (length ``steps + 1``; the last entry is the final
+    state) and ``energy`` their sum.
     """
 
     values: dict[str, np.ndarray]
@@ -403,6 +404,8 @@ class Simulator:
                 raise ValueError(f"population {name!r}: expected real numbers; got dtype {a.dtype}")
             _check_finite(name, a)
             _check_fits(name, a, self.dtype)
+            if not values:  # clamped data of a Bernoulli / Categorical are probabilities
+                check_data(name, self.network[name].distribution, a)
             out[name] = a
         if not values:
             missing = sorted(clamped - set(out))

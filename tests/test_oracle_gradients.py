@@ -25,6 +25,7 @@ import pytest
 import torch
 
 import neuropc
+import neuropc as npc
 from neuropc import SGD, Inference, Network, Simulator, activations
 from neuropc.model.energy import energy, errors, total_energy
 
@@ -37,7 +38,14 @@ ATOL = 1e-10
 
 
 # ---- the random DAG generator -------------------------------------------------------------------
-def random_dag(seed: int, acts: tuple[str, ...] = activations.NAMES) -> Network:
+DISTRIBUTIONS = (
+    npc.Bernoulli("F"), npc.Bernoulli("KL"), npc.Categorical("F"), npc.Categorical("KL"),
+)  # fmt: skip
+
+
+def random_dag(
+    seed: int, acts: tuple[str, ...] = activations.NAMES, dists: bool = False
+) -> Network:
     """A random DAG of 4-7 populations ``p0..p{n-1}`` (indices are a topological order).
 
     * sizes 1-9; activations a random permutation of ``acts`` (so a DAG holds >= 4 different
@@ -48,7 +56,9 @@ def random_dag(seed: int, acts: tuple[str, ...] = activations.NAMES) -> Network:
       connections), and always the skip ``p0 -> p{n-1}``, so the last population has fan-in >= 2;
     * non-root biases on or off; scalar or per-unit precisions in [0.3, 3];
     * the leaf is a ``target`` (clamped while training) or free; with >= 2 middle populations one
-      of them may be clamped in ``"train"`` by ``Network.clamp``.
+      of them may be clamped in ``"train"`` by ``Network.clamp``;
+    * with ``dists``, every population with an error population gets, at random, a Gaussian or
+      one of :data:`DISTRIBUTIONS` (Bernoulli and Categorical, energies F and KL).
     """
     rng = np.random.default_rng(seed)
     n = int(rng.integers(4, 8))
@@ -81,6 +91,12 @@ def random_dag(seed: int, acts: tuple[str, ...] = activations.NAMES) -> Network:
     middle = list(range(n_roots, n - 1))
     if len(middle) >= 2 and rng.random() < 0.5:
         net.clamp(f"p{int(rng.choice(middle))}", "train")
+    if dists:
+        drng = np.random.default_rng(500 + seed)
+        for name in net.populations:
+            k = int(drng.integers(0, len(DISTRIBUTIONS) + 1))
+            if net.has_error(name) and k < len(DISTRIBUTIONS):
+                net.update(name, distribution=DISTRIBUTIONS[k], precision=1.0)
     return net
 
 
@@ -115,8 +131,9 @@ def make_case(
     acts: tuple[str, ...] = activations.NAMES,
     batch: int = BATCH,
     backend: dict | None = None,
+    dists: bool = False,
 ) -> Case:
-    net = random_dag(seed, acts)
+    net = random_dag(seed, acts, dists)
     sim = Simulator(net, **(backend or {}), dtype="float64", seed=seed)
     rng = np.random.default_rng(1000 + seed)
     params = random_parameters(net, rng)
@@ -125,13 +142,21 @@ def make_case(
     data, values = {}, {}
     for name, pop in net.populations.items():
         x = rng.normal(0.0, 1.0, (batch, pop.size))
+        if name in clamped and isinstance(pop.distribution, npc.Bernoulli):
+            x = rng.random((batch, pop.size))  # data are probabilities
+        elif name in clamped and isinstance(pop.distribution, npc.Categorical):
+            x = rng.dirichlet(np.ones(pop.size), batch)
         (data if name in clamped else values)[name] = x
     return Case(seed, net, sim, params, data, values)
 
 
-@pytest.fixture(params=SEEDS, ids=[f"dag{s}" for s in SEEDS])
+@pytest.fixture(
+    params=[(s, d) for d in (False, True) for s in SEEDS],
+    ids=[f"dag{s}{'-dists' if d else ''}" for d in (False, True) for s in SEEDS],
+)
 def case(request: pytest.FixtureRequest, backend: dict) -> Case:
-    return make_case(request.param, backend=backend)
+    seed, dists = request.param
+    return make_case(seed, backend=backend, dists=dists)
 
 
 # ---- torch side of the oracle -------------------------------------------------------------------
@@ -140,16 +165,17 @@ def _leaves(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
 
 
 def value_gradients(net: Network, params, values) -> dict[str, np.ndarray]:
-    """dF/dx of the per-sample energy for every population (autograd of sum_b F_b)."""
+    """dF/dx of the per-sample energy for every population (autograd of sum_b F_b); the
+    populations clamped in training hold data."""
     x = _leaves(values)
-    total_energy(net, _leaves(params), x).sum().backward()
+    total_energy(net, _leaves(params), x, net.clamped("train")).sum().backward()
     return {k: (t.grad.numpy() if t.grad is not None else np.zeros(t.shape)) for k, t in x.items()}
 
 
 def parameter_gradients(net: Network, params, values) -> dict[str, np.ndarray]:
     """d mean_b F_b / d theta for every weight and bias."""
     p = _leaves(params)
-    total_energy(net, p, _leaves(values)).mean().backward()
+    total_energy(net, p, _leaves(values), net.clamped("train")).mean().backward()
     return {k: (t.grad.numpy() if t.grad is not None else np.zeros(t.shape)) for k, t in p.items()}
 
 
@@ -200,6 +226,19 @@ def test_generator_covers_every_feature() -> None:
     }
 
 
+def test_generator_covers_every_distribution_clamped_and_free() -> None:
+    seen = set()
+    for s in SEEDS:
+        net = random_dag(s, dists=True)
+        cl = net.clamped("train")
+        for name, p in net.populations.items():
+            if net.has_error(name):
+                d = p.distribution
+                seen.add((d.name, d.energy, "clamped" if name in cl else "free"))
+    want = {(d.name, d.energy, c) for d in DISTRIBUTIONS for c in ("free", "clamped")}
+    assert want <= seen, want - seen
+
+
 # ---- oracle 1: dF/dx -----------------------------------------------------------------------------
 def test_value_step_is_energy_gradient(case: Case) -> None:
     st = case.sim.infer(
@@ -223,8 +262,9 @@ def test_errors_and_energies(case: Case) -> None:
     )
     vals = {k: torch.tensor(v) for k, v in case.all_values().items()}
     par = {k: torch.tensor(v) for k, v in case.params.items()}
-    eps = errors(case.net, par, vals)
-    per_sample = energy(case.net, par, vals)
+    cl = case.net.clamped("train")
+    eps = errors(case.net, par, vals, cl)
+    per_sample = energy(case.net, par, vals, cl)
     with_error = {n for n in case.net.populations if case.net.has_error(n)}
     assert set(st.errors) == set(st.energies) == set(eps) == with_error
     for name, x in case.all_values().items():
@@ -235,7 +275,7 @@ def test_errors_and_energies(case: Case) -> None:
         got = st.energies[name]
         assert got.shape == (1,)
         assert got[0] == pytest.approx(want, rel=1e-12, abs=1e-300), name
-    total = float(total_energy(case.net, par, vals).mean())
+    total = float(total_energy(case.net, par, vals, cl).mean())
     assert st.energy[0] == pytest.approx(total, rel=1e-12)
 
 

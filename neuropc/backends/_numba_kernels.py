@@ -260,6 +260,95 @@ def _errors_block(X, MUC, MUV, EPS, PI, o, eo, n, has_var, write_eps, beta):
     return 0.5 * acc / nb_
 
 
+@nb.njit(inline="always", **_JIT)
+def _softplus(a):
+    """log(1 + e^a), without overflow."""
+    return max(a, 0.0) + np.log1p(np.exp(-abs(a)))
+
+
+@nb.njit(inline="always", **_JIT)
+def _xlogx(a):
+    return a * np.log(a) if a > 0.0 else 0.0
+
+
+@nb.njit(**_JIT)
+def _dist_block(X, MUC, MUV, EPS, OWN, code, o, eo, n, has_var, clamped):
+    """A Bernoulli or Categorical population (codes of neuropc.model.distributions): the errors
+    ``eps = -dF/dmu`` into EPS, the own terms ``dF/dx`` into OWN (free populations) and the
+    batch-mean energy, from ``mu = MUC (+ MUV)`` (logits). Formulas in the distributions module's
+    docstring; a clamped value holds probabilities, a free one under KL holds logits."""
+    nb_ = X.shape[0]
+    acc = 0.0
+    plain = code == 1 or code == 3 or clamped  # F, or a clamped KL population (data)
+    for b in range(nb_):
+        x_ = X[b, o : o + n]
+        mc = MUC[b, eo : eo + n]
+        mv = MUV[b, eo : eo + n]
+        e_ = EPS[b, eo : eo + n]
+        w_ = OWN[b, eo : eo + n]
+        if code <= 2:  # Bernoulli
+            for j in range(n):
+                mu = float(mc[j]) + (float(mv[j]) if has_var else 0.0)
+                x = float(x_[j])
+                q = 1.0 / (1.0 + np.exp(-mu))
+                if plain:
+                    e_[j] = x - q
+                    w_[j] = -mu
+                    f = _softplus(mu) - x * mu
+                    if code == 2:
+                        f += _xlogx(x) + _xlogx(1.0 - x)
+                else:
+                    p = 1.0 / (1.0 + np.exp(-x))
+                    e_[j] = p - q
+                    w_[j] = p * (1.0 - p) * (x - mu)
+                    f = p * (_softplus(-mu) - _softplus(-x)) + (1.0 - p) * (
+                        _softplus(mu) - _softplus(x)
+                    )
+                acc += f
+        else:  # Categorical: softmax over the row
+            mmax = -np.inf
+            for j in range(n):
+                mmax = max(mmax, float(mc[j]) + (float(mv[j]) if has_var else 0.0))
+            z = 0.0
+            for j in range(n):
+                z += np.exp(float(mc[j]) + (float(mv[j]) if has_var else 0.0) - mmax)
+            lse = mmax + np.log(z)
+            if plain:
+                sx = 0.0
+                for j in range(n):
+                    sx += float(x_[j])
+                f = sx * lse
+                for j in range(n):
+                    mu = float(mc[j]) + (float(mv[j]) if has_var else 0.0)
+                    x = float(x_[j])
+                    e_[j] = x - sx * np.exp(mu - lse)
+                    w_[j] = lse - mu
+                    f -= x * mu
+                    if code == 4:
+                        f += _xlogx(x)
+            else:
+                xmax = -np.inf
+                for j in range(n):
+                    xmax = max(xmax, float(x_[j]))
+                zx = 0.0
+                for j in range(n):
+                    zx += np.exp(float(x_[j]) - xmax)
+                lsex = xmax + np.log(zx)
+                f = 0.0  # sum p ell, ell = log p - log q
+                for j in range(n):
+                    mu = float(mc[j]) + (float(mv[j]) if has_var else 0.0)
+                    lp = float(x_[j]) - lsex
+                    f += np.exp(lp) * (lp - (mu - lse))
+                for j in range(n):
+                    mu = float(mc[j]) + (float(mv[j]) if has_var else 0.0)
+                    lp = float(x_[j]) - lsex
+                    p = np.exp(lp)
+                    e_[j] = p - np.exp(mu - lse)
+                    w_[j] = p * ((lp - (mu - lse)) - f)
+            acc += f
+    return acc / nb_
+
+
 @nb.njit(**_JIT_REDUCE)
 def _update_block(X, DFX, BP, EPS, o, eo, n, has_err, has_bp, rate, rown):
     """Deterministic value step x <- x - rate (eps - f'(x) * bp); adds |dx|^2 per row to rown."""
@@ -392,9 +481,9 @@ def _var_prediction(p, FX, OUT, o_out, P, sizes, voff, clamped, cpre, cpost, cwo
 
 @nb.njit(**_JIT)
 def infer(
-    X, FX, DFX, BP, MUC, MUV, EPS, P, PI, G, S1, S2, BK,
+    X, FX, DFX, BP, MUC, MUV, EPS, OWN, P, PI, G, S1, S2, BK,
     sizes, voff, eoff, has_err, clamped, keep, act_code, act_param, cpre, cpost, cwoff, boff,
-    trainable, zero_init, T, rate, temp, tol, leaky, err_rate, seed, energies,
+    trainable, dist, zero_init, T, rate, temp, tol, leaky, err_rate, seed, energies,
     mode, depth, nudge, nudged, want_grads, opt_kind, hp, opt_t,
     rec_every, rec_rows, rec_vcols, rec_ecols, rec_ncols, VT, ET, NT, NZ,
 ):  # fmt: skip
@@ -502,9 +591,13 @@ def infer(
         # errors and energies
         for p in range(npop):
             if has_err[p]:
-                beta = nudge if (nudge != 0.0 and nudged[p]) else 1.0
-                e = _errors_block(X, MUC, MUV, EPS, PI, voff[p], eoff[p], sizes[p], has_var[p],
-                                  not leaky, beta)  # fmt: skip
+                if dist[p] != 0:  # Bernoulli / Categorical: errors, own terms, energy
+                    e = _dist_block(X, MUC, MUV, EPS, OWN, dist[p], voff[p], eoff[p], sizes[p],
+                                    has_var[p], clamped[p])  # fmt: skip
+                else:
+                    beta = nudge if (nudge != 0.0 and nudged[p]) else 1.0
+                    e = _errors_block(X, MUC, MUV, EPS, PI, voff[p], eoff[p], sizes[p], has_var[p],
+                                      not leaky, beta)  # fmt: skip
                 energies[t, p] = e
                 if not np.isfinite(e):
                     return t, t, p, steps_taken, -1
@@ -537,12 +630,14 @@ def infer(
             free = not clamped[p]
             if not free and not (leaky and has_err[p]):
                 continue
+            # the own term dF/dx: the error itself for a Gaussian, else computed with the errors
+            own = EPS if dist[p] == 0 else OWN
             if leaky or noise_sd > 0.0:
-                _update_block_general(X, DFX, BP, EPS, MUC, MUV, PI, voff[p], eoff[p], sizes[p],
+                _update_block_general(X, DFX, BP, own, MUC, MUV, PI, voff[p], eoff[p], sizes[p],
                                       has_err[p], has_bp[p], has_var[p], free, leaky, rate,
                                       err_rate, noise_sd, rown, NZ, keep_noise)  # fmt: skip
             else:
-                _update_block(X, DFX, BP, EPS, voff[p], eoff[p], sizes[p], has_err[p], has_bp[p],
+                _update_block(X, DFX, BP, own, voff[p], eoff[p], sizes[p], has_err[p], has_bp[p],
                               rate, rown)  # fmt: skip
             if free and is_pre[p] and mode != MODE_FPA:
                 act_block(act_code[p], act_param[p], X, FX, DFX, voff[p], sizes[p])

@@ -37,6 +37,7 @@ class NumbaBackend(Backend):
         self._i64 = [
             np.ascontiguousarray(a, dtype=np.int64) for a in (plan.sizes, plan.voff, plan.eoff)
         ]
+        self._dist = np.ascontiguousarray(plan.dist, dtype=np.int64)
         self._conn = [
             np.ascontiguousarray(a, dtype=np.int64)
             for a in (plan.cpre, plan.cpost, plan.cwoff, plan.boff)
@@ -67,9 +68,9 @@ class NumbaBackend(Backend):
         bufs = self._bufs.get(batch)
         if bufs is None:
             nv, ne, dt = self.plan.n_value, self.plan.n_error, self.dtype
-            # X, FX, DFX, BP are (B, n_value); MUC, MUV, EPS are (B, n_error)
+            # X, FX, DFX, BP are (B, n_value); MUC, MUV, EPS, OWN are (B, n_error)
             bufs = tuple(np.zeros((batch, nv), dt) for _ in range(4)) + tuple(
-                np.zeros((batch, ne), dt) for _ in range(3)
+                np.zeros((batch, ne), dt) for _ in range(4)
             )
             if len(self._bufs) >= 4:  # keep a few batch sizes (e.g. the last partial batch)
                 self._bufs.pop(next(iter(self._bufs)))
@@ -93,7 +94,7 @@ class NumbaBackend(Backend):
         grads: bool = False,
         trace: TraceSpec | None = None,
     ) -> RunOutput:
-        X, FX, DFX, BP, MUC, MUV, EPS = self._buffers(batch)
+        X, FX, DFX, BP, MUC, MUV, EPS, OWN = self._buffers(batch)
         pl = self.plan
         sizes, voff, eoff = self._i64
         cpre, cpost, cwoff, boff = self._conn
@@ -118,8 +119,8 @@ class NumbaBackend(Backend):
         )
         rec = self._trace_buffers(trace, cfg.steps, batch)
         done, bad_t, bad_p, nsteps, bad_param = K.infer(
-            X, FX, DFX, BP, MUC, MUV, EPS, self.P, self.PI, self.G, self.S1, self.S2, self.BK,
-            *common, self.trainable, *loop,
+            X, FX, DFX, BP, MUC, MUV, EPS, OWN, self.P, self.PI, self.G, self.S1, self.S2, self.BK,
+            *common, self.trainable, self._dist, *loop,
             mode.code, mode.depth, mode.nudge, mode.nudged, bool(grads), kind, hp, self.opt_t,
             *rec,
         )  # fmt: skip

@@ -18,6 +18,7 @@ from ..dynamics.modes import CODES, ModeSetup
 from ..dynamics.optim import OPT_ADAM, OPT_SGD, Optimizer
 from ..dynamics.plan import Plan
 from ..model.activations import NAMES, get
+from ..model.distributions import by_code, error_own_torch
 from .base import Backend, RunOutput, TraceSpec
 
 MODE_FPA, MODE_ZIL, MODE_IPC = CODES["fpa"], CODES["zil"], CODES["ipc"]
@@ -406,6 +407,9 @@ class _Relaxation:
         self.cpre = [int(q) for q in pl.cpre]
         self.err_pops = [p for p in range(n) if pl.has_err[p]]
         self.free = [p for p in range(n) if not cl[p]]
+        self.clamped = [bool(cl[p]) for p in range(n)]
+        # None for Gaussians (errors Pi (x - mu)), else the population's distribution
+        self.dist = [None if int(c) == 0 else by_code(int(c)) for c in pl.dist]
         self.var_in = [tuple(var_in[p]) for p in range(n)]
         # per free population: (post, connection) pairs whose errors it receives
         self.bp_in = [
@@ -424,14 +428,21 @@ class _Relaxation:
         self._chunks: dict[tuple[int, bool], object] = {}
 
     def errors(self, x, fx, muc, eps, W):
-        """``d_p = x_p - mu_p`` with ``mu_p = muc_p + sum_c f(x_pre) W_c^T`` (times ``beta`` where
-        nudged), ``eps_p = Pi_p d_p`` (instant errors; leaky ones keep their own state) and the
-        per-population ``d . Pi d`` summed over the batch, stacked (populations with errors)."""
+        """Gaussian populations: ``d_p = x_p - mu_p`` with ``mu_p = muc_p + sum_c f(x_pre) W_c^T``
+        (times ``beta`` where nudged), ``eps_p = Pi_p d_p`` (instant errors; leaky ones keep their
+        own state) and ``d . Pi d`` summed over the batch. Other distributions: ``eps_p =
+        -dF/dmu_p``, ``d_p`` their own term ``dF/dx_p`` and twice their energy (so that every
+        entry of the stack, populations with errors, is twice the batch's energy)."""
         d = [None] * len(x)
         eps = list(eps)
         e = []
         for p in self.err_pops:
-            dp = x[p] - _predict(muc[p], self.var_in[p], fx, W, self.cpre)
+            mu = _predict(muc[p], self.var_in[p], fx, W, self.cpre)
+            if self.dist[p] is not None:
+                eps[p], d[p], f = error_own_torch(self.dist[p], x[p], mu, self.clamped[p])
+                e.append(2.0 * f)
+                continue
+            dp = x[p] - mu
             if self.nudged[p]:  # the target follows mu + beta (y - mu)
                 dp = self.beta * dp
             pe = dp if self.pi[p] is None else self.pi[p] * dp
@@ -452,12 +463,13 @@ class _Relaxation:
             bp = None
             for post, c in self.bp_in[p]:
                 bp = eps[post] @ W[c] if bp is None else torch.addmm(bp, eps[post], W[c])
+            own = eps[p] if self.dist[p] is None else d[p]  # dF/dx's own term
             g = None
             if bp is not None:
                 fb = self.acts[p].torch_vjp(dfx[p], bp)
-                g = -fb if eps[p] is None else eps[p] - fb
-            elif eps[p] is not None:
-                g = eps[p]
+                g = -fb if own is None else own - fb
+            elif own is not None:
+                g = own
             if g is not None:
                 if self.tol:
                     rn = (g * g).sum(dim=1) * (self.rate * self.rate)

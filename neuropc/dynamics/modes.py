@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..model.distributions import by_code
 from .inference import MODES, Inference
 from .plan import Plan
 
@@ -84,6 +85,7 @@ def setup(plan: Plan, clamped: np.ndarray, cfg: Inference, *, learning: bool = F
     """Validate ``cfg`` against the plan and phase, and lower it for the backends. In Z-IL, a
     population deeper than ``cfg.steps`` gets no gradient (zero): an error when ``learning``."""
     code = CODES[cfg.mode]
+    _check_distributions(plan, cfg)
     depth = np.zeros(plan.n_pops, dtype=np.int64)
     if cfg.mode == "zil":
         depth = depths(plan, clamped)
@@ -108,3 +110,22 @@ def setup(plan: Plan, clamped: np.ndarray, cfg: Inference, *, learning: bool = F
     )
     beta = float(cfg.nudge) if cfg.nudge is not None and nudged.any() else 0.0
     return ModeSetup(code, depth, beta, nudged)
+
+
+def _check_distributions(plan: Plan, cfg: Inference) -> None:
+    """Leaky error neurons, nudging and Z-IL are defined for Gaussian populations: refuse them when
+    a population has another distribution (naming it)."""
+    for i, name in enumerate(plan.names):
+        if not plan.has_err[i] or int(plan.dist[i]) == 0:
+            continue
+        kind = by_code(int(plan.dist[i])).name
+        what = (
+            "errors='leaky'" if cfg.errors == "leaky"
+            else "nudge" if cfg.nudge is not None
+            else "mode 'zil'" if cfg.mode == "zil"
+            else None
+        )  # fmt: skip
+        if what is not None:
+            raise ValueError(
+                f"{what} is defined for Gaussian populations; population {name!r} is {kind}"
+            )

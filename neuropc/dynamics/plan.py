@@ -34,7 +34,8 @@ class Plan:
     cwoff: np.ndarray  # (C,) offset of W (n_post, n_pre), row-major, in the flat parameters
     boff: np.ndarray  # (P,) offset of the bias in the flat parameters, -1 when none
     n_params: int
-    precision: np.ndarray  # (n_error,) float64, per unit
+    precision: np.ndarray  # (n_error,) float64, per unit (1 for non-Gaussian populations)
+    dist: np.ndarray  # (P,) int64 distribution code (neuropc.model.distributions), 0 = Gaussian
     trainable: np.ndarray  # (n_params,) float64, 1 where learnable else 0
     roles: tuple[str, ...]
     extra_clamps: dict[str, frozenset[str]]  # snapshot of Network.clamp() calls
@@ -185,6 +186,7 @@ def lower(net: Network) -> Plan:
         boff=boff,
         n_params=o,
         precision=np.ascontiguousarray(precision, dtype=np.float64),
+        dist=np.array([p.distribution.code for p in pops], dtype=np.int64),
         trainable=np.concatenate(trainable) if trainable else np.zeros(0),
         roles=tuple(p.role for p in pops),
         extra_clamps={ph: frozenset(v) for ph, v in net._clamps.items()},

@@ -28,11 +28,12 @@ description directly and are differentiable with torch autograd.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .distributions import energy_torch
 from .network import Network
 
 if TYPE_CHECKING:  # torch is imported lazily so that ``import neuropc`` stays fast
@@ -96,43 +97,64 @@ def _precision(net: Network, name: str, like: torch.Tensor) -> torch.Tensor:
 
 
 def errors(
-    net: Network, params: Mapping[str, torch.Tensor], values: Mapping[str, torch.Tensor]
+    net: Network,
+    params: Mapping[str, torch.Tensor],
+    values: Mapping[str, torch.Tensor],
+    clamped: Collection[str] = (),
 ) -> dict[str, torch.Tensor]:
-    """Precision-weighted prediction errors ``eps_p = Pi_p (x_p - mu_p)``, shape ``(B, n_p)``, of
-    every population with an error population (arguments as in :func:`predictions`)."""
+    """Errors ``eps_p = -dF_p/dmu_p``, shape ``(B, n_p)``, of every population with an error
+    population, by autograd of the energy (arguments as in :func:`energy`); for a Gaussian this
+    is the precision-weighted prediction error ``Pi_p (x_p - mu_p)``."""
+    import torch
+
     mu = predictions(net, params, values)
-    return {n: _precision(net, n, m) * (values[n] - m) for n, m in mu.items()}
+    out = {}
+    for n, m in mu.items():
+        m0 = m.detach().requires_grad_(True)
+        dist = net.populations[n].distribution
+        f = energy_torch(dist, values[n].detach(), m0, n in clamped, _precision(net, n, m0))
+        (g,) = torch.autograd.grad(f.sum(), m0)
+        out[n] = -g
+    return out
 
 
 def energy(
-    net: Network, params: Mapping[str, torch.Tensor], values: Mapping[str, torch.Tensor]
+    net: Network,
+    params: Mapping[str, torch.Tensor],
+    values: Mapping[str, torch.Tensor],
+    clamped: Collection[str] = (),
 ) -> dict[str, torch.Tensor]:
-    """Per-sample energy of every population ``p`` with an error population, shape ``(B,)``::
+    """Per-sample energy of every population ``p`` with an error population, shape ``(B,)``: its
+    distribution's energy (:mod:`neuropc.model.distributions`), e.g. for a Gaussian::
 
         F_p = 1/2 sum_i Pi_{p,i} (x_{p,i} - mu_{p,i})^2,   mu_p = sum_{q -> p} W f_q(x_q) + b_p
 
     ``params``: ``"pre->post"`` -> ``W`` ``(n_post, n_pre)`` and ``"pop:bias"`` -> ``(n_pop,)``;
-    ``values``: every population's value ``(B, n_p)``. Differentiable in both. Clamping plays no
-    role here: the energy is a function of all values; which of them inference may change is up to
-    the caller.
+    ``values``: every population's value ``(B, n_p)``. Differentiable in both. ``clamped`` names
+    the populations whose values are data: under ``energy="KL"`` a clamped value holds
+    probabilities and a free one the distribution's parameters (for Gaussians and ``energy="F"``
+    it makes no difference).
     """
     mu = predictions(net, params, values)
     out: dict[str, torch.Tensor] = {}
     for n, m in mu.items():
-        d = values[n] - m
-        out[n] = 0.5 * (_precision(net, n, d) * d * d).sum(dim=1)
+        dist = net.populations[n].distribution
+        out[n] = energy_torch(dist, values[n], m, n in clamped, _precision(net, n, m))
     return out
 
 
 def total_energy(
-    net: Network, params: Mapping[str, torch.Tensor], values: Mapping[str, torch.Tensor]
+    net: Network,
+    params: Mapping[str, torch.Tensor],
+    values: Mapping[str, torch.Tensor],
+    clamped: Collection[str] = (),
 ) -> torch.Tensor:
     """Per-sample total energy ``F = sum_p F_p``, shape ``(B,)`` (see :func:`energy`); zeros when
     no population has an error population. Backends report the batch mean ``F.mean()`` and their
     weight gradients are ``d F.mean() / d theta``."""
     import torch
 
-    parts = list(energy(net, params, values).values())
+    parts = list(energy(net, params, values, clamped).values())
     if not parts:
         if not values:
             raise ValueError("values: empty; the batch size is unknown")

@@ -30,6 +30,7 @@ import numpy as np
 
 from .. import validation as _v
 from . import activations as _act
+from . import distributions as _dist
 
 ROLES = ("hidden", "input", "target")
 PHASES = ("train", "test")
@@ -40,7 +41,9 @@ class Population:
     """A named population of ``size`` rate units (read-only: change it with
     :meth:`Network.update`, which validates the change and marks simulators built before as stale).
 
-    ``precision`` (scalar or one value per unit) weights this population's prediction error.
+    ``distribution`` (:mod:`neuropc.model.distributions`; default a Gaussian) defines its energy
+    and the error it sends to its prediction. ``precision`` (scalar or one value per unit) is the
+    Gaussian's precision, which weights the prediction error (1 for other distributions).
     ``bias`` adds a learnable bias to its prediction; on a population with no incoming connection it
     is a learnable prior mean ``mu = b`` (and gives the population an error population).
     ``bias_init`` is the initial bias (scalar or per unit).
@@ -54,6 +57,7 @@ class Population:
     bias: bool = True
     bias_init: float | np.ndarray = 0.0
     trainable_bias: bool = True
+    distribution: _dist.Distribution = field(default_factory=_dist.Gaussian)
 
     @property
     def value(self) -> str:
@@ -105,12 +109,15 @@ class Network:
         activation: str | _act.Activation = "linear",
         role: str = "hidden",
         precision: float | Sequence[float] | np.ndarray = 1.0,
+        distribution: _dist.Distribution | None = None,
         bias: bool | None = None,
         bias_init: float | Sequence[float] | np.ndarray = 0.0,
         trainable_bias: bool = True,
         slope: float | None = None,
     ) -> Population:
-        """Add a population. ``bias`` defaults to True except for roles ``"input"``."""
+        """Add a population. ``bias`` defaults to True except for roles ``"input"``.
+        ``distribution``: ``npc.Gaussian(precision=...)`` (the default, with ``precision``),
+        ``npc.Bernoulli(energy=...)`` or ``npc.Categorical(energy=...)``."""
         if not isinstance(name, str) or not name or ":" in name or "->" in name:
             raise ValueError(
                 f"population name must be a non-empty string without ':' or '->'; got {name!r}"
@@ -119,7 +126,7 @@ class Network:
             raise ValueError(f"population {name!r} already exists")
         pop = _make_population(
             name, size, activation=activation, role=role, precision=precision,
-            bias=(role != "input") if bias is None else bias, bias_init=bias_init,
+            distribution=distribution, bias=(role != "input") if bias is None else bias, bias_init=bias_init,
             trainable_bias=trainable_bias, slope=slope,
         )  # fmt: skip
         self.populations[name] = pop
@@ -137,6 +144,7 @@ class Network:
             "slope",
             "role",
             "precision",
+            "distribution",
             "bias",
             "bias_init",
             "trainable_bias",
@@ -148,6 +156,7 @@ class Network:
             )
         kw = {
             "activation": old.activation, "role": old.role, "precision": old.precision,
+            "distribution": old.distribution,
             "bias": old.bias, "bias_init": old.bias_init, "trainable_bias": old.trainable_bias,
             "slope": None,
         }  # fmt: skip
@@ -308,6 +317,7 @@ class Network:
                 {"name": p.name, "size": p.size, "activation": p.activation.name,
                  "activation_param": p.activation.param, "role": p.role,
                  "precision": arr(p.precision), "bias": p.bias, "bias_init": arr(p.bias_init),
+                 "distribution": {"name": p.distribution.name, "energy": p.distribution.energy},
                  "trainable_bias": p.trainable_bias}
                 for p in self.populations.values()
             ],
@@ -330,6 +340,8 @@ class Network:
                 net.population(
                     p["name"], p["size"], activation=act, role=p["role"],
                     precision=p["precision"], bias=p["bias"], bias_init=p["bias_init"],
+                    distribution=_dist.from_spec(p.get("distribution", {"name": "gaussian"}),
+                                                 p["precision"]),
                     trainable_bias=p["trainable_bias"],
                     slope=param if act == "leaky_relu" else None,
                 )  # fmt: skip
@@ -365,6 +377,7 @@ def _make_population(
     activation: str | _act.Activation,
     role: str,
     precision: object,
+    distribution: object = None,
     bias: object,
     bias_init: object,
     trainable_bias: object,
@@ -381,6 +394,7 @@ def _make_population(
         act = _act.get(activation, slope=slope)
     except ValueError as e:
         raise ValueError(f"population {name!r}: {e}") from None
+    precision, dist = _distribution(name, precision, distribution)
     prec = _per_unit(name, "precision", precision, int(size))
     if np.any(~np.isfinite(prec)) or np.any(prec <= 0):
         raise ValueError(
@@ -397,10 +411,39 @@ def _make_population(
         activation=act,
         role=role,
         precision=prec if np.ndim(precision) else float(prec[0]),
+        distribution=dist,
         bias=_v.flag(bias, f"population {name!r}: bias"),
         bias_init=binit if np.ndim(bias_init) else float(binit[0]),
         trainable_bias=_v.flag(trainable_bias, f"population {name!r}: trainable_bias"),
     )
+
+
+def _distribution(name: str, precision: object, distribution: object) -> tuple[object, object]:
+    """The population's (precision, distribution): ``precision=`` is the Gaussian's precision
+    (given there or inside ``npc.Gaussian``, not both); other distributions have none."""
+    if distribution is None:
+        return precision, _dist.Gaussian(precision=precision)
+    if not isinstance(distribution, (_dist.Gaussian, _dist.Bernoulli, _dist.Categorical)):
+        raise TypeError(
+            f"population {name!r}: distribution must be npc.Gaussian(), npc.Bernoulli() or "
+            f"npc.Categorical(); got {distribution!r}"
+        )
+    given = not (np.ndim(precision) == 0 and _is_numeric(precision) and float(precision) == 1.0)
+    if isinstance(distribution, _dist.Gaussian):
+        if given and distribution.precision is not precision:
+            inner = np.asarray(distribution.precision, dtype=float)
+            if inner.shape != np.shape(precision) or not np.array_equal(inner, precision):
+                raise ValueError(
+                    f"population {name!r}: give the precision once, in npc.Gaussian(precision=...)"
+                    f" or as precision=; got {precision!r} and {distribution.precision!r}"
+                )
+        return distribution.precision, distribution
+    if given:
+        raise ValueError(
+            f"population {name!r}: a {distribution.name} population has no precision; got "
+            f"precision={precision!r}"
+        )
+    return 1.0, distribution
 
 
 def clamped_set(roles: dict[str, str], extra: dict, phase: str) -> frozenset[str]:
@@ -471,6 +514,7 @@ def mlp(
     names: Sequence[str] | None = None,
     precision: float = 1.0,
     output_precision: float | None = None,
+    output_distribution: _dist.Distribution | None = None,
     init: str = "xavier_uniform",
 ) -> Network:
     """A chain ``input -> h1 -> ... -> output`` of dense layers.
@@ -480,6 +524,8 @@ def mlp(
     applied to the hidden values when they predict the next layer, ``input_activation`` (default
     linear) to the input, so ``mu_1 = W_1 x_0 + b_1`` and ``mu_l = W_l f(x_{l-1}) + b_l`` above.
     ``output_activation`` is the output's own activation (it predicts nothing in a chain).
+    ``output_distribution``: e.g. ``npc.Categorical()`` for a softmax output trained on the
+    cross-entropy (PCX's PC-CE); the default is a Gaussian of precision ``output_precision``.
     """
     sizes = list(sizes)
     if len(sizes) < 2:
@@ -494,7 +540,10 @@ def mlp(
         role = "input" if i == 0 else ("target" if i == last else "hidden")
         prec = output_precision if (i == last and output_precision is not None) else precision
         act = input_activation if i == 0 else (output_activation if i == last else activation)
-        net.population(n, s, activation=act, role=role, precision=prec)
+        dist = output_distribution if i == last else None
+        if dist is not None and output_precision is None:
+            prec = 1.0  # the hidden precision is not the output's: only a Gaussian has one
+        net.population(n, s, activation=act, role=role, precision=prec, distribution=dist)
     for a, b in zip(names[:-1], names[1:]):
         net.connect(a, b, init=init)
     return net

@@ -32,6 +32,7 @@ import torch
 
 from ..analysis import metrics as _metrics
 from ..dynamics.optim import SGD, Adam, Optimizer
+from ..model.distributions import energy_torch
 from ..model.network import Network
 
 if TYPE_CHECKING:
@@ -135,10 +136,11 @@ def feedforward(
 
 
 def loss(net: Network, params: Tensors, data: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Backprop loss: batch-mean energy ``1/2 (x - mu)^T Pi (x - mu)`` of the populations clamped
-    in ``"train"`` that receive a prediction, with ``mu`` from the feed-forward values computed
-    with only the ``"test"``-phase clamps (the inputs). For a classifier:
-    ``mean_b 1/2 sum_i Pi_i (y_i - yhat_i)^2``.
+    """Backprop loss: batch-mean energy of the populations clamped in ``"train"`` that receive a
+    prediction (their distribution's negative log-likelihood of the data, e.g.
+    ``1/2 (x - mu)^T Pi (x - mu)`` for a Gaussian, the cross-entropy for a Categorical), with
+    ``mu`` from the feed-forward values computed with only the ``"test"``-phase clamps (the
+    inputs). For a Gaussian classifier: ``mean_b 1/2 sum_i Pi_i (y_i - yhat_i)^2``.
 
     This is exactly the PC energy when every hidden error is zero, i.e. PC's energy at the
     forward-initialised state of phase ``"train"`` (``Inference(init="forward")``, before any
@@ -155,7 +157,8 @@ def loss(net: Network, params: Tensors, data: Mapping[str, torch.Tensor]) -> tor
             continue
         mu = _prediction(net, params, values, name)
         pi = torch.as_tensor(np.array(net[name].precision), dtype=dtype)
-        total = total + 0.5 * (pi * (arrays[name] - mu) ** 2).sum(dim=1).mean()
+        dist = net[name].distribution
+        total = total + energy_torch(dist, arrays[name], mu, True, pi).mean()
     return total
 
 

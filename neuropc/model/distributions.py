@@ -1,0 +1,237 @@
+"""The distribution of a population: its energy, and the error it sends to its prediction.
+
+Every population with an error population has a distribution ``P(.; mu)`` whose parameter is the
+prediction ``mu`` (:mod:`neuropc.model.network`). Its energy is one of (Pinchetti et al. 2022):
+
+* ``energy="F"``: ``-log P(x; mu)``, the value ``x`` read as a sample (or, clamped, as data);
+* ``energy="KL"``: ``KL(P(.; phi) || P(.; mu))``, the value ``phi`` read as the distribution's own
+  parameters. For a clamped population ``phi`` is the data (probabilities), and the energy is the
+  cross-entropy minus the data's entropy (a constant), so clamped populations learn the same under
+  ``F`` and ``KL``.
+
+Signs, the same for every distribution: the **error** is ``eps = -dF/dmu`` (positive when the value
+is above its prediction), so the local weight gradient is ``dF/dW = -eps f(x_pre)^T`` and the
+back-projected term of a presynaptic population is ``-f'(x_pre) * W^T eps``. The **own term** is
+``dF/dx``, the population's own part of its value gradient.
+
+================  ======================  ==============================  ===========================
+distribution      value holds             eps = -dF/dmu                   own term dF/dx (free)
+================  ======================  ==============================  ===========================
+Gaussian F / KL   a sample (mean)         Pi (x - mu)                     Pi (x - mu)
+Bernoulli F       a sample in [0, 1]      x - s(mu)                       -mu
+Bernoulli KL      a logit phi             s(phi) - s(mu)                  s'(phi) (phi - mu)
+Categorical F     a one-hot / simplex x   x - (sum x) softmax(mu)         -log softmax(mu)
+Categorical KL    logits phi              p - q                           p * (l - sum p l)
+================  ======================  ==============================  ===========================
+
+with ``s`` the logistic sigmoid, ``p = softmax(phi)``, ``q = softmax(mu)`` and
+``l = log p - log q``. The prediction ``mu`` is a mean (Gaussian) or logits (Bernoulli,
+Categorical). Energies per sample:
+
+* Gaussian: ``F = 1/2 (x - mu)^T Pi (x - mu)`` (fixed precision: the log-normaliser is a constant
+  and left out); under ``KL`` the same (``KL(N(phi, S) || N(mu, S))``), so a unit-precision
+  Gaussian under ``KL`` is standard PC exactly;
+* Bernoulli F: ``softplus(mu) - x mu``; KL: ``p (log p - log q) + (1 - p)(log(1 - p) - log(1 - q))``
+  with ``p = s(phi)``, ``q = s(mu)`` (``0 log 0 = 0``);
+* Categorical F: ``(sum x) logsumexp(mu) - x . mu``; KL: ``sum p (log p - log q)``.
+
+A clamped Categorical output with one-hot data ``y`` gives ``dF/dmu = softmax(mu) - y``
+(cross-entropy), so with FPA the network trains exactly as backprop of the cross-entropy.
+Clamped data must be probabilities: in [0, 1] (Bernoulli), rows on the simplex (Categorical).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+ENERGIES = ("F", "KL")
+# codes of the compiled kernels: (distribution, energy) -> code; the Gaussian's energies coincide
+GAUSSIAN, BERNOULLI_F, BERNOULLI_KL, CATEGORICAL_F, CATEGORICAL_KL = range(5)
+
+
+def _check_energy(owner: str, energy: object) -> None:
+    if energy not in ENERGIES:
+        raise ValueError(f"{owner}: energy must be 'F' or 'KL'; got {energy!r}")
+
+
+@dataclass(frozen=True)
+class Gaussian:
+    """Gaussian with a fixed precision ``Pi`` (a scalar, or one positive number per unit):
+    ``F = 1/2 (x - mu)^T Pi (x - mu)``, error ``Pi (x - mu)``. The default distribution."""
+
+    precision: float | tuple[float, ...] | np.ndarray = 1.0
+    energy: str = "F"
+
+    def __post_init__(self) -> None:
+        _check_energy("Gaussian", self.energy)
+
+    name = "gaussian"
+
+    @property
+    def code(self) -> int:
+        return GAUSSIAN
+
+
+@dataclass(frozen=True)
+class Bernoulli:
+    """Bernoulli with logit ``mu``: ``F = softplus(mu) - x mu`` (``energy="F"``, value a sample
+    in [0, 1]) or ``KL(Bern(s(phi)) || Bern(s(mu)))`` (``energy="KL"``, a free value holds the
+    logit ``phi``). See the module docstring for the errors."""
+
+    energy: str = "F"
+
+    def __post_init__(self) -> None:
+        _check_energy("Bernoulli", self.energy)
+
+    name = "bernoulli"
+
+    @property
+    def code(self) -> int:
+        return BERNOULLI_F if self.energy == "F" else BERNOULLI_KL
+
+
+@dataclass(frozen=True)
+class Categorical:
+    """Categorical with logits ``mu`` (softmax over the population's units):
+    ``F = -x . log softmax(mu)`` (``energy="F"``, value one-hot or on the simplex) or
+    ``KL(Cat(softmax(phi)) || Cat(softmax(mu)))`` (``energy="KL"``, a free value holds the logits
+    ``phi``). A clamped one-hot output gives the cross-entropy: ``dF/dmu = softmax(mu) - y``."""
+
+    energy: str = "F"
+
+    def __post_init__(self) -> None:
+        _check_energy("Categorical", self.energy)
+
+    name = "categorical"
+
+    @property
+    def code(self) -> int:
+        return CATEGORICAL_F if self.energy == "F" else CATEGORICAL_KL
+
+
+Distribution = Gaussian | Bernoulli | Categorical
+KINDS = {"gaussian": Gaussian, "bernoulli": Bernoulli, "categorical": Categorical}
+
+
+def by_code(code: int) -> Distribution:
+    """A distribution of the kernels' ``code`` (a unit-precision Gaussian for code 0)."""
+    return (Gaussian(), Bernoulli("F"), Bernoulli("KL"), Categorical("F"), Categorical("KL"))[
+        int(code)
+    ]
+
+
+def from_spec(spec: dict, precision: object = 1.0) -> Distribution:
+    """The distribution that ``spec()`` of a population describes."""
+    cls = KINDS.get(spec.get("name"))
+    if cls is None:
+        raise ValueError(f"unknown distribution {spec.get('name')!r}; valid: {', '.join(KINDS)}")
+    if cls is Gaussian:
+        return Gaussian(precision=precision, energy=spec.get("energy", "F"))
+    return cls(energy=spec.get("energy", "F"))
+
+
+def check_data(pop: str, dist: Distribution, a: np.ndarray) -> None:
+    """Clamped data must be probabilities: in [0, 1] (Bernoulli), rows on the simplex
+    (Categorical, entries >= 0 summing to 1 within 1e-6)."""
+    if isinstance(dist, Bernoulli):
+        if a.size and (a.min() < 0 or a.max() > 1):
+            raise ValueError(
+                f"population {pop!r} is Bernoulli: data must be in [0, 1]; got values from "
+                f"{a.min():g} to {a.max():g}"
+            )
+    elif isinstance(dist, Categorical) and a.size:
+        s = a.sum(axis=1)
+        bad = np.flatnonzero((np.abs(s - 1) > 1e-6) | (a.min(axis=1) < 0))
+        if len(bad):
+            r = int(bad[0])
+            raise ValueError(
+                f"population {pop!r} is Categorical: each row of data must be on the simplex "
+                f"(entries >= 0 summing to 1); row {r} sums to {s[r]:g} with smallest entry "
+                f"{a[r].min():g}"
+            )
+
+
+# ---- torch: the energy (the oracle, through autograd) and the explicit error / own terms ------
+def energy_torch(
+    dist: Distribution, x: torch.Tensor, mu: torch.Tensor, clamped: bool, pi: torch.Tensor
+) -> torch.Tensor:
+    """Per-sample energy ``(B,)`` of one population (see the module docstring)."""
+    import torch
+    from torch.nn.functional import log_softmax, logsigmoid, softplus
+
+    code = dist.code
+    if code == GAUSSIAN:
+        d = x - mu
+        return 0.5 * (pi * d * d).sum(dim=1)
+    if code == BERNOULLI_F or (code == BERNOULLI_KL and clamped):
+        f = softplus(mu) - x * mu
+        if code == BERNOULLI_KL:  # minus the data's entropy: KL(Bern(y) || Bern(s(mu)))
+            f = f + _xlogx(x) + _xlogx(1 - x)
+        return f.sum(dim=1)
+    if code == BERNOULLI_KL:
+        p = torch.sigmoid(x)
+        lp, lq = logsigmoid(x), logsigmoid(mu)
+        l1p, l1q = logsigmoid(-x), logsigmoid(-mu)
+        return (p * (lp - lq) + (1 - p) * (l1p - l1q)).sum(dim=1)
+    lq = log_softmax(mu, dim=1)
+    if code == CATEGORICAL_F or clamped:
+        f = -(x * lq).sum(dim=1)
+        if code == CATEGORICAL_KL:
+            f = f + _xlogx(x).sum(dim=1)
+        return f
+    lp = log_softmax(x, dim=1)
+    return (lp.exp() * (lp - lq)).sum(dim=1)
+
+
+def _xlogx(x: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    return torch.where(x > 0, x * torch.log(torch.where(x > 0, x, 1.0)), 0.0)
+
+
+def error_own_torch(
+    dist: Distribution, x: torch.Tensor, mu: torch.Tensor, clamped: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """For a non-Gaussian population: ``(eps, own, energy)`` with ``eps = -dF/dmu``, the own term
+    ``dF/dx`` (None when clamped) and the per-sample energy summed over the batch, written out (the
+    backends' rule, checked against autograd of :func:`energy_torch`)."""
+    import torch
+    from torch.nn.functional import log_softmax, logsigmoid, softplus
+
+    code = dist.code
+    if code in (BERNOULLI_F, BERNOULLI_KL):
+        q = torch.sigmoid(mu)
+        if code == BERNOULLI_F or clamped:
+            eps = x - q
+            own = None if clamped else -mu
+            f = softplus(mu) - x * mu
+            if code == BERNOULLI_KL:
+                f = f + _xlogx(x) + _xlogx(1 - x)
+            return eps, own, f.sum()
+        p = torch.sigmoid(x)
+        eps = p - q
+        own = p * (1 - p) * (x - mu)
+        f = p * (logsigmoid(x) - logsigmoid(mu)) + (1 - p) * (logsigmoid(-x) - logsigmoid(-mu))
+        return eps, own, f.sum()
+    lq = log_softmax(mu, dim=1)
+    q = lq.exp()
+    if code == CATEGORICAL_F or clamped:
+        sx = x.sum(dim=1, keepdim=True)
+        eps = x - sx * q
+        own = None if clamped else -lq
+        f = -(x * lq).sum()
+        if code == CATEGORICAL_KL:
+            f = f + _xlogx(x).sum()
+        return eps, own, f
+    lp = log_softmax(x, dim=1)
+    p = lp.exp()
+    ell = lp - lq
+    eps = p - q
+    own = p * (ell - (p * ell).sum(dim=1, keepdim=True))
+    return eps, own, (p * ell).sum()
