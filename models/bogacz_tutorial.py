@@ -85,7 +85,14 @@ import numba
 import numpy as np
 
 from neuropc import Inference, Network, Simulator
-from neuropc.runner import print_progress, report, run_main, script_args, wrote
+from neuropc.runner import (
+    ScriptRecordings,
+    print_progress,
+    report,
+    run_main,
+    script_args,
+    wrote,
+)
 
 # ---- the tutorial's constants ----------------------------------------------------------------
 V_P = 3.0  # prior mean of v
@@ -125,8 +132,14 @@ def build_network() -> Network:
     return net
 
 
-def make_simulator(backend: str = "numba", seed: int = 0) -> Simulator:
-    return Simulator(build_network(), backend=backend, dtype="float64", seed=seed)
+def make_simulator(
+    backend: str = "numba", seed: int = 0, recordings: ScriptRecordings | None = None
+) -> Simulator:
+    """The tutorial's simulator; ``recordings`` (a script's ``--record``) records its runs."""
+    sim = Simulator(build_network(), backend=backend, dtype="float64", seed=seed)
+    if recordings is not None:
+        recordings.attach(sim)
+    return sim
 
 
 def log_joint(v: np.ndarray) -> np.ndarray:
@@ -178,9 +191,11 @@ def _map_estimate() -> float:
 
 
 # ---- exercise 2 --------------------------------------------------------------------------------
-def exercise2(backend: str = "numba", seed: int = 0) -> dict:
+def exercise2(
+    backend: str = "numba", seed: int = 0, recordings: ScriptRecordings | None = None
+) -> dict:
     """MAP estimate by gradient descent on F (plain PC inference, instant errors)."""
-    sim = make_simulator(backend, seed)
+    sim = make_simulator(backend, seed, recordings)
     data = {"u": [[U_OBS]]}
     st = sim.infer(data, phase="test", inference=Inference(steps=TUTORIAL_STEPS, rate=DT))
     phi = float(st["v"][0, 0])
@@ -203,12 +218,14 @@ def exercise2(backend: str = "numba", seed: int = 0) -> dict:
 
 
 # ---- exercise 3 --------------------------------------------------------------------------------
-def exercise3(backend: str = "numba", seed: int = 0) -> dict:
+def exercise3(
+    backend: str = "numba", seed: int = 0, recordings: ScriptRecordings | None = None
+) -> dict:
     """The network with leaky error nodes (eqs 12-14).
 
     Leaky error neurons restart at 0 on every call, so a run cannot be continued in chunks; the
     trajectory re-runs the whole integration for every step count k = 0..500 (cheap)."""
-    sim = make_simulator(backend, seed)
+    sim = make_simulator(backend, seed, recordings)
     data = {"u": [[U_OBS]]}
     phi, eps_p, eps_u = [], [], []
     for k in range(FULL_STEPS + 1):
@@ -245,12 +262,13 @@ def posterior_sampling(
     steps: int = 20_000,
     burn_in: int = 2_000,
     every: int = SAMPLE_EVERY,
+    recordings: ScriptRecordings | None = None,
 ) -> dict:
     """Langevin PC (temperature 1): ``chains`` parallel chains from the prior mean, ``steps`` steps
     in all at rate 1e-3; after ``burn_in`` steps one sample per chain every ``every`` steps."""
     if burn_in % every or steps % every or burn_in >= steps:
         raise ValueError("burn_in and steps must be multiples of every, with burn_in < steps")
-    sim = make_simulator(backend, seed)
+    sim = make_simulator(backend, seed, recordings)
     data = {"u": np.full((chains, 1), U_OBS)}
     cur = np.full((chains, 1), V_P)
     burn = Inference(steps=burn_in, rate=LANGEVIN_RATE, temperature=1.0, init="given")
@@ -401,18 +419,19 @@ def main(argv: list[str] | None = None) -> dict:
         "exercise 1 (exact posterior)", {"mean": ex1["exact_mean"], "sd": ex1["exact_sd"]}
     )
     t = time.perf_counter()
-    ex2 = exercise2(args.backend, args.seed)
+    ex2 = exercise2(args.backend, args.seed, args.recordings)
     print_progress("exercise 2 (MAP)", {"phi": ex2["phi"], "seconds": time.perf_counter() - t})
     t = time.perf_counter()
-    ex3 = exercise3(args.backend, args.seed)
+    ex3 = exercise3(args.backend, args.seed, args.recordings)
     print_progress("exercise 3 (error nodes)", {"phi": ex3["phi"], "eps_p": ex3["eps_p"],
                                                 "eps_u": ex3["eps_u"],
                                                 "seconds": time.perf_counter() - t})  # fmt: skip
     t = time.perf_counter()
     if args.quick:
-        post = posterior_sampling(args.backend, args.seed, chains=2000, steps=8000, burn_in=1000)
+        post = posterior_sampling(args.backend, args.seed, chains=2000, steps=8000, burn_in=1000,
+                                  recordings=args.recordings)  # fmt: skip
     else:
-        post = posterior_sampling(args.backend, args.seed)
+        post = posterior_sampling(args.backend, args.seed, recordings=args.recordings)
     print_progress("Langevin sampling", {"mean": post["mean"], "sd": post["sd"],
                                          "seconds": time.perf_counter() - t})  # fmt: skip
     t = time.perf_counter()

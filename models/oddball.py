@@ -75,7 +75,6 @@ from pathlib import Path
 import numpy as np
 
 import neuropc as npc
-from neuropc.record.recording import claim_auto
 from neuropc.runner import print_progress, report, run_main, script_args, wrote
 
 STEPS = 40
@@ -268,7 +267,7 @@ def main(argv: list[str] | None = None) -> dict:
     """Pre-expose each subject, run its four blocks with recording, then summarise the
     recording (see the module docstring)."""
     args = script_args(__doc__.splitlines()[0], argv, name="oddball")
-    record_to = claim_auto()  # --record PATH names this script's own recording
+    record_to = args.recordings.next_path()  # --record PATH: this script's own recording
     cfg = QUICK if args.quick else FULL
     stim = tones(cfg)
     net = network(cfg)

@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
         sim = npc.Simulator(
             net, backend=args.backend, dtype="float64", seed=args.seed, inference=cfg
         )
+        args.recordings.attach(sim)  # --record PATH
         per_epoch = []
         for ep in range(epochs + 1):
             fitted = sim.fit(data, epochs=1, batch_size=64, progress=False).last if ep else {}
@@ -105,6 +106,7 @@ def _precision_sweep(sim: npc.Simulator, probe: dict, args) -> dict:
         net = npc.mlp([784, *[sim.network[n].size for n in ("h1", "h2")], 10], activation="tanh",
                       output_precision=p)  # fmt: skip
         other = npc.Simulator(net, backend=args.backend, dtype="float64", seed=args.seed)
+        args.recordings.attach(other)
         other.load_parameters(sim.parameters())
         cfg = npc.Inference(steps=200, rate=0.1)
         errs.append(

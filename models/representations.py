@@ -49,7 +49,6 @@ from pathlib import Path
 import numpy as np
 
 import neuropc as npc
-from neuropc.record.recording import claim_auto
 from neuropc.runner import epoch_printer, report, run_main, script_args, wrote
 
 STEPS = 50
@@ -108,7 +107,7 @@ def analyse(path, seed: int, pixels: np.ndarray) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     """Train, record test-phase inference on held-out digits, analyse the recording."""
     args = script_args(__doc__.splitlines()[0], argv, name="representations")
-    record_to = claim_auto()  # --record PATH names this script's own recording
+    record_to = args.recordings.next_path()  # --record PATH: this script's own recording
     cfg = QUICK if args.quick else FULL
     x, y = npc.data.mnist("train")
     x, y = x[: cfg.n_train], y[: cfg.n_train]

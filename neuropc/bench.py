@@ -30,6 +30,7 @@ import numpy as np
 
 from .dynamics.inference import Inference
 from .dynamics.optim import Adam
+from .model.distributions import Bernoulli, Categorical
 from .model.network import mlp
 from .simulator import Simulator
 
@@ -257,6 +258,10 @@ def record_overhead(sim: Simulator, data: dict, preset: str, timed: int) -> dict
     }
 
 
+# the output distributions the bench can time (the one-hot targets suit all three)
+OUTPUTS = {"gaussian": None, "categorical": Categorical(), "bernoulli": Bernoulli()}
+
+
 def run(
     sizes: Sequence[int] = (784, 128, 128, 10),
     *,
@@ -273,15 +278,21 @@ def run(
     seed: int = 0,
     record: str = "none",
     compile: bool | str = False,
+    output: str = "gaussian",
 ) -> dict:
-    """Measure one configuration; returns the JSON-ready metrics (see the module docstring)."""
+    """Measure one configuration; returns the JSON-ready metrics (see the module docstring).
+    ``output``: the output population's distribution, ``"gaussian"`` (unit precision),
+    ``"categorical"`` (softmax, cross-entropy) or ``"bernoulli"``; the torch references keep the
+    Gaussian output."""
     if timed < 1:
         raise ValueError(f"timed must be >= 1; got {timed}")
     if batch < 1:
         raise ValueError(f"batch must be >= 1; got {batch}")
     if record not in ("none", "settled", "steps"):
         raise ValueError(f"record must be none, settled or steps; got {record!r}")
-    net = mlp(list(sizes), activation=activation)
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {', '.join(OUTPUTS)}; got {output!r}")
+    net = mlp(list(sizes), activation=activation, output_distribution=OUTPUTS[output])
     t0 = time.perf_counter()
     sim = Simulator(
         net, backend=backend, device=device, dtype=dtype, seed=seed,
@@ -305,6 +316,7 @@ def run(
         "dtype": dtype,
         "compile": compile,
         "sizes": list(sizes),
+        "output": output,
         "activation": activation,
         "batch": batch,
         "steps": steps,

@@ -91,6 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--record", default="none", choices=["none", "settled", "steps"],
         help="also time recording energies + settled states, or full per-step traces",
     )  # fmt: skip
+    b.add_argument(
+        "--output", default="gaussian", choices=["gaussian", "categorical", "bernoulli"],
+        help="the output population's distribution (default: gaussian)",
+    )  # fmt: skip
     b.add_argument("--json", action="store_true")
 
     try:
@@ -175,7 +179,7 @@ def _bench(args: argparse.Namespace) -> int:
     res = run(
         args.sizes, activation=args.activation, batch=args.batch, steps=args.steps,
         rate=args.rate, backend=args.backend, device=args.device, dtype=args.dtype, timed=args.timed,
-        bp=not args.no_bp, record=args.record, compile=args.compile,
+        bp=not args.no_bp, record=args.record, compile=args.compile, output=args.output,
     )  # fmt: skip
     if args.json:
         print(json.dumps(res, sort_keys=True))

@@ -8,8 +8,13 @@ with the same options::
     --quick          a small, fast version (the test suite runs every script this way)
     --json           print the run's final metrics as one JSON object on the last line
     --out DIR        where figures and files go (default runs/NAME)
-    --record PATH    record every simulator of the run to HDF5 (PATH, then PATH-2, ...)
+    --record PATH    record the run's simulators to HDF5 (PATH, then PATH-2, ...)
     --record-preset  what --record records: energy, settled (default) or steps
+
+``--record`` arms nothing process-wide: :func:`script_args` puts a :class:`ScriptRecordings` in
+``args.recordings``, and the script hands it each simulator it builds
+(``args.recordings.attach(sim)``); :func:`report` closes those recordings. A script that records
+with its own probes takes the path instead (``args.recordings.next_path()``).
 
 A user error (a bad option value, a missing or unwritable path, a bad setting that neuropc
 rejects with a ``ValueError``) is one line on stderr, ``PROG: message``, and exit status 2
@@ -24,6 +29,7 @@ write by its absolute path (:func:`wrote`).
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import math
 import os
@@ -210,13 +216,20 @@ def script_argv(args: argparse.Namespace, actions: Sequence[argparse.Action]) ->
 
 
 def script_args(
-    description: str, argv: Sequence[str] | None = None, *, name: str | None = None
+    description: str,
+    argv: Sequence[str] | None = None,
+    *,
+    name: str | None = None,
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> argparse.Namespace:
-    """Parse the common options (see the module docstring). A bad option, an ``--out`` that is
-    not a writable directory or a ``--record`` that cannot be written is one line on stderr and
-    exit status 2."""
+    """Parse the common options (see the module docstring), plus the script's own ones that
+    ``extra(parser)`` adds. A bad option, an ``--out`` that is not a writable directory or a
+    ``--record`` that cannot be written is one line on stderr and exit status 2.
+    ``args.recordings`` is the :class:`ScriptRecordings` of ``--record`` (empty without it)."""
     ap = ArgumentParser(description=description)
     add_script_options(ap)
+    if extra is not None:
+        extra(ap)
     args = ap.parse_args(argv)
     stem = name or Path(sys.argv[0]).stem or "model"
     try:
@@ -227,11 +240,58 @@ def script_args(
             check_output_file(args.record, "--record")
     except ValueError as err:
         ap.error(str(err))
-    if args.record:
-        from .record.recording import record_all
-
-        record_all(args.record, args.record_preset)
+    args.recordings = ScriptRecordings(args.record or None, args.record_preset)
     return args
+
+
+class ScriptRecordings:
+    """The recordings that ``--record PATH`` asks of a model script, owned by its ``args``
+    (``args.recordings``). The script hands each simulator it builds to :meth:`attach`: the first
+    records to ``PATH``, the n-th to ``<stem>-<n><suffix>`` beside it, with ``preset``. Without
+    ``--record`` (``path`` None) nothing is recorded. :meth:`close` (called by :func:`report`,
+    and at exit if the script stops early) closes them."""
+
+    def __init__(self, path: str | os.PathLike | None, preset: str = "settled") -> None:
+        if preset not in ("energy", "settled", "steps"):
+            raise ValueError(f"record preset must be energy, settled or steps; got {preset!r}")
+        self.path = None if path is None else os.fspath(path)
+        self.preset = preset
+        self.count = 0  # paths handed out
+        self.open: list = []  # the Recorders attached and not closed yet
+
+    def __bool__(self) -> bool:
+        return self.path is not None
+
+    def next_path(self) -> str | None:
+        """The path of the next recording (``PATH``, then ``PATH-2``, ...), for a simulator the
+        script records itself, with its own probes; None without ``--record``."""
+        if self.path is None:
+            return None
+        self.count += 1
+        if self.count == 1:
+            return self.path
+        stem, ext = os.path.splitext(self.path)
+        return f"{stem}-{self.count}{ext or '.h5'}"
+
+    def attach(self, sim):
+        """Record ``sim``'s runs from now on to :meth:`next_path` with the preset; returns the
+        :class:`~neuropc.record.recording.Recorder`, or None without ``--record`` or when
+        ``sim`` already records (the script chose its probes: that recording is kept)."""
+        if self.path is None or sim.recorder is not None:
+            return None
+        rec = sim.record(self.next_path(), preset=self.preset)
+        if not self.open:
+            atexit.register(self.close)
+        self.open.append(rec)
+        return rec
+
+    def close(self) -> list[str]:
+        """Close the recordings made by :meth:`attach`; returns their paths."""
+        open_, self.open = self.open, []
+        atexit.unregister(self.close)
+        for rec in open_:
+            rec.close()
+        return [rec.path for rec in open_]
 
 
 def wrote(path: str | os.PathLike) -> Path:
@@ -248,11 +308,14 @@ def report(metrics: dict, args: argparse.Namespace) -> dict:
     width = max((len(k) for k in clean), default=0)
     for k, v in clean.items():
         print(f"  {k:<{width}}  {v:.6g}" if isinstance(v, float) else f"  {k:<{width}}  {v}")
-    if getattr(args, "record", None):
-        from .record.recording import close_all
-
-        for path in close_all():
+    recordings = getattr(args, "recordings", None)
+    if recordings:
+        paths = recordings.close()
+        for path in paths:
             print(f"  recorded to {os.path.abspath(path)}")
+        if not recordings.count:  # the script never asked for the --record path: say so
+            print(f"warning: --record {recordings.path}: this script attached no simulator, "
+                  "nothing was recorded", file=sys.stderr, flush=True)  # fmt: skip
     if args.json:
         print(json.dumps(clean, sort_keys=True), flush=True)
     return clean

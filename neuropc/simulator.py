@@ -24,6 +24,7 @@ from .model.network import Network
 from .progress import print_progress, progress_bars
 from .record import probes as _probes
 from .record import recording as _recording
+from .record import schema
 
 ArrayDict = Mapping[str, np.ndarray]
 
@@ -468,8 +469,6 @@ class Simulator:
             keep[self.plan.index(name)] = True
         seed = cfg.seed if cfg.seed is not None else int(self.noise_rng.integers(0, 2**31 - 1))
         mode = _modes.setup(self.plan, clamped, cfg, learning=learn is not None)
-        if self._recorder is None and _recording._AUTO:
-            _recording.auto_attach(self)
         rec = self._recorder
         if rec is not None and rec.active(phase):
             learned = learn is not None
@@ -609,7 +608,7 @@ class Simulator:
             if a.shape != (n,):
                 raise ValueError(f"trial column {k!r}: expected shape ({n},); got {a.shape}")
             for x in a:  # before the batch runs: a label the file cannot hold changes nothing
-                _recording._label(str(x), k)
+                schema.label(str(x), k)
             out[k] = a
         return out
 

@@ -137,21 +137,128 @@ def test_bench_record_fields(capsys: pytest.CaptureFixture[str], preset: str) ->
 
 
 def test_run_record_writes_a_readable_file(tmp_path: Path) -> None:
+    """``neuropc run models/pc_vs_bp.py --record PATH``: its nine simulators (strict PC, the six
+    of its precision sweep, FPA, ZIL) record to PATH, PATH-2 ... PATH-9, in the order the script
+    builds them."""
     import neuropc as npc
 
     path = tmp_path / "rec.h5"
     r = subprocess.run(
-        [sys.executable, "-m", "neuropc.cli", "run", "models/digits_classifier.py", "--quick",
+        [sys.executable, "-m", "neuropc.cli", "run", "models/pc_vs_bp.py", "--quick",
          "--out", str(tmp_path), "--record", str(path), "--record-preset", "settled"],
-        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, check=False,
+        cwd=ROOT, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
-    assert f"recorded to {path}" in r.stdout
-    rec = npc.open(path)
-    assert {"h1:value_settled", "h1:error_settled", "total:energy"} <= set(rec.names)
-    n = len(rec.trials["trial_id"])
-    assert n > 0 and rec["h1:value_settled"].shape[0] == n
-    assert set(rec.trials["phase"]) == {"train", "test"}
+    paths = [path, *(tmp_path / f"rec-{n}.h5" for n in range(2, 10))]
+    assert [ln.strip() for ln in r.stdout.splitlines() if "recorded to" in ln] == [
+        f"recorded to {p}" for p in paths
+    ]
+    assert "warning" not in r.stderr
+    with npc.open(path) as rec:
+        assert {"h1:value_settled", "h1:error_settled", "total:energy"} <= set(rec.names)
+        n = len(rec.trials["trial_id"])
+        assert n > 0 and rec["h1:value_settled"].shape[0] == n
+        assert set(rec.trials["phase"]) == {"train", "test"}
+        assert rec.config["inference"]["steps"] == 20  # the strict simulator
+    with npc.open(paths[-1]) as rec:
+        assert rec.config["inference"]["mode"] == "zil"
+
+
+# ---- --record: explicit recordings owned by the script's args ----------------------------------
+TWO_SIMS = textwrap.dedent(
+    """
+    import numpy as np
+    import neuropc as npc
+    from neuropc.runner import report, run_main, script_args
+
+    def main():
+        args = script_args("two simulators")
+        sims = [npc.Simulator(npc.mlp([4, 3, 2]), dtype="float64", seed=s) for s in range(3)]
+        for sim in sims[:2]:
+            args.recordings.attach(sim)
+        for sim in sims:  # the third is not handed over: not recorded
+            sim.infer({"input": np.ones((2, 4))})
+        report({"n": len(sims)}, args)
+
+    run_main(main)
+    """
+)
+
+
+@pytest.mark.parametrize("how", ["script", "neuropc run"])
+def test_record_attaches_each_simulator_the_script_hands_over(tmp_path: Path, how: str) -> None:
+    import neuropc as npc
+
+    script = tmp_path / "two.py"
+    script.write_text(TWO_SIMS)
+    path = tmp_path / "r.h5"
+    opts = ["--out", str(tmp_path / "out"), "--record", str(path), "--record-preset", "energy"]
+    cmd = [sys.executable, str(script)] if how == "script" else [*NPC, "run", str(script)]
+    r = subprocess.run([*cmd, *opts], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       check=False)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.glob("*.h5")) == ["r-2.h5", "r.h5"]
+    assert f"recorded to {path}" in r.stdout and f"recorded to {tmp_path / 'r-2.h5'}" in r.stdout
+    for p, seed in ((path, 0), (tmp_path / "r-2.h5", 1)):
+        with npc.open(p) as rec:
+            assert rec.attrs["seed"] == seed and rec.names == ["h1:energy", "output:energy",
+                                                                "total:energy"]  # fmt: skip
+            assert rec.progress == {"batches": 1, "trials": 2}
+
+
+def test_script_recordings_are_explicit_state(tmp_path: Path, capsys) -> None:
+    """``--record`` arms nothing process-wide: only simulators handed to ``attach`` record, a
+    simulator that already records keeps its recording, and ``report`` closes what it attached."""
+    import numpy as np
+
+    import neuropc as npc
+    from neuropc.record import recording
+    from neuropc.runner import ScriptRecordings, report, script_args
+
+    x = {"input": np.ones((2, 4))}
+    args = script_args("t", ["--out", str(tmp_path / "o"), "--record", str(tmp_path / "a.h5")])
+    assert isinstance(args.recordings, ScriptRecordings) and args.recordings
+    loose = npc.Simulator(npc.mlp([4, 3, 2]), dtype="float64")
+    loose.infer(x)
+    assert loose.recorder is None  # nothing attached behind its back
+    assert not hasattr(recording, "_AUTO")  # no module-level switch left
+    own = npc.Simulator(npc.mlp([4, 3, 2]), dtype="float64")
+    mine = own.record(None)
+    assert args.recordings.attach(own) is None and own.recorder is mine  # kept
+    sim = npc.Simulator(npc.mlp([4, 3, 2]), dtype="float64")
+    rec = args.recordings.attach(sim)
+    assert rec is sim.recorder and rec.path == str(tmp_path / "a.h5")
+    assert args.recordings.next_path() == str(tmp_path / "a-2.h5")  # a script's own recording
+    sim.infer(x)
+    report({}, args)
+    assert rec.closed and sim.recorder is None and args.recordings.open == []
+    assert f"recorded to {tmp_path / 'a.h5'}" in capsys.readouterr().out
+    mine.close()
+
+    plain = script_args("t", ["--out", str(tmp_path / "o")])
+    assert not plain.recordings and plain.recordings.next_path() is None
+    assert plain.recordings.attach(sim) is None and sim.recorder is None
+
+
+def test_record_that_the_script_never_attaches_is_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from neuropc.runner import report, script_args
+
+    args = script_args("t", ["--out", str(tmp_path / "o"), "--record", str(tmp_path / "a.h5")])
+    report({}, args)
+    err = capsys.readouterr().err
+    assert "--record" in err and "nothing was recorded" in err
+    assert not (tmp_path / "a.h5").exists()
+
+
+@pytest.mark.parametrize("name", [p.stem for p in sorted((ROOT / "models").glob("*.py"))])
+def test_every_model_script_honours_record(name: str) -> None:
+    """Each model script hands its simulators to ``args.recordings`` (or takes its path for a
+    recording of its own); without that, ``--record`` would record nothing (a warning)."""
+    source = (ROOT / "models" / f"{name}.py").read_text(encoding="utf-8")
+    if "script_args(" in source:
+        assert "args.recordings" in source, f"models/{name}.py ignores --record"
 
 
 def test_inspect_plot_export_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

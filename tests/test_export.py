@@ -13,6 +13,7 @@ import pytest
 import neuropc as npc
 from neuropc.errors import RecordingError
 from neuropc.record import export
+from neuropc.record import nwb as nwb_export
 
 STEPS = 6
 SPS = export.SECONDS_PER_STEP
@@ -195,8 +196,8 @@ def test_nwb_streams_many_small_buffers(run, tmp_path, monkeypatch):
     """Tiny chunks and buffers: the same file content, written buffer by buffer, with the
     reordered subset probe gathered across buffer boundaries."""
     pytest.importorskip("pynwb")
-    monkeypatch.setattr(export, "_CHUNK_BYTES", 24)
-    monkeypatch.setattr(export, "_BUFFER_CHUNKS", 2)
+    monkeypatch.setattr(nwb_export, "_CHUNK_BYTES", 24)
+    monkeypatch.setattr(nwb_export, "_BUFFER_CHUNKS", 2)
     out = export.to_nwb(run, tmp_path / "small.nwb")
     _check_nwb_against_native(out, run)
     with h5py.File(out, "r") as f:

@@ -68,6 +68,28 @@ def test_digits_classifier_quick(digits) -> None:
     assert m["test_accuracy"] >= chance and m["bp_test_accuracy"] >= chance
 
 
+def test_digits_classifier_categorical_output(tmp_path: Path) -> None:
+    """``--output categorical`` adds a softmax (cross-entropy) output trained the same way. Its
+    test accuracy is the argmax accuracy of the trained weights' feed-forward logits (with
+    energy "KL" the forward-initialised test state is a fixed point), beside the Gaussian one,
+    and above the binomial chance threshold."""
+    mod = load_model("digits_classifier")
+    with capture_simulators() as sims:
+        m = mod.main(["--quick", "--output", "categorical", "--out", str(tmp_path)])
+    assert len(sims) == 2 and m["output"] == "categorical"
+    assert sims[1].network["output"].distribution == npc.Categorical("KL")
+    x, y = npc.data.mnist("test")
+    x, y = x[: m["n_test"]], y[: m["n_test"]]
+    scores = mlp_feedforward(sims[1].parameters(), x, ["input", "h1", "h2", "output"])
+    lo, hi = argmax_accuracy_bounds(scores, y, 1e-5 * np.abs(scores).max())
+    assert lo <= m["test_accuracy_categorical"] <= hi
+    chance = chance_threshold(y, alpha=1e-3)
+    for k in ("test_accuracy", "test_accuracy_categorical", "bp_test_accuracy_categorical"):
+        assert m[k] >= chance, k
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert len(history["pc_categorical"]) == m["epochs"]
+
+
 @pytest.mark.regression
 def test_digits_accuracy_regression(digits) -> None:
     """Regression check: threshold recorded from the implementation on 2026-11-26, not an

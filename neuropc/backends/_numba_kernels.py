@@ -306,24 +306,29 @@ def _dist_block(X, MUC, MUV, EPS, OWN, code, o, eo, n, has_var, clamped):
                     )
                 acc += f
         else:  # Categorical: softmax over the row
+            # pass 1: mu (kept in the OWN row), its max, sum x and x . mu
             mmax = -np.inf
+            sx = 0.0
+            xmu = 0.0
             for j in range(n):
-                mmax = max(mmax, float(mc[j]) + (float(mv[j]) if has_var else 0.0))
+                mu = float(mc[j]) + (float(mv[j]) if has_var else 0.0)
+                w_[j] = mu
+                mmax = max(mmax, mu)
+                sx += float(x_[j])
+                xmu += float(x_[j]) * mu
+            # pass 2: exp(mu - max) (kept in the EPS row) and its sum: one exp per unit
             z = 0.0
             for j in range(n):
-                z += np.exp(float(mc[j]) + (float(mv[j]) if has_var else 0.0) - mmax)
+                ex = np.exp(float(w_[j]) - mmax)
+                e_[j] = ex
+                z += ex
             lse = mmax + np.log(z)
             if plain:
-                sx = 0.0
+                f = sx * lse - xmu
                 for j in range(n):
-                    sx += float(x_[j])
-                f = sx * lse
-                for j in range(n):
-                    mu = float(mc[j]) + (float(mv[j]) if has_var else 0.0)
                     x = float(x_[j])
-                    e_[j] = x - sx * np.exp(mu - lse)
-                    w_[j] = lse - mu
-                    f -= x * mu
+                    e_[j] = x - sx * (float(e_[j]) / z)
+                    w_[j] = lse - float(w_[j])  # -log softmax(mu): the own term (free F)
                     if code == 4:
                         f += _xlogx(x)
             else:
@@ -336,15 +341,13 @@ def _dist_block(X, MUC, MUV, EPS, OWN, code, o, eo, n, has_var, clamped):
                 lsex = xmax + np.log(zx)
                 f = 0.0  # sum p ell, ell = log p - log q
                 for j in range(n):
-                    mu = float(mc[j]) + (float(mv[j]) if has_var else 0.0)
                     lp = float(x_[j]) - lsex
-                    f += np.exp(lp) * (lp - (mu - lse))
+                    f += np.exp(lp) * (lp - (float(w_[j]) - lse))
                 for j in range(n):
-                    mu = float(mc[j]) + (float(mv[j]) if has_var else 0.0)
                     lp = float(x_[j]) - lsex
                     p = np.exp(lp)
-                    e_[j] = p - np.exp(mu - lse)
-                    w_[j] = p * ((lp - (mu - lse)) - f)
+                    e_[j] = p - float(e_[j]) / z
+                    w_[j] = p * ((lp - (float(w_[j]) - lse)) - f)
             acc += f
     return acc / nb_
 

@@ -163,6 +163,12 @@ class Network:
         if "slope" in changes and "activation" not in changes:
             kw["activation"] = old.activation.name
         kw.update(changes)
+        if "precision" in changes and "distribution" not in changes:
+            d = old.distribution  # a new precision of the same Gaussian (others refuse one)
+            if isinstance(d, _dist.Gaussian):
+                kw["distribution"] = _dist.Gaussian(precision=changes["precision"], energy=d.energy)
+        elif "distribution" in changes and "precision" not in changes:
+            kw["precision"] = 1.0  # the new distribution's own (a Gaussian's precision=)
         if kw["role"] == "target" and "test" in {
             ph for ph, ns in self._clamps.items() if name in ns
         }:

@@ -33,7 +33,7 @@ import numpy as np
 from h5py import h5s
 
 from ..errors import RecordingError
-from .recording import SCHEMA, SCHEMA_VERSION
+from .schema import SCHEMA, SCHEMA_VERSION
 
 
 class LabelledArray:
