@@ -162,6 +162,27 @@ def _sigmoid_impl(x):
     return impl64
 
 
+def _exp_nonpos(y):  # pragma: no cover - replaced by the overload in compiled code
+    raise NotImplementedError
+
+
+@overload(_exp_nonpos, inline="always")
+def _exp_nonpos_impl(y):
+    """exp(y) for y <= 0 as 1 / (1 + expm1(-y)), vectorisable, in the precision of y (below
+    -40, or -18 in float32, it returns exp(-40) / exp(-18): negligible beside 1 in a softmax)."""
+    if y == types.float32:
+
+        def impl32(y):
+            return _f32(1.0) / (_expm1_pos32(min(-y, _f32(18.0))) + _f32(1.0))
+
+        return impl32
+
+    def impl64(y):
+        return 1.0 / (_expm1_pos64(min(-y, 40.0)) + 1.0)
+
+    return impl64
+
+
 _GELU_C = 0.7978845608028654  # sqrt(2/pi)
 _GELU_A = 0.044715
 
@@ -271,7 +292,7 @@ def _xlogx(a):
     return a * np.log(a) if a > 0.0 else 0.0
 
 
-@nb.njit(**_JIT)
+@nb.njit(**_JIT_REDUCE)  # reassociated sums and maxima vectorise (as in _errors_block)
 def _dist_block(X, MUC, MUV, EPS, OWN, code, o, eo, n, has_var, clamped):
     """A Bernoulli or Categorical population (codes of neuropc.model.distributions): the errors
     ``eps = -dF/dmu`` into EPS, the own terms ``dF/dx`` into OWN (free populations) and the
@@ -306,31 +327,37 @@ def _dist_block(X, MUC, MUV, EPS, OWN, code, o, eo, n, has_var, clamped):
                     )
                 acc += f
         else:  # Categorical: softmax over the row
+            # in the buffers' dtype (float32 math for float32 runs: the errors are stored in it
+            # anyway), accumulating the energy in float64
             # pass 1: mu (kept in the OWN row), its max, sum x and x . mu
-            mmax = -np.inf
             sx = 0.0
             xmu = 0.0
             for j in range(n):
-                mu = float(mc[j]) + (float(mv[j]) if has_var else 0.0)
+                mu = mc[j] + mv[j] if has_var else mc[j]
                 w_[j] = mu
-                mmax = max(mmax, mu)
-                sx += float(x_[j])
-                xmu += float(x_[j]) * mu
+                sx += x_[j]
+                xmu += x_[j] * mu
+            mmax = w_[0]
+            for j in range(1, n):
+                mmax = max(mmax, w_[j])
             # pass 2: exp(mu - max) (kept in the EPS row) and its sum: one exp per unit
             z = 0.0
             for j in range(n):
-                ex = np.exp(float(w_[j]) - mmax)
+                ex = _exp_nonpos(w_[j] - mmax)
                 e_[j] = ex
                 z += ex
             lse = mmax + np.log(z)
             if plain:
                 f = sx * lse - xmu
+                sz = sx / z
                 for j in range(n):
-                    x = float(x_[j])
-                    e_[j] = x - sx * (float(e_[j]) / z)
-                    w_[j] = lse - float(w_[j])  # -log softmax(mu): the own term (free F)
-                    if code == 4:
-                        f += _xlogx(x)
+                    e_[j] = x_[j] - sz * e_[j]
+                if not clamped:  # -log softmax(mu): the own term of a free F population
+                    for j in range(n):
+                        w_[j] = lse - w_[j]
+                if code == 4:
+                    for j in range(n):
+                        f += _xlogx(float(x_[j]))
             else:
                 xmax = -np.inf
                 for j in range(n):
