@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import backends as _backends
+from . import inputs as _in
 from . import validation as _v
 from .analysis import metrics as _metrics
 from .dynamics import modes as _modes
@@ -19,12 +20,11 @@ from .dynamics.inference import Inference
 from .dynamics.optim import Adam, Optimizer, check_optimizer
 from .dynamics.plan import Plan, lower
 from .errors import DivergenceError
-from .model.distributions import check_data
+from .model.initializers import init_parameters
 from .model.network import Network
 from .progress import print_progress, progress_bars
 from .record import probes as _probes
 from .record import recording as _recording
-from .record import schema
 
 ArrayDict = Mapping[str, np.ndarray]
 
@@ -114,7 +114,7 @@ class Simulator:
         if optimizer is not None:
             check_optimizer(optimizer, "Simulator optimizer")
         self.seed = _v.integer(seed, "Simulator seed", low=0)
-        self.dtype = _dtype(dtype)
+        self.dtype = _in.float_dtype(dtype)
         network.validate()
         self.network = network
         self.plan: Plan = lower(network)
@@ -168,7 +168,7 @@ class Simulator:
                     raise ValueError(
                         f"population {pop!r}: expected a bias of shape ({n},); got {b.shape}"
                     )
-                _check_finite(pop, b, "population {!r}: bias")
+                _in.check_finite(pop, b, "population {!r}: bias")
                 flat[sl] = b
             else:
                 sl, shape = self._weight_slot(k)
@@ -177,7 +177,7 @@ class Simulator:
                     raise ValueError(
                         f"connection {k!r}: expected weights of shape {shape}; got {w.shape}"
                     )
-                _check_finite(k, w, "connection {!r}: weights")
+                _in.check_finite(k, w, "connection {!r}: weights")
                 flat[sl] = w.ravel()
         self.backend.set_params(flat)
 
@@ -326,12 +326,12 @@ class Simulator:
                 "fit() has no initial values to give: Inference(init='given') needs values= per "
                 "batch; call learn(batch, values=...) in your own loop, or use init='forward'"
             )
-        self._check_leaky(cfg)
-        arrays = self._check_data(data, "train")
-        n = _batch_len(arrays)
+        _in.check_leaky(self.plan, cfg)
+        arrays = self._data(data, "train")
+        n = _in.batch_len(arrays)
         labels = self._check_trials(trials, n)
         if validation is not None:
-            self._check_validation(validation)
+            _in.check_validation(self.network, self.plan, self.dtype, validation)
         hist = History()
         for ep in range(1, epochs + 1):
             t0 = time.perf_counter()
@@ -358,67 +358,6 @@ class Simulator:
         return hist
 
     # ---- internals ------------------------------------------------------------------------------
-    def _check_data(
-        self, data: ArrayDict, phase: str, *, values: bool = False
-    ) -> dict[str, np.ndarray]:
-        """Validate names, shapes, batch sizes and finiteness; returns the arrays (cast to the
-        simulator dtype when they are written into the backend buffer)."""
-        if not isinstance(data, Mapping):
-            raise ValueError(
-                f"data must be a mapping from population name to array; got {type(data).__name__}"
-            )
-        clamped = self.plan.clamped_names(phase)
-        out: dict[str, np.ndarray] = {}
-        n = None
-        for name, arr in data.items():
-            self.network[name]  # unknown names raise with the valid list
-            if not values and name not in clamped:
-                role = self.network[name].role
-                why = " (targets are never clamped at test time)" if role == "target" else ""
-                raise ValueError(
-                    f"population {name!r} is not clamped in phase {phase!r}{why}; clamped: "
-                    f"{', '.join(sorted(clamped)) or '(none)'}"
-                )
-            if values and name in clamped:
-                raise ValueError(
-                    f"population {name!r} is clamped in phase {phase!r}; pass its data, not values"
-                )
-            size = self.network[name].size
-            try:
-                a = np.asarray(arr)
-            except ValueError as e:  # ragged nested lists
-                raise ValueError(
-                    f"population {name!r}: data is not a rectangular array ({e})"
-                ) from None
-            if a.ndim != 2 or a.shape[1] != size:
-                raise ValueError(
-                    f"population {name!r}: expected {'values' if values else 'data'} of shape "
-                    f"(batch, {size}); got shape {a.shape}"
-                )
-            if n is None:
-                n = a.shape[0]
-            elif a.shape[0] != n:
-                raise ValueError(
-                    f"population {name!r}: batch size {a.shape[0]} differs from {n} of the other arrays"
-                )
-            if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
-                raise ValueError(f"population {name!r}: expected real numbers; got dtype {a.dtype}")
-            _check_finite(name, a)
-            _check_fits(name, a, self.dtype)
-            if not values:  # clamped data of a Bernoulli / Categorical are probabilities
-                check_data(name, self.network[name].distribution, a)
-            out[name] = a
-        if not values:
-            missing = sorted(clamped - set(out))
-            if missing:
-                raise ValueError(
-                    f"population {missing[0]!r} is clamped in phase {phase!r} but no data was given; "
-                    f"expected data for: {', '.join(sorted(clamped))}"
-                )
-            if n == 0:
-                raise ValueError("data has an empty batch")
-        return out
-
     def _run(self, data, phase, values, cfg, learn, grads=False, batch=None, trials=None):
         _v.instance(cfg, Inference, "inference", "an npc.Inference(...)")
         if learn is not None:
@@ -427,13 +366,13 @@ class Simulator:
             raise ValueError(f"phase must be 'train' or 'test'; got {phase!r}")
         if batch is not None:
             batch = _v.integer(batch, "batch_size", low=1)
-        arrays = self._check_data(data, phase)
-        vals = self._check_data(values, phase, values=True) if values else {}
-        if vals and arrays and _batch_len(vals) != _batch_len(arrays):
+        arrays = self._data(data, phase)
+        vals = self._data(values, phase, values=True) if values else {}
+        if vals and arrays and _in.batch_len(vals) != _in.batch_len(arrays):
             raise ValueError(
-                f"values have batch size {_batch_len(vals)}; data has {_batch_len(arrays)}"
+                f"values have batch size {_in.batch_len(vals)}; data has {_in.batch_len(arrays)}"
             )
-        b = _batch_len(arrays) or _batch_len(vals) or batch
+        b = _in.batch_len(arrays) or _in.batch_len(vals) or batch
         if not b or b < 1:
             raise ValueError(
                 f"nothing is clamped in phase {phase!r} and no values were given: pass batch_size="
@@ -455,8 +394,8 @@ class Simulator:
                 "the network changed after the Simulator was built; build a new Simulator "
                 "(parameters can be carried over with sim.parameters() / load_parameters())"
             )
-        self._check_leaky(cfg)
-        b = b or _batch_len(arrays)
+        _in.check_leaky(self.plan, cfg)
+        b = b or _in.batch_len(arrays)
         buf = self.backend.values_buffer(b)
         clamped = self._masks.get(phase)
         if clamped is None:
@@ -493,47 +432,6 @@ class Simulator:
         if out.bad_param >= 0:
             name, index = self.plan.locate(out.bad_param)
             raise DivergenceError(None, None, phase, parameter=name, index=index)
-
-    def _check_leaky(self, cfg: Inference) -> None:
-        """Leaky error neurons ``eps <- eps + r ((x - mu) - eps / Pi)`` converge only for
-        ``0 < r / Pi < 2`` (the iteration multiplies the distance to the fixed point by
-        ``1 - r / Pi``): refuse an unstable ``error_rate``."""
-        if cfg.errors != "leaky":
-            return
-        r = cfg.rate if cfg.error_rate is None else cfg.error_rate
-        for k, name in enumerate(self.plan.names):
-            if not self.plan.has_err[k]:
-                continue
-            pi = float(np.min(self.plan.precision[self.plan.error_slice(name)]))
-            if r / pi >= 2.0:
-                raise ValueError(
-                    f"Inference error_rate {r:g} is unstable for leaky errors: population "
-                    f"{name!r} has precision {pi:g}, and error_rate / precision = {r / pi:g} "
-                    "must be < 2"
-                )
-
-    def _check_validation(self, validation: object) -> None:
-        """``fit(validation=(inputs, labels))``: checked before the first epoch."""
-        if not (isinstance(validation, (tuple, list)) and len(validation) == 2):
-            raise ValueError(
-                "fit(validation=...) must be a pair (inputs, labels); got "
-                f"{type(validation).__name__}"
-            )
-        inputs, labels = validation
-        arrays = self._check_data(inputs, "test")
-        n = _batch_len(arrays)
-        lab = np.asarray(labels)
-        if lab.shape != (n,):
-            raise ValueError(f"fit(validation=...): labels must have shape ({n},); got {lab.shape}")
-        if lab.dtype.kind not in "iu":
-            raise ValueError(f"fit(validation=...): labels must be integers; got dtype {lab.dtype}")
-        target = _metrics.target_name(self.network)
-        size = self.network[target].size
-        if n and (lab.min() < 0 or lab.max() >= size):
-            raise ValueError(
-                f"fit(validation=...): labels must be class indices in [0, {size}) of population "
-                f"{target!r}; got values from {lab.min()} to {lab.max()}"
-            )
 
     # ---- recording ------------------------------------------------------------------------------
     def record(
@@ -592,25 +490,13 @@ class Simulator:
         finally:
             self._recorder = rec
 
+    def _data(self, data: ArrayDict, phase: str, *, values: bool = False) -> dict[str, np.ndarray]:
+        """``data`` (or initial ``values``) checked against the network (:mod:`neuropc.inputs`)."""
+        return _in.check_data(self.network, self.plan, self.dtype, data, phase, values=values)
+
     def _check_trials(self, trials, n: int) -> dict[str, np.ndarray]:
-        if trials is None:
-            return {}
-        rec = self._recorder
-        declared = rec.trial_columns if rec is not None else ()
-        out = {}
-        for k, v in trials.items():
-            if k not in declared:
-                raise ValueError(
-                    f"trial column {k!r} was not declared; declared in record(trial_columns=...): "
-                    f"{', '.join(declared) or '(none)'}"
-                )
-            a = np.asarray(v, dtype=object)
-            if a.shape != (n,):
-                raise ValueError(f"trial column {k!r}: expected shape ({n},); got {a.shape}")
-            for x in a:  # before the batch runs: a label the file cannot hold changes nothing
-                schema.label(str(x), k)
-            out[k] = a
-        return out
+        declared = self._recorder.trial_columns if self._recorder is not None else ()
+        return _in.check_trials(declared, trials, n)
 
     def _state(self, out, phase: str) -> State:
         pl = self.plan
@@ -621,79 +507,6 @@ class Simulator:
                 errors[n] = np.array(out.errors[:, pl.error_slice(n)], dtype=self.dtype)
                 energies[n] = out.energies[:, i].copy()
         return State(values, errors, energies, out.steps, phase)
-
-
-# ---- helpers ----------------------------------------------------------------------------------
-def init_parameters(net: Network, plan: Plan, rng: np.random.Generator) -> np.ndarray:
-    """Initial flat parameters (float64, then cast by the backend, so float32 and float64
-    simulators with one seed start from the same weights).
-
-    ``xavier_uniform``: U(-a, a), a = gain sqrt(6 / (n_pre + n_post)); ``xavier_normal``:
-    N(0, gain^2 2 / (n_pre + n_post)); ``kaiming_uniform``: U(-a, a), a = gain sqrt(3 / n_pre);
-    ``normal``: N(0, gain^2 / n_pre); ``zeros``; ``ones`` (all equal to gain). Biases: bias_init.
-    """
-    flat = np.zeros(plan.n_params)
-    for cname in plan.conn_names:
-        conn = net.connection(cname)
-        sl, (n_post, n_pre) = plan.weight_slice(cname)
-        g = conn.gain
-        if conn.init == "xavier_uniform":
-            a = g * np.sqrt(6.0 / (n_pre + n_post))
-            w = rng.uniform(-a, a, (n_post, n_pre))
-        elif conn.init == "xavier_normal":
-            w = rng.normal(0.0, g * np.sqrt(2.0 / (n_pre + n_post)), (n_post, n_pre))
-        elif conn.init == "kaiming_uniform":
-            a = g * np.sqrt(3.0 / n_pre)
-            w = rng.uniform(-a, a, (n_post, n_pre))
-        elif conn.init == "normal":
-            w = rng.normal(0.0, g / np.sqrt(n_pre), (n_post, n_pre))
-        elif conn.init == "zeros":
-            w = np.zeros((n_post, n_pre))
-        else:  # ones
-            w = np.full((n_post, n_pre), g)
-        flat[sl] = w.ravel()
-    for name in plan.names:
-        sl = plan.bias_slice(name)
-        if sl is not None:
-            flat[sl] = np.broadcast_to(
-                np.asarray(net[name].bias_init, np.float64), (sl.stop - sl.start,)
-            )
-    return flat
-
-
-def _check_finite(name: str, a: np.ndarray, what: str = "population {!r}: data") -> None:
-    if not np.all(np.isfinite(a)):
-        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
-        raise ValueError(f"{what.format(name)} contains NaN or inf (first at index {bad})")
-
-
-def _check_fits(name: str, a: np.ndarray, dtype: np.dtype) -> None:
-    """Refuse data whose values overflow ``dtype`` when cast (float64 1e300 -> float32 inf)."""
-    if a.dtype.kind != "f" or a.dtype.itemsize <= dtype.itemsize or not a.size:
-        return
-    big = float(np.max(np.abs(a)))
-    if big > float(np.finfo(dtype).max):
-        raise ValueError(
-            f"population {name!r}: data overflow {dtype}: the largest magnitude is {big:g}, above "
-            f"{dtype}'s maximum {float(np.finfo(dtype).max):g}"
-        )
-
-
-def _dtype(dtype: object) -> np.dtype:
-    """``"float32"`` or ``"float64"`` (names or numpy dtypes) as a numpy dtype."""
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        dt = None
-    if dt is None or dt not in (np.float32, np.float64):
-        raise ValueError(f"Simulator dtype must be 'float32' or 'float64'; got {dtype!r}")
-    return dt
-
-
-def _batch_len(arrays: Mapping[str, np.ndarray]) -> int:
-    for a in arrays.values():
-        return int(np.shape(a)[0])
-    return 0
 
 
 def _progress(it, enabled: bool, desc: str):

@@ -185,3 +185,16 @@ def test_spec_round_trip_and_checkpoint_keep_distributions(tmp_path) -> None:
     new = npc.load(sim.save(tmp_path / "c.h5"))
     assert new.network["y"].distribution == npc.Categorical("KL")
     assert new.network["h"].distribution == npc.Bernoulli("KL")
+
+
+def test_backends_declare_what_they_run(monkeypatch) -> None:
+    """A backend that lacks a kind refuses it at Simulator(...), naming the population, the kind
+    and the backends that have it (today both run every distribution: take one away)."""
+    from neuropc import backends
+
+    assert all("categorical" in backends.SUPPORTS[b]["distribution"] for b in backends.BACKENDS)
+    monkeypatch.setitem(backends.SUPPORTS, "numba", {"distribution": frozenset({"gaussian"})})
+    with pytest.raises(ValueError, match=r"population 'y' has a categorical distribution, which "
+                                         r"the numba backend does not run; backends that do: torch"):  # fmt: skip
+        npc.Simulator(_classifier(npc.Categorical()), backend="numba")
+    npc.Simulator(_classifier(npc.Categorical()), backend="torch")

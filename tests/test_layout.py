@@ -18,13 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "neuropc"
 MAX_LINES = 600
 
-# Over MAX_LINES today, and split in the core rebuild of issue 10 (not part of the layout
-# change). Only files that really are over the limit: an entry that is not fails the test.
-ALLOWED_LONG = {
-    "neuropc/backends/_numba_kernels.py",
-    "neuropc/backends/torch_backend.py",
-    "neuropc/simulator.py",
-}
+# The one file allowed over MAX_LINES, for a reason of the tool, not of taste: numba's on-disk
+# cache (cache=True) is keyed on the file that defines a jitted function and does not notice
+# edits to jitted helpers in other files, so splitting the kernels would serve stale compiled
+# code after an edit. An entry that is not over the limit fails the test.
+ALLOWED_LONG = {"neuropc/backends/_numba_kernels.py"}
 
 
 def _modules() -> dict[str, Path]:

@@ -9,6 +9,28 @@ from .base import Backend, RunOutput
 
 BACKENDS = ("numba", "torch")
 
+# What each backend runs, declared here (without importing the backend): a network with a kind
+# that a backend lacks is refused at Simulator(...), naming the population and the backends that
+# have it. Distribution codes are those of neuropc.model.distributions.
+SUPPORTS: dict[str, dict[str, frozenset]] = {
+    "numba": {"distribution": frozenset({"gaussian", "bernoulli", "categorical"})},
+    "torch": {"distribution": frozenset({"gaussian", "bernoulli", "categorical"})},
+}
+
+
+def check_supported(name: str, plan: Plan) -> None:
+    """Raise ``ValueError`` when backend ``name`` cannot run a population of ``plan``."""
+    from ..model.distributions import by_code
+
+    for i, pop in enumerate(plan.names):
+        kind = by_code(int(plan.dist[i])).name
+        if kind not in SUPPORTS[name]["distribution"]:
+            others = [b for b in BACKENDS if kind in SUPPORTS[b]["distribution"]]
+            raise ValueError(
+                f"population {pop!r} has a {kind} distribution, which the {name} backend does "
+                f"not run; backends that do: {', '.join(others) or '(none)'}"
+            )
+
 
 def create(
     name: str,
@@ -19,6 +41,8 @@ def create(
 ) -> Backend:
     """Instantiate backend ``name`` for ``plan``; ``compile`` (torch only): run the inference
     steps through ``torch.compile`` (True, or a torch.compile mode such as ``"reduce-overhead"``)."""
+    if name in SUPPORTS:
+        check_supported(name, plan)
     if name == "numba":
         if compile is not False:
             raise ValueError(
@@ -37,4 +61,4 @@ def create(
     raise ValueError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
 
 
-__all__ = ["BACKENDS", "Backend", "RunOutput", "create"]
+__all__ = ["BACKENDS", "SUPPORTS", "Backend", "RunOutput", "check_supported", "create"]

@@ -292,7 +292,15 @@ def _xlogx(a):
     return a * np.log(a) if a > 0.0 else 0.0
 
 
-@nb.njit(**_JIT_REDUCE)  # reassociated sums and maxima vectorise (as in _errors_block)
+@nb.njit(**_JIT)
+def _exp_shifted(src, dst, shift):
+    """dst[j] = exp(src[j] - shift) for src <= shift, vectorised; compiled without fast-math
+    flags, so the exp's range reduction keeps its exact order of operations."""
+    for j in range(src.shape[0]):
+        dst[j] = _exp_nonpos(src[j] - shift)
+
+
+@nb.njit(**_JIT_REDUCE)  # reassociated sums and maxima vectorise; the exp is in _exp_shifted
 def _dist_block(X, MUC, MUV, EPS, OWN, code, o, eo, n, has_var, clamped):
     """A Bernoulli or Categorical population (codes of neuropc.model.distributions): the errors
     ``eps = -dF/dmu`` into EPS, the own terms ``dF/dx`` into OWN (free populations) and the
@@ -341,11 +349,10 @@ def _dist_block(X, MUC, MUV, EPS, OWN, code, o, eo, n, has_var, clamped):
             for j in range(1, n):
                 mmax = max(mmax, w_[j])
             # pass 2: exp(mu - max) (kept in the EPS row) and its sum: one exp per unit
+            _exp_shifted(w_, e_, mmax)
             z = 0.0
             for j in range(n):
-                ex = _exp_nonpos(w_[j] - mmax)
-                e_[j] = ex
-                z += ex
+                z += e_[j]
             lse = mmax + np.log(z)
             if plain:
                 f = sx * lse - xmu

@@ -20,6 +20,7 @@ from ..dynamics.plan import Plan
 from ..model.activations import NAMES, get
 from ..model.distributions import by_code, error_own_torch
 from .base import Backend, RunOutput, TraceSpec
+from .torch_trace import TraceBuffers
 
 MODE_FPA, MODE_ZIL, MODE_IPC = CODES["fpa"], CODES["zil"], CODES["ipc"]
 # steps per call of the step function: compiled, a chunk of 5 steps fuses the elementwise work
@@ -174,7 +175,9 @@ class TorchBackend(Backend):
             self.G.zero_()
         opt_steps = 0
         hooks = zil or ipc or cfg.tol > 0  # these act between steps: one step per call
-        rec = _Recorder(self, trace, cfg.steps, noise_sd > 0, mode) if trace is not None else None
+        rec = (
+            TraceBuffers(self, trace, cfg.steps, noise_sd > 0, mode) if trace is not None else None
+        )
 
         d, eps, e = R.errors(x, fx, muc, eps, W)
         energies = [e[None]]
@@ -543,72 +546,3 @@ def _graph_safe(fn):
         return tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, fn(*args))
 
     return run
-
-
-class _Recorder:
-    """Device-side trace buffers of one batch: each recorded step is a few index ops, no host
-    transfer; the traces are copied to the host once, after the loop."""
-
-    def __init__(
-        self, be: TorchBackend, trace: TraceSpec, steps: int, noise: bool, mode: ModeSetup
-    ) -> None:
-        pl, dev = be.plan, be.device
-        # a nudged target holds y in x but reports mu + beta (y - mu) = y - (1 - beta) d / beta
-        # (as State does), with d = eps / Pi: the factor (1 - beta) / (beta Pi) per population
-        beta = float(mode.nudge)
-        self.nudged = {
-            p: (1.0 - beta) / beta if be.pi[p] is None else (1.0 - beta) / (beta * be.pi[p])
-            for p in range(len(pl.sizes))
-            if beta != 0.0 and bool(mode.nudged[p])
-        }
-        self.every = int(trace.every)
-        self.n_steps = trace.n_steps(steps)
-        rows = torch.as_tensor(np.asarray(trace.rows, np.int64), device=dev)
-        self.rows = rows
-        kw = dict(dtype=be.tdt, device=dev)
-        r = len(trace.rows)
-        self.VT = torch.zeros((r, self.n_steps, len(trace.vcols)), **kw)
-        self.ET = torch.zeros((r, self.n_steps, len(trace.ecols)), **kw)
-        self.NT = torch.zeros((r, self.n_steps, len(trace.ncols)), **kw)
-        self.v = _pieces(trace.vcols, pl.voff, pl.sizes, dev)
-        self.e = _pieces(trace.ecols, pl.eoff, pl.sizes, dev)
-        self.n = (
-            dict((p, a) for p, a in _pieces(trace.ncols, pl.voff, pl.sizes, dev)) if noise else {}
-        )
-
-    def _put(self, out, s, pieces, tensors) -> None:
-        for p, (a, b, local) in pieces:
-            src = tensors[p].index_select(0, self.rows)
-            out[:, s, a:b] = src if local is None else src.index_select(1, local)
-
-    def gather(self, s: int, x: list, eps: list) -> None:
-        if self.nudged:
-            x = list(x)
-            for p, k in self.nudged.items():
-                x[p] = x[p] - k * eps[p]
-        self._put(self.VT, s, self.v, x)
-        self._put(self.ET, s, self.e, eps)
-
-    def noise(self, s: int, p: int, xi) -> None:
-        if p in self.n:
-            a, b, local = self.n[p]
-            src = xi.index_select(0, self.rows)
-            self.NT[:, s, a:b] = src if local is None else src.index_select(1, local)
-
-    def host(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return tuple(t.cpu().numpy() for t in (self.VT, self.ET, self.NT))
-
-
-def _pieces(cols, off, sizes, dev) -> list:
-    """Split sorted buffer columns by population: [(p, (start, stop, local index or None))]."""
-    cols = np.asarray(cols, np.int64)
-    out = []
-    for p, (o, n) in enumerate(zip(off, sizes)):
-        if o < 0:
-            continue
-        a, b = np.searchsorted(cols, [o, o + n])
-        if b > a:
-            local = cols[a:b] - o
-            full = b - a == n
-            out.append((p, (int(a), int(b), None if full else torch.as_tensor(local, device=dev))))
-    return out
