@@ -65,9 +65,13 @@ and an interneuron ``e``::
 
 settle to ``e = phi - phi_above``, ``eps = (phi - phi_above) / Sigma``; after each trial
 ``Delta Sigma = alpha (eps e - 1)``, whose fixed point is ``Sigma = E[(phi - phi_above)^2]``. Trials
-draw ``phi ~ N(5, 2)`` with ``phi_above = 5`` (g linear), DT 0.01, MAXT 20 (``MAXT / DT - 1``
-steps, as in the listing), 2000 trials, alpha = 0.01, Sigma(1) = 1: Sigma converges to about 2.
-Learnable precisions are not part of neuropc, so this exercise is a small compiled helper here.
+draw ``phi ~ N(5, 2)`` with ``phi_above = 5`` (g linear), 2000 trials, Sigma(1) = 1: Sigma
+converges to about 2. Here the library's own learnable precision does it: a population clamped to
+each trial's ``phi``, with the prior mean ``phi_above`` and ``npc.Precision("scalar",
+learn="gradient")``, which steps ``Pi = 1 / Sigma`` down the energy's gradient
+``1/2 ((phi - phi_above)^2 - Sigma)`` after every trial. The fixed point is the tutorial's
+(``Sigma = E[(phi - phi_above)^2]``); the step is on ``Pi`` rather than on ``Sigma``, so the
+learning rate differs (0.01 on ``Pi``, against alpha = 0.01 on ``Sigma``).
 
 Run as ``python models/bogacz_tutorial.py [--quick] [--json] [--seed N] [--backend numba]
 [--out DIR]``. ``--quick`` only shortens the posterior sampling (exercises 1, 2, 3 and 5 are
@@ -77,13 +81,12 @@ matplotlib is installed, and their absolute paths are printed.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
-import numba
 import numpy as np
 
+import neuropc as npc
 from neuropc import Inference, Network, Simulator
 from neuropc.runner import (
     ScriptRecordings,
@@ -112,10 +115,8 @@ SAMPLE_EVERY = 100
 EX5_MEAN_PHI = 5.0
 EX5_SIGMA_PHI = 2.0
 EX5_PHI_ABOVE = 5.0
-EX5_DT = 0.01
-EX5_MAXT = 20.0
 EX5_TRIALS = 2000
-EX5_LRATE = 0.01
+EX5_LRATE = 0.01  # on Pi = 1 / Sigma
 EX5_SIGMA0 = 1.0
 
 
@@ -296,38 +297,20 @@ def posterior_sampling(
 
 
 # ---- exercise 5 --------------------------------------------------------------------------------
-# numba's disk cache records the name of the defining module and imports it by that name when it
-# loads an entry. Loaded through importlib without a sys.modules entry, this file would write an
-# entry (module "<dynamic>") that no later process can load, so the cache is then left off.
-_CACHE = sys.modules.get(__name__) is not None
-
-
-@numba.njit(cache=_CACHE)
-def _learn_variance(phis, sigma0, phi_above, dt, n_steps, lrate):  # pragma: no cover - jitted
-    """Eqs 59-60 over the trials ``phis`` (trial 1 keeps ``sigma0``); returns Sigma per trial."""
-    sigma = np.empty(phis.shape[0] + 1)
-    sigma[0] = sigma0
-    for k in range(1, sigma.shape[0]):
-        phi = phis[k - 1]
-        s = sigma[k - 1]
-        eps = 0.0
-        e = 0.0
-        for _ in range(n_steps):
-            eps, e = eps + dt * (phi - phi_above - e), e + dt * (s * eps - e)
-        sigma[k] = s + lrate * (eps * e - 1.0)
-    return sigma
-
-
 def exercise5(seed: int = 0, trials: int = EX5_TRIALS) -> dict:
-    """Learning Sigma with an inhibitory interneuron, as in the tutorial's listing."""
+    """Learning Sigma through the library's learnable precision: one learning batch per trial."""
     rng = np.random.default_rng(seed)
     phis = rng.normal(EX5_MEAN_PHI, np.sqrt(EX5_SIGMA_PHI), trials - 1)
-    n_steps = round(EX5_MAXT / EX5_DT) - 1  # `for i = 2:MAXT/DT`
-    args = (phis, EX5_SIGMA0, EX5_PHI_ABOVE, EX5_DT, n_steps, EX5_LRATE)
-    try:
-        sigma = _learn_variance(*args)
-    except ImportError:  # a cache entry written under a module name this process cannot import
-        sigma = numba.njit(_learn_variance.py_func)(*args)
+    net = Network()
+    prec = npc.Precision("scalar", learn="gradient", init=1.0 / EX5_SIGMA0, lr=EX5_LRATE)
+    net.population("phi", 1, role="input", bias=True, bias_init=EX5_PHI_ABOVE,
+                   trainable_bias=False, distribution=npc.Gaussian(precision=prec))  # fmt: skip
+    sim = Simulator(net, dtype="float64", optimizer=npc.SGD(0.0), inference=Inference(steps=0))
+    sigma = np.empty(trials)
+    sigma[0] = EX5_SIGMA0
+    for k, phi in enumerate(phis, start=1):
+        sim.learn({"phi": np.array([[phi]])}, state=False)
+        sigma[k] = 1.0 / float(sim.precision("phi"))
     return {"sigma": sigma, "sigma_last_half": float(sigma[trials // 2 :].mean())}
 
 

@@ -20,7 +20,7 @@ from .dynamics.optim import SGD, Adam, AdamW
 from .dynamics.plan import Plan, lower
 from .errors import CheckpointError, DivergenceError, RecordingError
 from .model import activations, energy
-from .model.distributions import Bernoulli, Categorical, Gaussian
+from .model.distributions import Bernoulli, Categorical, Gaussian, Precision
 from .model.network import Connection, Network, Population, mlp
 from .record.probes import Probe
 from .record.reader import (
@@ -49,6 +49,7 @@ __all__ = [
     "Network",
     "Plan",
     "Population",
+    "Precision",
     "Probe",
     "Recorder",
     "Recording",

@@ -30,7 +30,7 @@ import numpy as np
 
 from .dynamics.inference import Inference
 from .dynamics.optim import Adam
-from .model.distributions import Bernoulli, Categorical
+from .model.distributions import Bernoulli, Categorical, Gaussian, Precision
 from .model.network import mlp
 from .simulator import Simulator
 
@@ -279,11 +279,14 @@ def run(
     record: str = "none",
     compile: bool | str = False,
     output: str = "gaussian",
+    precision: str = "fixed",
 ) -> dict:
     """Measure one configuration; returns the JSON-ready metrics (see the module docstring).
     ``output``: the output population's distribution, ``"gaussian"`` (unit precision),
     ``"categorical"`` (softmax, cross-entropy) or ``"bernoulli"``; the torch references keep the
-    Gaussian output."""
+    Gaussian output. ``precision``: ``"fixed"`` (unit), or a learned ``"scalar"`` / ``"diag"`` /
+    ``"full"`` :class:`~neuropc.model.distributions.Precision` (EMA rule) on every hidden
+    population (and a Gaussian output)."""
     if timed < 1:
         raise ValueError(f"timed must be >= 1; got {timed}")
     if batch < 1:
@@ -293,6 +296,13 @@ def run(
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {', '.join(OUTPUTS)}; got {output!r}")
     net = mlp(list(sizes), activation=activation, output_distribution=OUTPUTS[output])
+    if precision != "fixed":
+        if precision not in ("scalar", "diag", "full"):
+            raise ValueError(f"precision must be fixed, scalar, diag or full; got {precision!r}")
+        for name, pop in list(net.populations.items()):
+            if net.has_error(name) and isinstance(pop.distribution, Gaussian):
+                learned = Gaussian(precision=Precision(precision, learn="ema"))
+                net.update(name, distribution=learned)
     t0 = time.perf_counter()
     sim = Simulator(
         net, backend=backend, device=device, dtype=dtype, seed=seed,
@@ -317,6 +327,7 @@ def run(
         "compile": compile,
         "sizes": list(sizes),
         "output": output,
+        "precision": precision,
         "activation": activation,
         "batch": batch,
         "steps": steps,

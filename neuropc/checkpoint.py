@@ -9,7 +9,9 @@ holds:
   (``"pre->post"`` weights ``(n_post, n_pre)``, ``"pop:bias"`` biases; float32 simulators store
   their values exactly);
 * the optimiser state (first and second moments in the flat parameter layout, and the step count);
-* the random streams (minibatch shuffling and the per-batch noise seeds) as bit-generator states.
+* the random streams (minibatch shuffling and the per-batch noise seeds) as bit-generator states;
+* the state of learned precisions' rules (the EMA's running covariance, a full precision's
+  Cholesky factor), beside ``"pop:precision"`` among the parameters.
 
 Training 2 batches, saving, loading (in another process) and training 2 more gives parameters
 bit-identical to 4 batches without a break, on every backend. Reading parses JSON and numbers only:
@@ -22,6 +24,7 @@ that was there. Layout (schema version 1)::
     /parameters/NAME  float64 datasets
     /optimizer/m, /optimizer/v   float64 (n_params,), attr t (steps taken)
     /rng              attrs: shuffle, noise (JSON bit-generator states)
+    /precision_rules/POP/{cov, chol}   float64, where a learned precision has them
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ class Checkpoint:
     opt_v: np.ndarray
     opt_t: int
     rng: dict[str, dict]
+    rules: dict[str, dict[str, np.ndarray]]  # precision rules' state: EMA covariance, Cholesky
     schema_version: int
     neuropc_version: str
     created: str
@@ -103,11 +107,17 @@ def save(sim: Simulator, path: str | os.PathLike, *, overwrite: bool | str = Tru
         "shuffle": json.dumps(sim.shuffle_rng.bit_generator.state),
         "noise": json.dumps(sim.noise_rng.bit_generator.state),
     }
-    _atomic_write(path, lambda f: _write(f, attrs, sim.parameters(), opt, rng))
+    rules = {  # the precision rules' own state, for a bit-identical resume
+        name: {k: v for k, v in (("cov", st.cov), ("chol", st.chol)) if v is not None}
+        for name, st in sim._precisions.items()
+    }
+    _atomic_write(path, lambda f: _write(f, attrs, sim.parameters(), opt, rng, rules))
     return path.resolve()
 
 
-def _write(f, attrs: dict, params: Mapping[str, np.ndarray], opt: dict, rng: dict) -> None:
+def _write(
+    f, attrs: dict, params: Mapping[str, np.ndarray], opt: dict, rng: dict, rules: dict
+) -> None:
     for k, v in attrs.items():
         f.attrs[k] = v
     g = f.create_group("parameters")
@@ -120,6 +130,11 @@ def _write(f, attrs: dict, params: Mapping[str, np.ndarray], opt: dict, rng: dic
     r = f.create_group("rng")
     for k, v in rng.items():
         r.attrs[k] = v
+    pr = f.create_group("precision_rules")
+    for name, arrays in rules.items():
+        g = pr.create_group(name)
+        for k, v in arrays.items():
+            g.create_dataset(k, data=np.asarray(v, np.float64))
 
 
 def _atomic_write(path: Path, fill) -> None:
@@ -210,6 +225,10 @@ def read(path: str | os.PathLike) -> Checkpoint:
             o = f["optimizer"]
             m, v, t = np.asarray(o["m"][()]), np.asarray(o["v"][()]), int(o.attrs["t"])
             rng = {k: json.loads(str(f["rng"].attrs[k])) for k in ("shuffle", "noise")}
+            rules = {
+                name: {k: np.asarray(d[()], np.float64) for k, d in g.items()}
+                for name, g in f.get("precision_rules", {}).items()
+            }
             created, nv = str(f.attrs["created"]), str(f.attrs["neuropc_version"])
         except (KeyError, ValueError, TypeError) as e:
             raise CheckpointError(f"{str(path)!r}: damaged checkpoint ({e})") from None
@@ -224,7 +243,7 @@ def read(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"{str(path)!r}: bad settings ({e})") from None
     return Checkpoint(
         network=attrs["network"], simulator=attrs["simulator"], inference=inference,
-        optimizer=optimizer, parameters=params, opt_m=m, opt_v=v, opt_t=t, rng=rng,
+        optimizer=optimizer, parameters=params, opt_m=m, opt_v=v, opt_t=t, rng=rng, rules=rules,
         schema_version=version, neuropc_version=nv, created=created,
     )  # fmt: skip
 
@@ -313,6 +332,11 @@ def check(sim: Simulator, ck: Checkpoint, where: str = "checkpoint") -> dict[str
 def _apply(sim: Simulator, ck: Checkpoint, states: dict[str, dict]) -> None:
     """Set what :func:`check` accepted (nothing can fail half-way: every array was checked)."""
     sim.load_parameters(ck.parameters)
+    for name, arrays in ck.rules.items():
+        st = sim._precisions.get(name)
+        if st is not None:
+            for k, v in arrays.items():
+                setattr(st, k, v.copy())
     sim.backend.set_optimizer_state(ck.opt_m, ck.opt_v, ck.opt_t)
     sim.shuffle_rng.bit_generator.state = states["shuffle"]
     sim.noise_rng.bit_generator.state = states["noise"]

@@ -95,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--output", default="gaussian", choices=["gaussian", "categorical", "bernoulli"],
         help="the output population's distribution (default: gaussian)",
     )  # fmt: skip
+    b.add_argument(
+        "--precision", default="fixed", choices=["fixed", "scalar", "diag", "full"],
+        help="a learned precision (EMA rule) on every Gaussian population (default: fixed)",
+    )  # fmt: skip
     b.add_argument("--json", action="store_true")
 
     try:
@@ -180,6 +184,7 @@ def _bench(args: argparse.Namespace) -> int:
         args.sizes, activation=args.activation, batch=args.batch, steps=args.steps,
         rate=args.rate, backend=args.backend, device=args.device, dtype=args.dtype, timed=args.timed,
         bp=not args.no_bp, record=args.record, compile=args.compile, output=args.output,
+        precision=args.precision,
     )  # fmt: skip
     if args.json:
         print(json.dumps(res, sort_keys=True))

@@ -14,6 +14,8 @@ class DivergenceError(RuntimeError):
     * ``"optimizer"``: inference was finite, but the optimiser step made a parameter non-finite
       (e.g. a huge learning rate). ``parameter`` names it (``"pre->post"`` or ``"pop:bias"``) and
       ``index`` is the first bad entry; the step was rolled back.
+    * ``"precision"``: a learned precision (:class:`~neuropc.model.distributions.Precision`) of
+      ``population`` would have become non-finite or non-positive; the batch was undone.
     """
 
     def __init__(
@@ -24,14 +26,24 @@ class DivergenceError(RuntimeError):
         *,
         parameter: str | None = None,
         index: tuple[int, ...] | None = None,
+        precision: bool = False,
     ) -> None:
         self.step = step
         self.population = population
         self.phase = phase
         self.parameter = parameter
         self.index = index
-        self.source = "inference" if parameter is None else "optimizer"
-        if parameter is None:
+        self.source = (
+            "precision" if precision else "inference" if parameter is None else "optimizer"
+        )
+        if precision:
+            msg = (
+                f"the learned precision of population {population!r} became non-finite or not "
+                f"positive definite after the batch (inference step {step}, phase {phase!r}); "
+                "the batch's optimiser step was undone and parameters were left unchanged. "
+                "Lower Precision.lr, or raise its damping."
+            )
+        elif parameter is None:
             msg = (
                 f"inference diverged: the energy of population {population!r} became non-finite "
                 f"at inference step {step} (phase {phase!r}); parameters were left unchanged. "

@@ -16,6 +16,7 @@ from . import inputs as _in
 from . import validation as _v
 from .analysis import metrics as _metrics
 from .dynamics import modes as _modes
+from .dynamics import precision as _precision
 from .dynamics.inference import Inference
 from .dynamics.optim import Adam, Optimizer, check_optimizer
 from .dynamics.plan import Plan, lower
@@ -129,6 +130,10 @@ class Simulator:
         self.shuffle_rng = np.random.default_rng(shuffle_ss)
         self.noise_rng = np.random.default_rng(noise_ss)
         self.backend.set_params(init_parameters(network, self.plan, np.random.default_rng(init_ss)))
+        # Precision parameters: their values live here (the policy), the backends use them
+        self._precisions = _precision.states(network, self.plan)
+        for st in self._precisions.values():
+            self.backend.set_precision(st.index, st.per_unit())
         self._masks: dict[str, np.ndarray] = {}
         self._recorder: _recording.Recorder | None = None
 
@@ -150,15 +155,39 @@ class Simulator:
         self.load_parameters({f"{population}:bias": b})
 
     def parameters(self) -> dict[str, np.ndarray]:
-        """All parameters as float64 copies: ``"pre->post"`` weights and ``"pop:bias"`` biases."""
-        return self.plan.unflatten(self.backend.get_params())
+        """All parameters as float64 copies: ``"pre->post"`` weights, ``"pop:bias"`` biases and
+        ``"pop:precision"`` (``Pi`` itself: ``()``, ``(n,)`` or ``(n, n)``) of populations with a
+        :class:`~neuropc.model.distributions.Precision`."""
+        out = self.plan.unflatten(self.backend.get_params())
+        out.update({f"{n}:precision": st.pi.copy() for n, st in self._precisions.items()})
+        return out
+
+    def precision(self, population: str) -> np.ndarray:
+        """The current precision ``Pi`` of ``population`` (a copy): a Precision parameter's
+        value, or the fixed per-unit precision."""
+        self.network[population]
+        st = self._precisions.get(population)
+        if st is not None:
+            return st.pi.copy()
+        return np.asarray(self.network[population].precision, np.float64).copy()
 
     def load_parameters(self, params: Mapping[str, np.ndarray]) -> None:
         """Set parameters from a mapping shaped like :meth:`parameters` (missing keys are kept).
         Every entry is validated before anything changes."""
         flat = self.backend.get_params()
+        precisions = {}
         for k, v in params.items():
-            if k.endswith(":bias"):
+            if k.endswith(":precision"):
+                pop = k[: -len(":precision")]
+                self.network[pop]
+                st = self._precisions.get(pop)
+                if st is None:
+                    raise ValueError(
+                        f"population {pop!r} has no Precision parameter (give its Gaussian "
+                        "precision=npc.Precision(...))"
+                    )
+                precisions[pop] = _precision.check_value(st, v, "load_parameters:")
+            elif k.endswith(":bias"):
                 pop = k[: -len(":bias")]
                 sl = self._bias_slot(pop)
                 n = sl.stop - sl.start
@@ -180,6 +209,10 @@ class Simulator:
                 _in.check_finite(k, w, "connection {!r}: weights")
                 flat[sl] = w.ravel()
         self.backend.set_params(flat)
+        for pop, value in precisions.items():
+            st = self._precisions[pop]
+            st.set(value)
+            self.backend.set_precision(st.index, st.per_unit())
 
     def _weight_slot(self, connection: str) -> tuple[slice, tuple[int, int]]:
         if connection not in self.plan.conn_names:
@@ -395,6 +428,13 @@ class Simulator:
                 "(parameters can be carried over with sim.parameters() / load_parameters())"
             )
         _in.check_leaky(self.plan, cfg)
+        if learn is not None and cfg.mode == "ipc":
+            learned = [n for n, st in self._precisions.items() if st.learned]
+            if learned:
+                raise ValueError(
+                    f"population {learned[0]!r} learns its precision after each batch; mode "
+                    "'ipc' (weights learn during inference) does not combine with it yet"
+                )
         b = b or _in.batch_len(arrays)
         buf = self.backend.values_buffer(b)
         clamped = self._masks.get(phase)
@@ -417,16 +457,45 @@ class Simulator:
                 trace=rec.trace_spec(phase, b),
             )  # fmt: skip
             self._check_run(out, phase)
+            if learn is not None:
+                self._learn_precisions(out, phase)
             rows = _recording.batch_rows(rec, self, ctx, out, learned)
             rec.consume(out, phase, b, cfg, seed, trials, learned, rows)
             return out
         out = self.backend.run(b, clamped, keep, cfg, seed, mode, learn=learn, grads=grads)
         self._check_run(out, phase)
+        if learn is not None:
+            self._learn_precisions(out, phase)
         return out
+
+    def _learn_precisions(self, out, phase: str) -> None:
+        """After a learning batch: each learned precision takes its rule's step from the settled
+        errors (:mod:`neuropc.dynamics.precision`). A non-finite or non-positive result undoes the
+        batch's optimiser step and raises :class:`DivergenceError` naming the population."""
+        new = {}
+        for name, st in self._precisions.items():
+            if not st.learned:
+                continue
+            eps = np.asarray(out.errors[:, self.plan.error_slice(name)], np.float64)
+            d = eps @ np.linalg.inv(st.pi) if st.spec.kind == "full" else eps / st.per_unit()
+            pi = st.update(d)
+            try:
+                _precision.check_value(st, pi, "learning:")
+            except ValueError:
+                self.backend.undo_step()
+                raise DivergenceError(out.steps, name, phase, precision=True) from None
+            new[name] = (pi, d)
+        for name, (pi, d) in new.items():  # all valid: keep them
+            st = self._precisions[name]
+            st.commit(pi, d)
+            self.backend.set_precision(st.index, st.per_unit())
 
     def _check_run(self, out, phase: str) -> None:
         """Raise :class:`DivergenceError` for a non-finite energy (inference) or an optimiser step
-        that would have made a parameter non-finite (the backend left it unapplied)."""
+        that would have made a parameter non-finite (the backend left it unapplied). Adds the
+        ``-1/2 log det Pi`` of Precision parameters to the reported energies."""
+        for st in self._precisions.values():
+            out.energies[:, st.index] -= 0.5 * st.logdet()
         if out.bad_step >= 0:
             raise DivergenceError(out.bad_step, self.plan.names[out.bad_pop], phase)
         if out.bad_param >= 0:

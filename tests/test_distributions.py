@@ -193,7 +193,8 @@ def test_backends_declare_what_they_run(monkeypatch) -> None:
     from neuropc import backends
 
     assert all("categorical" in backends.SUPPORTS[b]["distribution"] for b in backends.BACKENDS)
-    monkeypatch.setitem(backends.SUPPORTS, "numba", {"distribution": frozenset({"gaussian"})})
+    lacking = {**backends.SUPPORTS["numba"], "distribution": frozenset({"gaussian"})}
+    monkeypatch.setitem(backends.SUPPORTS, "numba", lacking)
     with pytest.raises(ValueError, match=r"population 'y' has a categorical distribution, which "
                                          r"the numba backend does not run; backends that do: torch"):  # fmt: skip
         npc.Simulator(_classifier(npc.Categorical()), backend="numba")

@@ -13,9 +13,16 @@ BACKENDS = ("numba", "torch")
 # that a backend lacks is refused at Simulator(...), naming the population and the backends that
 # have it. Distribution codes are those of neuropc.model.distributions.
 SUPPORTS: dict[str, dict[str, frozenset]] = {
-    "numba": {"distribution": frozenset({"gaussian", "bernoulli", "categorical"})},
-    "torch": {"distribution": frozenset({"gaussian", "bernoulli", "categorical"})},
+    "numba": {
+        "distribution": frozenset({"gaussian", "bernoulli", "categorical"}),
+        "precision": frozenset({"fixed", "scalar", "diag"}),
+    },
+    "torch": {
+        "distribution": frozenset({"gaussian", "bernoulli", "categorical"}),
+        "precision": frozenset({"fixed", "scalar", "diag", "full"}),
+    },
 }
+_PREC_KINDS = ("fixed", "scalar", "diag", "full")  # plan.prec_kind codes
 
 
 def check_supported(name: str, plan: Plan) -> None:
@@ -23,13 +30,16 @@ def check_supported(name: str, plan: Plan) -> None:
     from ..model.distributions import by_code
 
     for i, pop in enumerate(plan.names):
-        kind = by_code(int(plan.dist[i])).name
-        if kind not in SUPPORTS[name]["distribution"]:
-            others = [b for b in BACKENDS if kind in SUPPORTS[b]["distribution"]]
-            raise ValueError(
-                f"population {pop!r} has a {kind} distribution, which the {name} backend does "
-                f"not run; backends that do: {', '.join(others) or '(none)'}"
-            )
+        for what, kind in (
+            ("distribution", by_code(int(plan.dist[i])).name),
+            ("precision", _PREC_KINDS[int(plan.prec_kind[i])]),
+        ):
+            if kind not in SUPPORTS[name][what]:
+                others = [b for b in BACKENDS if kind in SUPPORTS[b][what]]
+                raise ValueError(
+                    f"population {pop!r} has a {kind} {what}, which the {name} backend does "
+                    f"not run; backends that do: {', '.join(others) or '(none)'}"
+                )
 
 
 def create(

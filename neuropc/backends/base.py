@@ -83,6 +83,16 @@ class Backend(ABC):
         """Replace the optimiser state (arrays in the flat parameter layout)."""
 
     @abstractmethod
+    def set_precision(self, p: int, value: np.ndarray) -> None:
+        """Use ``value`` as the precision of population ``p`` from the next run on: per unit
+        ``(n,)``, or an ``(n, n)`` matrix where the backend runs full precisions."""
+
+    @abstractmethod
+    def undo_step(self) -> None:
+        """Put back the parameters and optimiser state as they were before the last learning
+        batch's optimiser step (one step: not after iPC)."""
+
+    @abstractmethod
     def values_buffer(self, batch: int) -> np.ndarray:
         """The ``(batch, n_value)`` host buffer to write clamped/given values into."""
 

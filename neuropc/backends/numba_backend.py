@@ -55,6 +55,19 @@ class NumbaBackend(Backend):
         self.S2[:] = 0
         self.opt_t = 0
 
+    def set_precision(self, p: int, value: np.ndarray) -> None:
+        eo, n = int(self.plan.eoff[p]), int(self.plan.sizes[p])
+        self.PI[eo : eo + n] = value
+
+    def undo_step(self) -> None:
+        # the last optimiser step kept the old values of what it changed in BK
+        self.P[:] = self.BK[0]
+        if self._last_state >= 1:
+            self.S1[:] = self.BK[1]
+        if self._last_state == 2:
+            self.S2[:] = self.BK[2]
+        self.opt_t -= 1
+
     def optimizer_state(self) -> dict[str, np.ndarray | int]:
         return {"m": self.S1.astype(np.float64), "v": self.S2.astype(np.float64), "t": self.opt_t}
 
@@ -110,6 +123,8 @@ class NumbaBackend(Backend):
             float(cfg.tol), leaky, float(err_rate), int(seed), energies,
         )  # fmt: skip
         kind, hp = (learn.kind, learn.hyper()) if learn is not None else (OPT_NONE, np.zeros(6))
+        # which state buffers the optimiser changes (and BK keeps): for undo_step
+        self._last_state = 2 if kind == 2 else (1 if kind == 1 and hp[1] != 0.0 else 0)
         # iPC changes the weights during inference: keep a copy to restore if it diverges (the
         # optimiser steps check themselves: one that would write a non-finite value writes nothing)
         saved = (

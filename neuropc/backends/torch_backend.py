@@ -78,7 +78,13 @@ class TorchBackend(Backend):
         # None where the population has no error neurons or unit precision (no multiply)
         pis = [plan.precision[int(e) : int(e) + s] if e >= 0 else None
                for e, s in zip(plan.eoff, sizes)]  # fmt: skip
-        self.pi = [None if v is None or np.all(v == 1.0) else torch.as_tensor(v, **kw) for v in pis]
+        # None for a fixed unit precision (no multiply); a tensor updated in place for a
+        # Precision parameter (an (n, n) matrix when full), so compiled steps keep their inputs
+        self.pi = [
+            None if v is None or (np.all(v == 1.0) and k == 0)
+            else torch.eye(len(v), **kw) if k == 3 else torch.as_tensor(v, **kw)
+            for v, k in zip(pis, plan.prec_kind)
+        ]  # fmt: skip
         self.acts = [get(NAMES[int(c)], slope=float(a) if NAMES[int(c)] == "leaky_relu" else None)
                      for c, a in zip(plan.act_code, plan.act_param)]  # fmt: skip
         self.inc = [
@@ -276,6 +282,13 @@ class TorchBackend(Backend):
         self.S2.copy_(torch.as_tensor(np.asarray(v), dtype=self.tdt))
         self.opt_t = int(t)
 
+    def set_precision(self, p: int, value: np.ndarray) -> None:
+        self.pi[p].copy_(torch.as_tensor(np.asarray(value), dtype=self.tdt))
+
+    def undo_step(self) -> None:
+        self._restore(self._snap)  # saved before the batch
+        self.opt_t -= 1
+
     def _save(self) -> tuple:
         """Copy parameters and optimiser state into reused device buffers."""
         if self._snap is None:
@@ -448,7 +461,8 @@ class _Relaxation:
             dp = x[p] - mu
             if self.nudged[p]:  # the target follows mu + beta (y - mu)
                 dp = self.beta * dp
-            pe = dp if self.pi[p] is None else self.pi[p] * dp
+            pi = self.pi[p]
+            pe = dp if pi is None else dp @ pi if pi.ndim == 2 else pi * dp
             if not self.leaky:
                 eps[p] = pe
             d[p] = dp

@@ -116,6 +116,10 @@ def _check_distributions(plan: Plan, cfg: Inference) -> None:
     """Leaky error neurons, nudging and Z-IL are defined for Gaussian populations: refuse them when
     a population has another distribution (naming it)."""
     for i, name in enumerate(plan.names):
+        if cfg.errors == "leaky" and int(plan.prec_kind[i]) == 3:
+            raise ValueError(
+                f"errors='leaky' needs a diagonal precision; population {name!r} has a full one"
+            )
         if not plan.has_err[i] or int(plan.dist[i]) == 0:
             continue
         kind = by_code(int(plan.dist[i])).name

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..model.distributions import Precision
 from ..model.network import Network, clamped_set
 
 
@@ -36,6 +37,9 @@ class Plan:
     n_params: int
     precision: np.ndarray  # (n_error,) float64, per unit (1 for non-Gaussian populations)
     dist: np.ndarray  # (P,) int64 distribution code (neuropc.model.distributions), 0 = Gaussian
+    # (P,) int64: 0 a fixed precision (a number or per unit), else a Precision parameter of kind
+    # 1 scalar, 2 diag, 3 full (neuropc.dynamics.precision keeps its value)
+    prec_kind: np.ndarray
     trainable: np.ndarray  # (n_params,) float64, 1 where learnable else 0
     roles: tuple[str, ...]
     extra_clamps: dict[str, frozenset[str]]  # snapshot of Network.clamp() calls
@@ -187,7 +191,15 @@ def lower(net: Network) -> Plan:
         n_params=o,
         precision=np.ascontiguousarray(precision, dtype=np.float64),
         dist=np.array([p.distribution.code for p in pops], dtype=np.int64),
+        prec_kind=np.array([_prec_kind(p) for p in pops], dtype=np.int64),
         trainable=np.concatenate(trainable) if trainable else np.zeros(0),
         roles=tuple(p.role for p in pops),
         extra_clamps={ph: frozenset(v) for ph, v in net._clamps.items()},
     )
+
+
+def _prec_kind(pop) -> int:
+    prec = getattr(pop.distribution, "precision", None)
+    if isinstance(prec, Precision):
+        return 1 + ("scalar", "diag", "full").index(prec.kind)
+    return 0

@@ -60,12 +60,101 @@ def _check_energy(owner: str, energy: object) -> None:
         raise ValueError(f"{owner}: energy must be 'F' or 'KL'; got {energy!r}")
 
 
+PRECISION_KINDS = ("scalar", "diag", "full")
+PRECISION_RULES = (None, "gradient", "ema")
+
+
+@dataclass(frozen=True)
+class Precision:
+    """A Gaussian population's precision ``Pi`` as a parameter of the model (Ofner et al. 2021).
+
+    ``kind``: ``"scalar"`` (``Pi = pi I``), ``"diag"`` (one per unit) or ``"full"`` (an ``(n, n)``
+    matrix, parameterised as ``Pi = L L^T`` by its Cholesky factor, so positive definite by
+    construction; torch backend only). ``init``: the initial ``Pi`` (a number times the identity,
+    or an ``(n,)`` / ``(n, n)`` array). With a ``Precision`` the energy includes the Gaussian's
+    normaliser, ``F = 1/2 d^T Pi d - 1/2 log det Pi`` (``d = x - mu``), so that ``Pi`` can be
+    learned; it is ``"pop:precision"`` in ``sim.parameters()`` and ``sim.precision(name)``.
+
+    ``learn`` (after every learning batch, from the settled errors; ``timescale="slow"``):
+
+    * ``None``: fixed;
+    * ``"gradient"``: a step ``-lr dF/dPi`` of the batch-mean energy,
+      ``dF/dPi = 1/2 (<d d^T> - Pi^-1)`` (diagonal or trace for diag / scalar), taken on ``L``
+      for a full precision (``dF/dL = 2 dF/dPi L``); diagonal and scalar values are clipped to
+      ``clip = (lo, hi)``;
+    * ``"ema"``: ``S <- (1 - decay) S + decay <d d^T>`` (its diagonal or mean for diag / scalar)
+      and ``Pi = (S + damping I)^-1``: the inverse of a running error covariance.
+
+    ``timescale="fast"`` (re-estimating ``Pi`` within a batch, during inference) is not available
+    yet and is refused.
+    """
+
+    kind: str = "diag"
+    learn: str | None = None
+    init: float | tuple | np.ndarray = 1.0
+    lr: float = 0.01
+    decay: float = 0.05
+    damping: float = 0.0
+    clip: tuple[float, float] = (1e-6, 1e6)
+    timescale: str = "slow"
+
+    def __post_init__(self) -> None:
+        from .. import validation as _v
+
+        if self.kind not in PRECISION_KINDS:
+            raise ValueError(
+                f"Precision.kind must be one of {', '.join(PRECISION_KINDS)}; got {self.kind!r}"
+            )
+        if self.learn not in PRECISION_RULES:
+            raise ValueError(
+                f"Precision.learn must be None, 'gradient' or 'ema'; got {self.learn!r}"
+            )
+        if self.timescale not in ("slow", "fast"):
+            raise ValueError(
+                f"Precision.timescale must be 'slow' or 'fast'; got {self.timescale!r}"
+            )
+        if self.timescale == "fast":
+            raise ValueError(
+                "Precision.timescale='fast' (re-estimating Pi during inference) is not available "
+                "yet; use timescale='slow'"
+            )
+        _v.number(self.lr, "Precision.lr", low=0.0)
+        _v.number(self.decay, "Precision.decay", low=0.0, high=1.0, low_open=True, high_open=True)
+        _v.number(self.damping, "Precision.damping", low=0.0)
+        c = self.clip
+        if isinstance(c, (str, bytes)) or not hasattr(c, "__len__") or len(c) != 2:
+            raise TypeError(f"Precision.clip must be a pair (lo, hi); got {c!r}")
+        lo = _v.number(c[0], "Precision.clip[0]", low=0.0, low_open=True)
+        hi = _v.number(c[1], "Precision.clip[1]")
+        if not lo < hi:
+            raise ValueError(f"Precision.clip must satisfy 0 < lo < hi; got {c!r}")
+        object.__setattr__(self, "clip", (lo, hi))
+        if np.ndim(self.init):  # hashable and comparable: nested tuples, not an array
+            object.__setattr__(self, "init", tuple(map(tuple, self.init)) if np.ndim(self.init) == 2
+                               else tuple(float(v) for v in self.init))  # fmt: skip
+
+    def initial(self, n: int) -> np.ndarray:
+        """The initial ``Pi`` of ``n`` units: shape ``()``, ``(n,)`` or ``(n, n)`` by kind."""
+        a = np.asarray(self.init, dtype=np.float64)
+        if self.kind == "scalar":
+            if a.ndim:
+                raise ValueError(
+                    f"Precision(kind='scalar').init must be a number; got {self.init!r}"
+                )
+            return a.copy()
+        if self.kind == "diag":
+            return np.broadcast_to(a, (n,)).copy() if a.ndim == 0 else a.copy()
+        return a * np.eye(n) if a.ndim == 0 else a.copy()
+
+
 @dataclass(frozen=True)
 class Gaussian:
-    """Gaussian with a fixed precision ``Pi`` (a scalar, or one positive number per unit):
-    ``F = 1/2 (x - mu)^T Pi (x - mu)``, error ``Pi (x - mu)``. The default distribution."""
+    """Gaussian with precision ``Pi``: fixed (a scalar, or one positive number per unit), with
+    ``F = 1/2 (x - mu)^T Pi (x - mu)``, or a :class:`Precision` (a model parameter, possibly
+    learned, with ``F = 1/2 d^T Pi d - 1/2 log det Pi``); the error is ``Pi (x - mu)``. The
+    default distribution."""
 
-    precision: float | tuple[float, ...] | np.ndarray = 1.0
+    precision: float | tuple[float, ...] | np.ndarray | Precision = 1.0
     energy: str = "F"
 
     def __post_init__(self) -> None:
@@ -126,12 +215,29 @@ def by_code(code: int) -> Distribution:
     ]
 
 
+def to_spec(dist: Distribution) -> dict:
+    """A JSON-able description of ``dist`` (a population's part of ``Network.spec()``)."""
+    out = {"name": dist.name, "energy": dist.energy}
+    prec = getattr(dist, "precision", None)
+    if isinstance(prec, Precision):
+        out["precision"] = {
+            "kind": prec.kind, "learn": prec.learn, "init": np.asarray(prec.init).tolist(),
+            "lr": prec.lr, "decay": prec.decay, "damping": prec.damping,
+            "clip": list(prec.clip), "timescale": prec.timescale,
+        }  # fmt: skip
+    return out
+
+
 def from_spec(spec: dict, precision: object = 1.0) -> Distribution:
-    """The distribution that ``spec()`` of a population describes."""
+    """The distribution that :func:`to_spec` describes (``precision``: a fixed Gaussian's)."""
     cls = KINDS.get(spec.get("name"))
     if cls is None:
         raise ValueError(f"unknown distribution {spec.get('name')!r}; valid: {', '.join(KINDS)}")
     if cls is Gaussian:
+        p = spec.get("precision")
+        if p is not None:
+            p = dict(p, clip=tuple(p["clip"]))
+            return Gaussian(precision=Precision(**p), energy=spec.get("energy", "F"))
         return Gaussian(precision=precision, energy=spec.get("energy", "F"))
     return cls(energy=spec.get("energy", "F"))
 
@@ -168,7 +274,20 @@ def energy_torch(
     code = dist.code
     if code == GAUSSIAN:
         d = x - mu
-        return 0.5 * (pi * d * d).sum(dim=1)
+        if pi.ndim == 2:  # a full precision matrix
+            f = 0.5 * ((d @ pi) * d).sum(dim=1)
+        else:
+            f = 0.5 * (pi * d * d).sum(dim=1)
+        prec = getattr(dist, "precision", None)
+        if isinstance(prec, Precision):  # a parameter: the normaliser -1/2 log det Pi counts
+            if pi.ndim == 2:
+                logdet = torch.logdet(pi)
+            elif prec.kind == "scalar":
+                logdet = d.shape[1] * torch.log(pi.reshape(-1)[0])
+            else:
+                logdet = torch.log(pi).sum()
+            f = f - 0.5 * logdet
+        return f
     if code == BERNOULLI_F or (code == BERNOULLI_KL and clamped):
         f = softplus(mu) - x * mu
         if code == BERNOULLI_KL:  # minus the data's entropy: KL(Bern(y) || Bern(s(mu)))

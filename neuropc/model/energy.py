@@ -89,9 +89,18 @@ def predictions(
     return mu
 
 
-def _precision(net: Network, name: str, like: torch.Tensor) -> torch.Tensor:
+def _precision(
+    net: Network, name: str, like: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None
+) -> torch.Tensor:
+    """``Pi`` of population ``name``: ``params["name:precision"]`` for a Precision parameter
+    (a scalar broadcast to the units, a vector, or a full matrix; differentiable), else the
+    network's fixed per-unit precision."""
     import torch
 
+    key = f"{name}:precision"
+    if params is not None and key in params:
+        pi = torch.as_tensor(params[key], dtype=like.dtype, device=like.device)
+        return pi.expand(like.shape[1]) if pi.ndim == 0 else pi
     pi = np.broadcast_to(np.asarray(net.populations[name].precision, np.float64), (like.shape[1],))
     return torch.as_tensor(np.array(pi), dtype=like.dtype, device=like.device)
 
@@ -112,7 +121,8 @@ def errors(
     for n, m in mu.items():
         m0 = m.detach().requires_grad_(True)
         dist = net.populations[n].distribution
-        f = energy_torch(dist, values[n].detach(), m0, n in clamped, _precision(net, n, m0))
+        pi = _precision(net, n, m0, params)
+        f = energy_torch(dist, values[n].detach(), m0, n in clamped, pi)
         (g,) = torch.autograd.grad(f.sum(), m0)
         out[n] = -g
     return out
@@ -139,7 +149,7 @@ def energy(
     out: dict[str, torch.Tensor] = {}
     for n, m in mu.items():
         dist = net.populations[n].distribution
-        out[n] = energy_torch(dist, values[n], m, n in clamped, _precision(net, n, m))
+        out[n] = energy_torch(dist, values[n], m, n in clamped, _precision(net, n, m, params))
     return out
 
 

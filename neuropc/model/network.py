@@ -323,7 +323,7 @@ class Network:
                 {"name": p.name, "size": p.size, "activation": p.activation.name,
                  "activation_param": p.activation.param, "role": p.role,
                  "precision": arr(p.precision), "bias": p.bias, "bias_init": arr(p.bias_init),
-                 "distribution": {"name": p.distribution.name, "energy": p.distribution.energy},
+                 "distribution": _dist.to_spec(p.distribution),
                  "trainable_bias": p.trainable_bias}
                 for p in self.populations.values()
             ],
@@ -343,11 +343,11 @@ class Network:
         try:
             for p in spec["populations"]:
                 act, param = p["activation"], p.get("activation_param", 0.0)
+                dspec = p.get("distribution", {"name": "gaussian"})
                 net.population(
                     p["name"], p["size"], activation=act, role=p["role"],
-                    precision=p["precision"], bias=p["bias"], bias_init=p["bias_init"],
-                    distribution=_dist.from_spec(p.get("distribution", {"name": "gaussian"}),
-                                                 p["precision"]),
+                    precision=1.0 if "precision" in dspec else p["precision"], bias=p["bias"],
+                    bias_init=p["bias_init"], distribution=_dist.from_spec(dspec, p["precision"]),
                     trainable_bias=p["trainable_bias"],
                     slope=param if act == "leaky_relu" else None,
                 )  # fmt: skip
@@ -401,6 +401,8 @@ def _make_population(
     except ValueError as e:
         raise ValueError(f"population {name!r}: {e}") from None
     precision, dist = _distribution(name, precision, distribution)
+    if isinstance(precision, _dist.Precision):  # a parameter: its initial value, per unit
+        precision = _initial_precision(name, precision, int(size))
     prec = _per_unit(name, "precision", precision, int(size))
     if np.any(~np.isfinite(prec)) or np.any(prec <= 0):
         raise ValueError(
@@ -424,6 +426,32 @@ def _make_population(
     )
 
 
+def _initial_precision(name: str, p: _dist.Precision, n: int) -> np.ndarray:
+    """The per-unit initial precision of a :class:`Precision` (its diagonal for a full one),
+    after checking ``init``: finite and positive; symmetric positive definite when full."""
+    try:
+        pi = p.initial(n)
+    except ValueError as e:
+        raise ValueError(f"population {name!r}: {e}") from None
+    want = {"scalar": (), "diag": (n,), "full": (n, n)}[p.kind]
+    if pi.shape != want:
+        raise ValueError(
+            f"population {name!r}: Precision(kind={p.kind!r}).init must be a number or have "
+            f"shape {want}; got shape {pi.shape}"
+        )
+    if not np.all(np.isfinite(pi)):
+        raise ValueError(f"population {name!r}: Precision.init must be finite; got {p.init!r}")
+    if p.kind == "full":
+        if not np.allclose(pi, pi.T) or np.linalg.eigvalsh(0.5 * (pi + pi.T)).min() <= 0:
+            raise ValueError(
+                f"population {name!r}: a full Precision.init must be symmetric positive definite"
+            )
+        return np.diag(pi).copy()
+    if np.any(pi <= 0):
+        raise ValueError(f"population {name!r}: precision must be finite and > 0; got {p.init!r}")
+    return np.broadcast_to(pi, (n,)).copy()
+
+
 def _distribution(name: str, precision: object, distribution: object) -> tuple[object, object]:
     """The population's (precision, distribution): ``precision=`` is the Gaussian's precision
     (given there or inside ``npc.Gaussian``, not both); other distributions have none."""
@@ -436,6 +464,13 @@ def _distribution(name: str, precision: object, distribution: object) -> tuple[o
         )
     given = not (np.ndim(precision) == 0 and _is_numeric(precision) and float(precision) == 1.0)
     if isinstance(distribution, _dist.Gaussian):
+        if isinstance(distribution.precision, _dist.Precision):
+            if given and precision is not distribution.precision:
+                raise ValueError(
+                    f"population {name!r}: give the precision once, in npc.Gaussian(precision="
+                    f"npc.Precision(...)); got also precision={precision!r}"
+                )
+            return distribution.precision, distribution
         if given and distribution.precision is not precision:
             inner = np.asarray(distribution.precision, dtype=float)
             if inner.shape != np.shape(precision) or not np.array_equal(inner, precision):

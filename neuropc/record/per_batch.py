@@ -57,9 +57,14 @@ def batch_rows(rec: Recorder, sim, ctx: dict, out: RunOutput, learned: bool) -> 
                                         for b in ctx["due"]) else None  # fmt: skip
     for b in ctx["due"]:
         p = b.probe
-        if p.variable == "precision":
-            i = pl.index(p.target)
-            rows[p.name] = pl.precision[int(pl.eoff[i]) + b.units]
+        if p.variable == "precision":  # the current (possibly learned) value, per unit
+            pi = np.asarray(sim.precision(p.target), np.float64)
+            per_unit = (
+                np.diag(pi)
+                if pi.ndim == 2
+                else np.broadcast_to(pi, (pl.sizes[pl.index(p.target)],))
+            )
+            rows[p.name] = per_unit[b.units]
             continue
         if b.conn < 0:
             continue

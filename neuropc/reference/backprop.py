@@ -32,7 +32,7 @@ import torch
 
 from ..analysis import metrics as _metrics
 from ..dynamics.optim import SGD, Adam, Optimizer
-from ..model.distributions import energy_torch
+from ..model.distributions import Precision, energy_torch
 from ..model.network import Network
 
 if TYPE_CHECKING:
@@ -47,11 +47,22 @@ def parameter_names(net: Network) -> list[str]:
     ``"pre->post"`` weights (by post, then pre, in topological order), then ``"pop:bias"``."""
     order = {n: i for i, n in enumerate(net.topological_order())}
     conns = sorted(net.connections, key=lambda c: (order[c.post], order[c.pre]))
-    return [c.name for c in conns] + [f"{n}:bias" for n in order if net[n].bias]
+    return (
+        [c.name for c in conns]
+        + [f"{n}:bias" for n in order if net[n].bias]
+        + [f"{n}:precision" for n in order if _has_precision_parameter(net, n)]
+    )
+
+
+def _has_precision_parameter(net: Network, name: str) -> bool:
+    return isinstance(getattr(net[name].distribution, "precision", None), Precision)
 
 
 def is_trainable(net: Network, key: str) -> bool:
-    """Whether parameter ``key`` (``"pre->post"`` or ``"pop:bias"``) is learned."""
+    """Whether parameter ``key`` (``"pre->post"`` or ``"pop:bias"``) is learned by backprop (a
+    ``"pop:precision"`` is not: the simulator's precision rules learn it)."""
+    if key.endswith(":precision"):
+        return False
     if key.endswith(":bias"):
         return net[key[: -len(":bias")]].trainable_bias
     return net.connection(key).trainable
@@ -156,7 +167,14 @@ def loss(net: Network, params: Tensors, data: Mapping[str, torch.Tensor]) -> tor
         if name not in clamped or not net.has_error(name):
             continue
         mu = _prediction(net, params, values, name)
-        pi = torch.as_tensor(np.array(net[name].precision), dtype=dtype)
+        key = f"{name}:precision"
+        pi = (
+            torch.as_tensor(params[key], dtype=dtype).expand(mu.shape[1])
+            if key in params and np.ndim(params[key]) == 0
+            else torch.as_tensor(params[key], dtype=dtype)
+            if key in params
+            else torch.as_tensor(np.array(net[name].precision), dtype=dtype)
+        )
         dist = net[name].distribution
         total = total + energy_torch(dist, arrays[name], mu, True, pi).mean()
     return total

@@ -1,0 +1,137 @@
+"""Precision parameters and their learning rules, written once for every backend.
+
+A population whose Gaussian has a :class:`~neuropc.model.distributions.Precision` holds ``Pi`` as
+a model parameter (``"pop:precision"``). The backends run inference with the current ``Pi`` (a
+per-unit vector, or a matrix for ``kind="full"``) and this module updates it after each learning
+batch from the settled prediction errors ``d = x - mu`` (``timescale="slow"``):
+
+* ``"gradient"``: ``Pi <- clip(Pi - lr dF/dPi)`` with ``dF/dPi = 1/2 (<d d^T> - Pi^-1)`` of the
+  batch-mean energy ``F = 1/2 d^T Pi d - 1/2 log det Pi`` (its diagonal, or its trace for a
+  scalar ``Pi = pi I``); a full ``Pi = L L^T`` steps its Cholesky factor,
+  ``L <- L - lr dF/dL`` with ``dF/dL = 2 dF/dPi L``;
+* ``"ema"``: ``S <- (1 - decay) S + decay <d d^T>`` (diagonal / mean for diag / scalar) and
+  ``Pi = (S + damping I)^-1``, with ``S`` starting at ``Pi_0^-1``.
+
+``<.>`` is the batch mean. The energy's normaliser ``-1/2 log det Pi`` is added to the reported
+energies here as well (the kernels compute ``1/2 d^T Pi d``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..model.distributions import Precision
+from ..model.network import Network
+from .plan import Plan
+
+
+@dataclass
+class PrecisionState:
+    """One population's precision: ``pi`` (``()``, ``(n,)`` or ``(n, n)``), the Cholesky factor
+    of a full one learned by gradient, and the running covariance of the EMA rule."""
+
+    name: str
+    index: int  # population index in the plan
+    spec: Precision
+    n: int
+    pi: np.ndarray
+    chol: np.ndarray | None = None
+    cov: np.ndarray | None = None
+
+    @property
+    def learned(self) -> bool:
+        return self.spec.learn is not None
+
+    def per_unit(self) -> np.ndarray:
+        """What the kernels use: the per-unit vector (scalar and diag) or the matrix (full)."""
+        if self.spec.kind == "scalar":
+            return np.full(self.n, float(self.pi))
+        return self.pi
+
+    def logdet(self) -> float:
+        if self.spec.kind == "full":
+            return float(np.linalg.slogdet(self.pi)[1])
+        if self.spec.kind == "scalar":
+            return self.n * float(np.log(self.pi))
+        return float(np.sum(np.log(self.pi)))
+
+    def set(self, value: np.ndarray) -> None:
+        """Replace ``Pi`` (checked by :func:`check_value`) and the rules' own state with it."""
+        self.pi = np.array(value, dtype=np.float64)
+        if self.spec.kind == "full":
+            self.chol = np.linalg.cholesky(self.pi)
+        self.cov = _inverse(self.pi, self.spec.kind) - self.spec.damping * _eye_like(self.pi)
+
+    def update(self, d: np.ndarray) -> np.ndarray:
+        """The new ``Pi`` after a batch with settled prediction errors ``d`` ``(B, n)`` (not
+        stored: the caller checks it, then calls :meth:`commit`)."""
+        p, kind, b = self.spec, self.spec.kind, d.shape[0]
+        second = d.T @ d / b if kind == "full" else np.mean(d * d, axis=0)
+        if kind == "scalar":
+            second = np.mean(second)
+        if p.learn == "ema":
+            cov = (1.0 - p.decay) * self.cov + p.decay * second
+            return _inverse(cov + p.damping * _eye_like(cov), kind)
+        grad = 0.5 * (second - _inverse(self.pi, kind))
+        if kind == "scalar":
+            grad = self.n * grad  # d/dpi of n terms
+        if kind == "full":
+            chol = self.chol - p.lr * 2.0 * grad @ self.chol
+            return chol @ chol.T
+        return np.clip(self.pi - p.lr * grad, *p.clip)
+
+    def commit(self, pi: np.ndarray, d: np.ndarray) -> None:
+        """Keep ``pi`` (from :meth:`update` with the same ``d``) and advance the rule's state."""
+        p, kind = self.spec, self.spec.kind
+        if p.learn == "ema":
+            second = d.T @ d / d.shape[0] if kind == "full" else np.mean(d * d, axis=0)
+            if kind == "scalar":
+                second = np.mean(second)
+            self.cov = (1.0 - p.decay) * self.cov + p.decay * second
+        elif kind == "full":
+            self.chol = np.linalg.cholesky(pi)
+        self.pi = pi
+
+
+def states(net: Network, plan: Plan) -> dict[str, PrecisionState]:
+    """The precision parameters of ``net``, at their initial values."""
+    out = {}
+    for i, name in enumerate(plan.names):
+        prec = getattr(net[name].distribution, "precision", None)
+        if isinstance(prec, Precision):
+            n = int(plan.sizes[i])
+            st = PrecisionState(name, i, prec, n, prec.initial(n))
+            st.set(st.pi)
+            out[name] = st
+    return out
+
+
+def check_value(st: PrecisionState, value: object, where: str) -> np.ndarray:
+    """``value`` as a valid ``Pi`` for ``st``: the kind's shape, finite, positive (symmetric
+    positive definite when full); else ``ValueError`` naming the population."""
+    a = np.asarray(value, dtype=np.float64)
+    want = {"scalar": (), "diag": (st.n,), "full": (st.n, st.n)}[st.spec.kind]
+    if a.shape != want:
+        raise ValueError(
+            f"{where} population {st.name!r}: expected a precision of shape {want}; got {a.shape}"
+        )
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{where} population {st.name!r}: precision contains NaN or inf")
+    if st.spec.kind == "full":
+        if not np.allclose(a, a.T, rtol=0, atol=1e-12 * np.abs(a).max()):
+            raise ValueError(f"{where} population {st.name!r}: precision must be symmetric")
+        if np.linalg.eigvalsh(a).min() <= 0:
+            raise ValueError(f"{where} population {st.name!r}: precision must be positive definite")
+    elif np.any(a <= 0):
+        raise ValueError(f"{where} population {st.name!r}: precision must be > 0; got {a!r}")
+    return a
+
+
+def _inverse(a: np.ndarray, kind: str) -> np.ndarray:
+    return np.linalg.inv(a) if kind == "full" else 1.0 / a
+
+
+def _eye_like(a: np.ndarray) -> np.ndarray | float:
+    return np.eye(a.shape[0]) if np.ndim(a) == 2 else 1.0
