@@ -16,18 +16,29 @@ SUPPORTS: dict[str, dict[str, frozenset]] = {
     "numba": {
         "distribution": frozenset({"gaussian", "bernoulli", "categorical"}),
         "precision": frozenset({"fixed", "scalar", "diag"}),
+        "operator": frozenset({"dense"}),
     },
     "torch": {
         "distribution": frozenset({"gaussian", "bernoulli", "categorical"}),
         "precision": frozenset({"fixed", "scalar", "diag", "full"}),
+        "operator": frozenset({"dense"}),
     },
 }
 _PREC_KINDS = ("fixed", "scalar", "diag", "full")  # plan.prec_kind codes
 
 
 def check_supported(name: str, plan: Plan) -> None:
-    """Raise ``ValueError`` when backend ``name`` cannot run a population of ``plan``."""
+    """Raise ``ValueError`` when backend ``name`` cannot run a population or connection of
+    ``plan``."""
     from ..model.distributions import by_code
+
+    for conn, kind in zip(plan.conn_names, plan.conn_kinds):
+        if kind not in SUPPORTS[name]["operator"]:
+            others = [b for b in BACKENDS if kind in SUPPORTS[b]["operator"]]
+            raise ValueError(
+                f"connection {conn!r} is of kind {kind!r}, which the {name} backend does not "
+                f"run; backends that do: {', '.join(others) or '(none)'}"
+            )
 
     for i, pop in enumerate(plan.names):
         for what, kind in (

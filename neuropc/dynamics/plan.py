@@ -30,6 +30,7 @@ class Plan:
     act_code: np.ndarray  # (P,) int64
     act_param: np.ndarray  # (P,) float64
     conn_names: tuple[str, ...]
+    conn_kinds: tuple[str, ...]  # operator of each connection (neuropc.model.operators)
     cpre: np.ndarray  # (C,) population index of pre
     cpost: np.ndarray  # (C,) population index of post
     cwoff: np.ndarray  # (C,) offset of W (n_post, n_pre), row-major, in the flat parameters
@@ -184,6 +185,7 @@ def lower(net: Network) -> Plan:
         act_code=np.array([p.activation.code for p in pops], dtype=np.int64),
         act_param=np.array([p.activation.param for p in pops], dtype=np.float64),
         conn_names=tuple(c.name for c in conns),
+        conn_kinds=tuple(c.kind for c in conns),
         cpre=cpre,
         cpost=cpost,
         cwoff=cwoff,

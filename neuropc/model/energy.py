@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import operators
 from .distributions import energy_torch
 from .network import Network
 
@@ -82,7 +83,8 @@ def predictions(
         for c in net.incoming(name):
             pre = net.populations[c.pre]
             w = _param(params, c.name, (pop.size, pre.size))
-            m = m + pre.activation.torch(_value(net, values, c.pre)) @ w.T
+            f_pre = pre.activation.torch(_value(net, values, c.pre))
+            m = m + operators.get(c.kind).forward(f_pre, {"W": w})
         if pop.bias:
             m = m + _param(params, f"{name}:bias", (pop.size,))
         mu[name] = m

@@ -31,6 +31,8 @@ import numpy as np
 from .. import validation as _v
 from . import activations as _act
 from . import distributions as _dist
+from . import operators as _ops
+from .operators import WEIGHT_INITS
 
 ROLES = ("hidden", "input", "target")
 PHASES = ("train", "test")
@@ -72,7 +74,8 @@ class Population:
 
 @dataclass(frozen=True, eq=False)
 class Connection:
-    """Dense connection ``pre -> post``; contributes ``W f(x_pre)`` to ``mu_post`` (read-only).
+    """Connection ``pre -> post`` of operator ``kind`` (:mod:`neuropc.model.operators`; ``"dense"``
+    contributes ``W f(x_pre)`` to ``mu_post``); read-only.
 
     ``init`` names the weight initialiser (see :data:`WEIGHT_INITS`); ``gain`` scales it.
     """
@@ -82,13 +85,11 @@ class Connection:
     init: str = "xavier_uniform"
     gain: float = 1.0
     trainable: bool = True
+    kind: str = "dense"
 
     @property
     def name(self) -> str:
         return f"{self.pre}->{self.post}"
-
-
-WEIGHT_INITS = ("xavier_uniform", "xavier_normal", "kaiming_uniform", "normal", "zeros", "ones")
 
 
 @dataclass
@@ -188,8 +189,10 @@ class Network:
         init: str = "xavier_uniform",
         gain: float = 1.0,
         trainable: bool = True,
+        kind: str = "dense",
     ) -> Connection:
-        """Add a dense connection ``pre -> post`` (``mu_post += W f(x_pre)``)."""
+        """Add a connection ``pre -> post`` of operator ``kind`` (default ``"dense"``:
+        ``mu_post += W f(x_pre)``; the registry is :data:`neuropc.model.operators.OPERATORS`)."""
         for n in (pre, post):
             self._require(n)
         if pre == post:
@@ -202,9 +205,13 @@ class Network:
             raise ValueError(
                 f"connection {pre}->{post}: unknown init {init!r}; valid: {', '.join(WEIGHT_INITS)}"
             )
+        try:
+            _ops.get(kind)
+        except ValueError as e:
+            raise ValueError(f"connection {pre}->{post}: {e}") from None
         gain = _v.number(gain, f"connection {pre}->{post}: gain")
         trainable = _v.flag(trainable, f"connection {pre}->{post}: trainable")
-        conn = Connection(pre, post, init=init, gain=gain, trainable=trainable)
+        conn = Connection(pre, post, init=init, gain=gain, trainable=trainable, kind=kind)
         self.connections.append(conn)
         try:
             self.topological_order()
@@ -329,7 +336,7 @@ class Network:
             ],
             "connections": [
                 {"pre": c.pre, "post": c.post, "init": c.init, "gain": c.gain,
-                 "trainable": c.trainable}
+                 "trainable": c.trainable, "kind": c.kind}
                 for c in self.connections
             ],
             "clamps": {k: sorted(v) for k, v in self._clamps.items()},
@@ -353,8 +360,9 @@ class Network:
                 )  # fmt: skip
             for c in spec["connections"]:
                 net.connect(
-                    c["pre"], c["post"], init=c["init"], gain=c["gain"], trainable=c["trainable"]
-                )
+                    c["pre"], c["post"], init=c["init"], gain=c["gain"],
+                    trainable=c["trainable"], kind=c.get("kind", "dense"),
+                )  # fmt: skip
             for phase, names in spec.get("clamps", {}).items():
                 for n in names:
                     net.clamp(n, phase)

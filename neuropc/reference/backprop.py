@@ -32,6 +32,7 @@ import torch
 
 from ..analysis import metrics as _metrics
 from ..dynamics.optim import SGD, Adam, Optimizer
+from ..model import operators
 from ..model.distributions import Precision, energy_torch
 from ..model.network import Network
 
@@ -84,7 +85,8 @@ def _prediction(net: Network, params: Tensors, values: Tensors, name: str) -> to
     """``mu = sum_pre W f(x_pre) + b`` of population ``name`` (None if it receives nothing)."""
     mu = params[f"{name}:bias"] if net[name].bias else None
     for c in net.incoming(name):
-        term = net[c.pre].activation.torch(values[c.pre]) @ params[c.name].T
+        f_pre = net[c.pre].activation.torch(values[c.pre])
+        term = operators.get(c.kind).forward(f_pre, {"W": params[c.name]})
         mu = term if mu is None else mu + term
     return mu
 
