@@ -6,40 +6,7 @@ The measures are re-exported here: ``npc.analysis.erp(...)``, ``npc.analysis.rdm
 
 from __future__ import annotations
 
-from .measures import (
-    COMPARE_METHODS,
-    RDM_METHODS,
-    compare_rdms,
-    condition_patterns,
-    decode_over_steps,
-    difference_wave,
-    energy_over_steps,
-    erp,
-    erp_units,
-    mismatch_indices,
-    peak,
-    rdm,
-    rdms_by_population,
-    repetition_curve,
-    ssa_index,
-    temporal_generalisation,
-)
+from . import measures
+from .measures import *  # noqa: F403  (the measures are this package's API)
 
-__all__ = [
-    "COMPARE_METHODS",
-    "RDM_METHODS",
-    "compare_rdms",
-    "condition_patterns",
-    "decode_over_steps",
-    "difference_wave",
-    "energy_over_steps",
-    "erp",
-    "erp_units",
-    "mismatch_indices",
-    "peak",
-    "rdm",
-    "rdms_by_population",
-    "repetition_curve",
-    "ssa_index",
-    "temporal_generalisation",
-]
+__all__ = list(measures.__all__)
