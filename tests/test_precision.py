@@ -284,3 +284,18 @@ def test_bad_precision_settings_are_refused() -> None:
         learned.learn(_data(), inference=npc.Inference(mode="ipc"))
     with pytest.raises(ValueError, match="population 'input' has no Precision parameter"):
         learned.load_parameters({"input:precision": 1.0})
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_precision_probe_records_the_learned_value(backend: str, tmp_path) -> None:
+    sim = npc.Simulator(_net("diag", learn="ema", hidden=False), backend=backend,
+                        dtype="float64", seed=0)  # fmt: skip
+    seen = []
+    with sim.record(tmp_path / "r.h5", [npc.Probe("output", "precision")], preset="none"):
+        for k in range(3):
+            sim.learn(_data(seed=k))
+            seen.append(sim.precision("output"))
+    with npc.open(tmp_path / "r.h5") as r:
+        got = r["output:precision"].values
+    np.testing.assert_allclose(got.reshape(3, -1), np.array(seen), rtol=1e-6)
+    assert not np.allclose(seen[0], seen[2])  # it did learn
