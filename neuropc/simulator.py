@@ -116,9 +116,8 @@ class Simulator:
             check_optimizer(optimizer, "Simulator optimizer")
         self.seed = _v.integer(seed, "Simulator seed", low=0)
         self.dtype = _in.float_dtype(dtype)
-        network.validate()
         self.network = network
-        self.plan: Plan = lower(network)
+        self.plan: Plan = lower(network)  # validates the graph
         self._version = network.version
         self.backend = _backends.create(backend, self.plan, self.dtype, device, compile)
         self.compile = compile
@@ -359,7 +358,7 @@ class Simulator:
                 "fit() has no initial values to give: Inference(init='given') needs values= per "
                 "batch; call learn(batch, values=...) in your own loop, or use init='forward'"
             )
-        _in.check_leaky(self.plan, cfg)
+        self._check_settings(cfg, learning=True)
         arrays = self._data(data, "train")
         n = _in.batch_len(arrays)
         labels = self._check_trials(trials, n)
@@ -391,10 +390,23 @@ class Simulator:
         return hist
 
     # ---- internals ------------------------------------------------------------------------------
+    def _check_settings(self, cfg: Inference, *, learning: bool) -> None:
+        """Settings that depend on this network, checked once per call (``fit``: once for all
+        its batches): leaky errors' stability, and iPC with a learned precision."""
+        _in.check_leaky(self.plan, cfg)
+        if learning and cfg.mode == "ipc":
+            learned = [n for n, st in self._precisions.items() if st.learned]
+            if learned:
+                raise ValueError(
+                    f"population {learned[0]!r} learns its precision after each batch; mode "
+                    "'ipc' (weights learn during inference) does not combine with it yet"
+                )
+
     def _run(self, data, phase, values, cfg, learn, grads=False, batch=None, trials=None):
         _v.instance(cfg, Inference, "inference", "an npc.Inference(...)")
         if learn is not None:
             check_optimizer(learn)
+        self._check_settings(cfg, learning=learn is not None)
         if phase not in ("train", "test"):
             raise ValueError(f"phase must be 'train' or 'test'; got {phase!r}")
         if batch is not None:
@@ -427,14 +439,6 @@ class Simulator:
                 "the network changed after the Simulator was built; build a new Simulator "
                 "(parameters can be carried over with sim.parameters() / load_parameters())"
             )
-        _in.check_leaky(self.plan, cfg)
-        if learn is not None and cfg.mode == "ipc":
-            learned = [n for n, st in self._precisions.items() if st.learned]
-            if learned:
-                raise ValueError(
-                    f"population {learned[0]!r} learns its precision after each batch; mode "
-                    "'ipc' (weights learn during inference) does not combine with it yet"
-                )
         b = b or _in.batch_len(arrays)
         buf = self.backend.values_buffer(b)
         clamped = self._masks.get(phase)
@@ -478,16 +482,16 @@ class Simulator:
                 continue
             eps = np.asarray(out.errors[:, self.plan.error_slice(name)], np.float64)
             d = eps @ np.linalg.inv(st.pi) if st.spec.kind == "full" else eps / st.per_unit()
-            pi = st.update(d)
+            proposal = st.update(d)
             try:
-                _precision.check_value(st, pi, "learning:")
+                _precision.check_value(st, proposal["pi"], "learning:")
             except ValueError:
                 self.backend.undo_step()
                 raise DivergenceError(out.steps, name, phase, precision=True) from None
-            new[name] = (pi, d)
-        for name, (pi, d) in new.items():  # all valid: keep them
+            new[name] = proposal
+        for name, proposal in new.items():  # all valid: keep them
             st = self._precisions[name]
-            st.commit(pi, d)
+            st.commit(proposal)
             self.backend.set_precision(st.index, st.per_unit())
 
     def _check_run(self, out, phase: str) -> None:

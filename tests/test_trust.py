@@ -114,11 +114,6 @@ def test_fit_checks_validation_and_init_before_the_first_epoch(sim: npc.Simulato
         sim.fit(_d())
 
 
-def test_absurd_steps_are_refused_not_allocated() -> None:
-    with pytest.raises(ValueError, match="Inference.steps must be an integer >= 0 and <= 10000000"):
-        npc.Inference(steps=10**12)
-
-
 # ---- the review's defects ---------------------------------------------------------------------
 def test_zil_refuses_early_stop_and_noise_fpa_refuses_noise() -> None:
     with pytest.raises(ValueError, match="mode 'zil' .* cannot stop early; got tol=0.001"):

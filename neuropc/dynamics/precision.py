@@ -10,7 +10,8 @@ batch from the settled prediction errors ``d = x - mu`` (``timescale="slow"``):
   scalar ``Pi = pi I``); a full ``Pi = L L^T`` steps its Cholesky factor,
   ``L <- L - lr dF/dL`` with ``dF/dL = 2 dF/dPi L``;
 * ``"ema"``: ``S <- (1 - decay) S + decay <d d^T>`` (diagonal / mean for diag / scalar) and
-  ``Pi = (S + damping I)^-1``, with ``S`` starting at ``Pi_0^-1``.
+  ``Pi = (S + damping I)^-1``, with ``S`` starting at ``Pi_0^-1 - damping I`` (so that it gives
+  ``Pi_0``).
 
 ``<.>`` is the batch mean. The energy's normaliser ``-1/2 log det Pi`` is added to the reported
 energies here as well (the kernels compute ``1/2 d^T Pi d``).
@@ -64,35 +65,29 @@ class PrecisionState:
             self.chol = np.linalg.cholesky(self.pi)
         self.cov = _inverse(self.pi, self.spec.kind) - self.spec.damping * _eye_like(self.pi)
 
-    def update(self, d: np.ndarray) -> np.ndarray:
-        """The new ``Pi`` after a batch with settled prediction errors ``d`` ``(B, n)`` (not
-        stored: the caller checks it, then calls :meth:`commit`)."""
+    def update(self, d: np.ndarray) -> dict[str, np.ndarray]:
+        """The rule's proposed new state after a batch with settled prediction errors ``d``
+        ``(B, n)``: ``{"pi": ..., and "cov" (EMA) or "chol" (full, gradient)}``. Nothing is
+        stored: the caller checks ``pi``, then passes the proposal to :meth:`commit`."""
         p, kind, b = self.spec, self.spec.kind, d.shape[0]
         second = d.T @ d / b if kind == "full" else np.mean(d * d, axis=0)
         if kind == "scalar":
             second = np.mean(second)
         if p.learn == "ema":
             cov = (1.0 - p.decay) * self.cov + p.decay * second
-            return _inverse(cov + p.damping * _eye_like(cov), kind)
+            return {"pi": _inverse(cov + p.damping * _eye_like(cov), kind), "cov": cov}
         grad = 0.5 * (second - _inverse(self.pi, kind))
         if kind == "scalar":
             grad = self.n * grad  # d/dpi of n terms
         if kind == "full":
             chol = self.chol - p.lr * 2.0 * grad @ self.chol
-            return chol @ chol.T
-        return np.clip(self.pi - p.lr * grad, *p.clip)
+            return {"pi": chol @ chol.T, "chol": chol}
+        return {"pi": np.clip(self.pi - p.lr * grad, *p.clip)}
 
-    def commit(self, pi: np.ndarray, d: np.ndarray) -> None:
-        """Keep ``pi`` (from :meth:`update` with the same ``d``) and advance the rule's state."""
-        p, kind = self.spec, self.spec.kind
-        if p.learn == "ema":
-            second = d.T @ d / d.shape[0] if kind == "full" else np.mean(d * d, axis=0)
-            if kind == "scalar":
-                second = np.mean(second)
-            self.cov = (1.0 - p.decay) * self.cov + p.decay * second
-        elif kind == "full":
-            self.chol = np.linalg.cholesky(pi)
-        self.pi = pi
+    def commit(self, proposal: dict[str, np.ndarray]) -> None:
+        """Keep a proposal of :meth:`update`: ``Pi`` and the rule's state advance together."""
+        for k, v in proposal.items():
+            setattr(self, k, v)
 
 
 def states(net: Network, plan: Plan) -> dict[str, PrecisionState]:
