@@ -14,7 +14,7 @@ from .analysis import alignment
 from .analysis.alignment import gradient_alignment
 from .checkpoint import load
 from .data import one_hot
-from .dynamics import modes
+from .dynamics import modes, schedule
 from .dynamics.inference import Inference
 from .dynamics.optim import SGD, Adam, AdamW
 from .dynamics.plan import Plan, lower
@@ -69,4 +69,5 @@ __all__ = [
     "modes",
     "one_hot",
     "open",
+    "schedule",
 ]

@@ -15,8 +15,8 @@ from . import backends as _backends
 from . import inputs as _in
 from . import validation as _v
 from .analysis import metrics as _metrics
-from .dynamics import modes as _modes
 from .dynamics import precision as _precision
+from .dynamics import schedule as _schedule
 from .dynamics.inference import Inference
 from .dynamics.optim import Adam, Optimizer, check_optimizer
 from .dynamics.plan import Plan, lower
@@ -451,22 +451,24 @@ class Simulator:
             buf[:, self.plan.value_slice(name)] = a
             keep[self.plan.index(name)] = True
         seed = cfg.seed if cfg.seed is not None else int(self.noise_rng.integers(0, 2**31 - 1))
-        mode = _modes.setup(self.plan, clamped, cfg, learning=learn is not None)
         rec = self._recorder
         if rec is not None and rec.active(phase):
             learned = learn is not None
             ctx = _recording.batch_context(rec, self, arrays, phase, cfg, seed, learned)
-            out = self.backend.run(
-                b, clamped, keep, cfg, seed, mode, learn=learn, grads=grads or "P0" in ctx,
-                trace=rec.trace_spec(phase, b),
-            )  # fmt: skip
+            sched = _schedule.build(
+                self.plan, clamped, keep, cfg, learning=learned, grads=grads or "P0" in ctx
+            )
+            out = self.backend.run(b, sched, seed, learn=learn, trace=rec.trace_spec(phase, b))
             self._check_run(out, phase)
             if learn is not None:
                 self._learn_precisions(out, phase)
             rows = _recording.batch_rows(rec, self, ctx, out, learned)
             rec.consume(out, phase, b, cfg, seed, trials, learned, rows)
             return out
-        out = self.backend.run(b, clamped, keep, cfg, seed, mode, learn=learn, grads=grads)
+        sched = _schedule.build(
+            self.plan, clamped, keep, cfg, learning=learn is not None, grads=grads
+        )
+        out = self.backend.run(b, sched, seed, learn=learn)
         self._check_run(out, phase)
         if learn is not None:
             self._learn_precisions(out, phase)

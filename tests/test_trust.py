@@ -16,7 +16,7 @@ import torch
 from conftest import BACKEND_PARAMS
 
 import neuropc as npc
-from neuropc import modes
+from neuropc.dynamics import schedule
 from neuropc.model.energy import predictions, total_energy
 
 
@@ -206,12 +206,12 @@ def test_torch_ipc_gradients_are_fresh_without_learning() -> None:
     for name in ("numba", "torch"):
         sim = npc.Simulator(net, backend=name, dtype="float64", seed=1)
         cl = sim.plan.clamped_mask("train")
-        mode = modes.setup(sim.plan, cl, inf, learning=False)
+        sched = schedule.build(sim.plan, cl, cl.copy(), inf, grads=True)
         for k in range(2):  # the second batch must not return the first batch's gradients
             buf = sim.backend.values_buffer(3)
             buf[:, sim.plan.value_slice("input")] = xs[k]
             buf[:, sim.plan.value_slice("output")] = 0.5
-            res = sim.backend.run(3, cl, cl.copy(), inf, 7, mode, learn=None, grads=True)
+            res = sim.backend.run(3, sched, 7)
             out[name, k] = np.array(res.grads, np.float64)
     for k in range(2):
         np.testing.assert_allclose(out["torch", k], out["numba", k], rtol=0, atol=1e-12)

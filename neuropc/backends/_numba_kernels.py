@@ -24,7 +24,7 @@ import numpy as np
 from numba import types
 from numba.extending import get_cython_function_address, overload
 
-from ..dynamics.modes import CODES  # inference mode codes
+from ..dynamics import schedule as _sched  # the codes of a run's schedule
 from ..dynamics.optim import OPT_NONE  # optimiser codes are defined in neuropc.dynamics.optim
 
 for _name in ("dgemm", "sgemm"):
@@ -484,7 +484,11 @@ def _gather_nudged(X, MUC, MUV, has_var, rows, cols, OUT, s, voff, eoff, sizes, 
 # ---------------------------------------------------------------------------------------------
 # the whole inference loop of a batch
 # ---------------------------------------------------------------------------------------------
-MODE_STRICT, MODE_FPA, MODE_ZIL, MODE_IPC = (CODES[m] for m in ("strict", "fpa", "zil", "ipc"))
+
+
+INIT_ZERO, INIT_FORWARD = _sched.ZERO, _sched.FORWARD
+GRAD_END, GRAD_EVERY = _sched.END, _sched.EVERY
+OPT_NEVER, OPT_END, OPT_EVERY = _sched.NEVER, _sched.AT_END, _sched.EACH_STEP
 
 
 @nb.njit(**_JIT)
@@ -519,36 +523,29 @@ def _var_prediction(p, FX, OUT, o_out, P, sizes, voff, clamped, cpre, cpost, cwo
 @nb.njit(**_JIT)
 def infer(
     X, FX, DFX, BP, MUC, MUV, EPS, OWN, P, PI, G, S1, S2, BK,
-    sizes, voff, eoff, has_err, clamped, keep, act_code, act_param, cpre, cpost, cwoff, boff,
-    trainable, dist, zero_init, T, rate, temp, tol, leaky, err_rate, seed, energies,
-    mode, depth, nudge, nudged, want_grads, opt_kind, hp, opt_t,
+    sizes, voff, eoff, has_err, act_code, act_param, cpre, cpost, cwoff, boff, trainable, dist,
+    clamped, init, frozen, var_pred, is_pre, refresh_act, leaks, backproj, first_bp, receives_bp,
+    grad_at, T, rate, noise_sd, tol, err_rate, seed, energies, want_grads, zero_grads, opt_when,
+    nudge, nudged, grad_scale, opt_kind, hp, opt_t,
     rec_every, rec_rows, rec_vcols, rec_ecols, rec_ncols, VT, ET, NT, NZ,
 ):  # fmt: skip
-    """Run ``T`` steps of PC inference on one batch, in place; optionally the local gradients and
-    optimiser steps. Returns ``(steps_done, bad_step, bad_pop, optimiser_steps, bad_param)``;
-    ``bad_param >= 0`` is the first parameter an optimiser step would have made non-finite (that
-    step was not applied, and the run stopped there).
+    """Execute one run's schedule (:mod:`neuropc.dynamics.schedule`, whose docstring gives the
+    skeleton this loop walks) on one batch, in place. Returns ``(steps_done, bad_step, bad_pop,
+    optimiser_steps, bad_param)``; ``bad_param >= 0`` is the first parameter an optimiser step
+    would have made non-finite (that step was not applied, and the run stopped there).
 
-    Dynamics (overdamped Langevin on the total energy F; temp = 0 is plain PC)::
+    Dynamics (overdamped Langevin on the total energy F; noise_sd = 0 is plain PC)::
 
-        x <- x - rate * dF/dx + sqrt(2 rate temp) xi,
+        x <- x - rate * dF/dx + noise_sd xi,
         dF/dx_p = eps_p - f'(x_p) * sum_{c: p -> q} eps_q W_c          (free populations only)
 
-    Initialisation: populations with ``keep`` (clamped or given values) are left as they are; the
-    others are set in topological order to their prediction (forward) or to zero (``zero_init``).
-    Predictions from clamped populations (and biases) are computed once, into ``MUC``.
-    Energies (batch mean, per population) of the state before step t go to ``energies[t]``, t = 0..T;
-    ``EPS`` holds the errors of the final state. Early stop when the largest per-sample update norm
-    ``|dx|_2`` falls below ``tol`` (tol > 0). ``bad_step = -1`` unless an energy became non-finite,
-    in which case nothing was learned.
-
-    Modes (see neuropc.dynamics.inference.Inference): strict PC; FPA (predictions and f' frozen at the
-    forward pass); Z-IL (the gradients of the connections into a population of depth d, and its
-    bias, are taken at step d); iPC (gradients and an optimiser step at every step). ``nudge``
-    (beta != 0): a ``nudged`` target holds mu + beta (y - mu) at every step, following its current
-    prediction mu (its error is Pi beta (y - mu)), and the gradients are scaled by 1/beta. With
-    ``want_grads`` the gradients of the batch-mean energy end in ``G``; with ``opt_kind`` an
-    optimiser step follows (every step in iPC).
+    Predictions from clamped populations (and biases), and frozen ones, live in ``MUC``; the part
+    from free populations is recomputed into ``MUV`` every step where ``var_pred``. Energies
+    (batch mean, per population) of the state before step t go to ``energies[t]``, t = 0..T;
+    ``EPS`` holds the errors of the final state. Early stop when the largest per-sample update
+    norm ``|dx|_2`` falls below ``tol`` (tol > 0). ``bad_step = -1`` unless an energy became
+    non-finite, in which case nothing was learned. A ``nudged`` target holds mu + beta (y - mu)
+    (its error is Pi beta (y - mu)); gradients are scaled by ``grad_scale``.
 
     Recording (``rec_every > 0``): at every step t with t % rec_every == 0 the values ``X`` and
     errors ``EPS`` of state t (rows ``rec_rows``, columns ``rec_vcols`` / ``rec_ecols``) are
@@ -560,59 +557,49 @@ def infer(
     NE = EPS.shape[1]
     npop = sizes.shape[0]
     nconn = cpre.shape[0]
-    if temp > 0.0:
+    if noise_sd > 0.0:
         np.random.seed(seed)
-    noise_sd = np.sqrt(2.0 * rate * temp)
-    is_pre = np.zeros(npop, np.bool_)
-    has_var = np.zeros(npop, np.bool_)
-    has_bp = np.zeros(npop, np.bool_)
-    first_bp = np.zeros(nconn, np.bool_)  # first back-projection into its pre
-    for c in range(nconn):
-        is_pre[cpre[c]] = True
-        if not clamped[cpre[c]]:
-            has_var[cpost[c]] = True
-            if not has_bp[cpre[c]]:
-                first_bp[c] = True
-            has_bp[cpre[c]] = True
 
     # ---- initialisation, in topological order -------------------------------------------
     for p in range(npop):
         o = voff[p]
         n = sizes[p]
-        if not keep[p] and (zero_init or not has_err[p]):
+        if init[p] == INIT_ZERO:
             for b in range(nb_):
                 for j in range(o, o + n):
                     X[b, j] = 0.0
         if has_err[p]:
             eo = eoff[p]
             _const_prediction(p, FX, MUC, P, sizes, voff, eoff, clamped, cpre, cpost, cwoff, boff)
-            if not keep[p] and not zero_init:
+            if frozen[p]:  # the whole prediction, once (FPA)
+                _var_prediction(p, FX, MUC, eo, P, sizes, voff, clamped, cpre, cpost, cwoff, 1.0)
+            if init[p] == INIT_FORWARD:
                 for b in range(nb_):
                     for j in range(n):
                         X[b, o + j] = MUC[b, eo + j]
-                _var_prediction(p, FX, X, o, P, sizes, voff, clamped, cpre, cpost, cwoff, 1.0)
-            elif mode == MODE_FPA and has_var[p]:  # freeze the forward prediction
-                _var_prediction(p, FX, MUC, eo, P, sizes, voff, clamped, cpre, cpost, cwoff, 1.0)
+                if var_pred[p]:
+                    _var_prediction(p, FX, X, o, P, sizes, voff, clamped, cpre, cpost, cwoff, 1.0)
         if is_pre[p]:
             act_block(act_code[p], act_param[p], X, FX, DFX, o, n)
-    if mode == MODE_FPA:  # freeze the predictions of the free populations at the forward pass
-        for p in range(npop):
-            if has_err[p] and has_var[p]:
-                if not keep[p]:  # (kept ones were frozen above)
-                    for b in range(nb_):
-                        for j in range(sizes[p]):
-                            MUC[b, eoff[p] + j] = X[b, voff[p] + j]
-                has_var[p] = False
-    if leaky:
-        for b in range(nb_):
-            for j in range(NE):
-                EPS[b, j] = 0.0
-    if mode == MODE_ZIL:
+    for p in range(npop):
+        if leaks[p]:
+            for b in range(nb_):
+                for j in range(eoff[p], eoff[p] + sizes[p]):
+                    EPS[b, j] = 0.0
+    if zero_grads:
         for i in range(G.shape[0]):
             G[i] = 0.0
-    scale = 1.0 / nudge if nudge != 0.0 else 1.0
-    learn = opt_kind != OPT_NONE
+    learn = opt_kind != OPT_NONE and opt_when != OPT_NEVER
     keep_noise = rec_every > 0 and rec_ncols.shape[0] > 0 and noise_sd > 0.0
+    any_step_grads = False
+    every_grads = False
+    end_grads = False
+    for p in range(npop):
+        any_step_grads = any_step_grads or grad_at[p] >= 0
+        every_grads = every_grads or grad_at[p] == GRAD_EVERY
+        end_grads = end_grads or grad_at[p] == GRAD_END
+    any_step_grads = any_step_grads and want_grads
+    every_grads = every_grads and want_grads
     steps_taken = 0
 
     rown = np.zeros(nb_)
@@ -621,7 +608,7 @@ def infer(
     for t in range(T + 1):
         # predictions from free populations
         for p in range(npop):
-            if has_err[p] and has_var[p]:
+            if var_pred[p]:
                 _var_prediction(
                     p, FX, MUV, eoff[p], P, sizes, voff, clamped, cpre, cpost, cwoff, 0.0
                 )
@@ -630,57 +617,57 @@ def infer(
             if has_err[p]:
                 if dist[p] != 0:  # Bernoulli / Categorical: errors, own terms, energy
                     e = _dist_block(X, MUC, MUV, EPS, OWN, dist[p], voff[p], eoff[p], sizes[p],
-                                    has_var[p], clamped[p])  # fmt: skip
+                                    var_pred[p], clamped[p])  # fmt: skip
                 else:
-                    beta = nudge if (nudge != 0.0 and nudged[p]) else 1.0
-                    e = _errors_block(X, MUC, MUV, EPS, PI, voff[p], eoff[p], sizes[p], has_var[p],
-                                      not leaky, beta)  # fmt: skip
+                    beta = nudge if nudged[p] else 1.0
+                    e = _errors_block(X, MUC, MUV, EPS, PI, voff[p], eoff[p], sizes[p],
+                                      var_pred[p], not leaks[p], beta)  # fmt: skip
                 energies[t, p] = e
                 if not np.isfinite(e):
                     return t, t, p, steps_taken, -1
-        if mode == MODE_ZIL:  # the connections into depth-t populations learn now
+        if any_step_grads:  # the connections into populations scheduled at step t learn now
             weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, trainable,
-                         depth, t, scale)  # fmt: skip
+                         grad_at, t, grad_scale)  # fmt: skip
         if rec_every > 0 and t % rec_every == 0:
             _gather(X, rec_rows, rec_vcols, VT, t // rec_every)
             _gather(EPS, rec_rows, rec_ecols, ET, t // rec_every)
             if nudge != 0.0:
-                _gather_nudged(X, MUC, MUV, has_var, rec_rows, rec_vcols, VT, t // rec_every,
+                _gather_nudged(X, MUC, MUV, var_pred, rec_rows, rec_vcols, VT, t // rec_every,
                                voff, eoff, sizes, nudged, nudge)  # fmt: skip
         if t == T or stop_next:
             done = t
             break
         # back-projections of the errors to free presynaptic populations
         for c in range(nconn):
-            q = cpre[c]
-            if not clamped[q]:
+            if backproj[c]:
+                q = cpre[c]
                 p = cpost[c]
                 gemm(False, False, nb_, sizes[q], sizes[p], 1.0, EPS[0:, eoff[p]:], NE,
                      P[cwoff[c]:], sizes[q], 0.0 if first_bp[c] else 1.0, BP[0:, voff[q]:], NV)  # fmt: skip
-        if mode == MODE_IPC:  # gradients from the same state as the value step
+        if every_grads:  # gradients from the same state as the value step
             weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, trainable,
-                         depth, -1, scale)  # fmt: skip
+                         grad_at, GRAD_EVERY, grad_scale)  # fmt: skip
         # value (and leaky error) updates
         for b in range(nb_):
             rown[b] = 0.0
         for p in range(npop):
             free = not clamped[p]
-            if not free and not (leaky and has_err[p]):
+            if not free and not leaks[p]:
                 continue
             # the own term dF/dx: the error itself for a Gaussian, else computed with the errors
             own = EPS if dist[p] == 0 else OWN
-            if leaky or noise_sd > 0.0:
+            if leaks[p] or noise_sd > 0.0:
                 _update_block_general(X, DFX, BP, own, MUC, MUV, PI, voff[p], eoff[p], sizes[p],
-                                      has_err[p], has_bp[p], has_var[p], free, leaky, rate,
-                                      err_rate, noise_sd, rown, NZ, keep_noise)  # fmt: skip
+                                      has_err[p], receives_bp[p], var_pred[p], free, leaks[p],
+                                      rate, err_rate, noise_sd, rown, NZ, keep_noise)  # fmt: skip
             else:
-                _update_block(X, DFX, BP, own, voff[p], eoff[p], sizes[p], has_err[p], has_bp[p],
-                              rate, rown)  # fmt: skip
-            if free and is_pre[p] and mode != MODE_FPA:
+                _update_block(X, DFX, BP, own, voff[p], eoff[p], sizes[p], has_err[p],
+                              receives_bp[p], rate, rown)  # fmt: skip
+            if refresh_act[p]:
                 act_block(act_code[p], act_param[p], X, FX, DFX, voff[p], sizes[p])
         if keep_noise and t % rec_every == 0:
             _gather(NZ, rec_rows, rec_ncols, NT, t // rec_every)
-        if mode == MODE_IPC and learn:
+        if learn and opt_when == OPT_EVERY:
             bad_i = optimizer_step(
                 opt_kind, P, G, S1, S2, hp, opt_t + steps_taken + 1, trainable, BK
             )
@@ -702,20 +689,20 @@ def infer(
             _gather(X, rec_rows, rec_vcols, VT, s)
             _gather(EPS, rec_rows, rec_ecols, ET, s)
             if nudge != 0.0:
-                _gather_nudged(X, MUC, MUV, has_var, rec_rows, rec_vcols, VT, s, voff, eoff, sizes,
-                               nudged, nudge)  # fmt: skip
+                _gather_nudged(X, MUC, MUV, var_pred, rec_rows, rec_vcols, VT, s, voff, eoff,
+                               sizes, nudged, nudge)  # fmt: skip
     if nudge != 0.0:  # report what a nudged target holds: x = mu + beta (y - mu), final mu
         for p in range(npop):
             if nudged[p]:
                 o, eo = voff[p], eoff[p]
                 for b in range(nb_):
                     for j in range(sizes[p]):
-                        mu = MUC[b, eo + j] + (MUV[b, eo + j] if has_var[p] else 0.0)
+                        mu = MUC[b, eo + j] + (MUV[b, eo + j] if var_pred[p] else 0.0)
                         X[b, o + j] = mu + nudge * (X[b, o + j] - mu)
-    if (want_grads or learn) and (mode == MODE_STRICT or mode == MODE_FPA):
-        weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, trainable, depth, -1,
-                     scale)  # fmt: skip
-    if learn and mode != MODE_IPC:
+    if want_grads and end_grads:
+        weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, trainable, grad_at,
+                     GRAD_END, grad_scale)  # fmt: skip
+    if learn and opt_when == OPT_END:
         bad_i = optimizer_step(opt_kind, P, G, S1, S2, hp, opt_t + steps_taken + 1, trainable, BK)
         if bad_i >= 0:
             return done, -1, -1, steps_taken, bad_i
@@ -727,15 +714,15 @@ def infer(
 # local learning
 # ---------------------------------------------------------------------------------------------
 @nb.njit(**_JIT_REDUCE)
-def weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, trainable, depth, sel,
+def weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, trainable, grad_at, sel,
                  scale):  # fmt: skip
     """Gradient of the batch-mean energy w.r.t. the parameters (local, Hebbian form)::
 
         dF/dW_c = -1/B sum_b eps_post f(x_pre)^T,    dF/db_p = -1/B sum_b eps_p
 
     so a descent step ``W -= lr * G`` is the Hebbian update ``dW ∝ eps_post f(x_pre)^T``. Times
-    ``scale`` (1/beta when nudging). With ``sel >= 0`` only the connections into, and the biases
-    of, populations with ``depth == sel`` are computed (Z-IL). Frozen entries are zeroed.
+    ``scale`` (1/beta when nudging). Only the connections into, and the biases of, populations
+    with ``grad_at == sel`` are computed (the schedule's timing). Frozen entries are zeroed.
     """
     nb_ = FX.shape[0]
     NV = FX.shape[1]
@@ -743,13 +730,13 @@ def weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, traina
     for c in range(cpre.shape[0]):
         q = cpre[c]
         p = cpost[c]
-        if sel >= 0 and depth[p] != sel:
+        if grad_at[p] != sel:
             continue
         gemm(True, False, sizes[p], sizes[q], nb_, -scale / nb_, EPS[0:, eoff[p]:], NE,
              FX[0:, voff[q]:], NV, 0.0, G[cwoff[c]:], sizes[q])  # fmt: skip
     for p in range(sizes.shape[0]):
         bo = boff[p]
-        if bo >= 0 and (sel < 0 or depth[p] == sel):
+        if bo >= 0 and grad_at[p] == sel:
             eo = eoff[p]
             n = sizes[p]
             g_ = G[bo : bo + n]

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..dynamics.inference import Inference
-from ..dynamics.modes import ModeSetup
 from ..dynamics.optim import Optimizer
 from ..dynamics.plan import Plan
+from ..dynamics.schedule import Schedule
 
 
 @dataclass(frozen=True)
@@ -100,18 +99,15 @@ class Backend(ABC):
     def run(
         self,
         batch: int,
-        clamped: np.ndarray,
-        keep: np.ndarray,
-        cfg: Inference,
+        sched: Schedule,
         seed: int,
-        mode: ModeSetup,
         *,
         learn: Optimizer | None = None,
-        grads: bool = False,
         trace: TraceSpec | None = None,
     ) -> RunOutput:
-        """Inference on the batch in ``values_buffer(batch)`` in the given mode; then, with
-        ``learn``, local gradients and an optimiser step (every inference step in iPC; nothing if
-        inference diverged, and nothing if a step would leave a non-finite parameter: then
-        ``bad_param`` names it); with ``grads``, gradients only; with ``trace``, the recorded steps
-        (gathered inside the loop: no Python call per step)."""
+        """Execute ``sched`` (:mod:`neuropc.dynamics.schedule`: inference, then the gradients and
+        optimiser steps it schedules) on the batch in ``values_buffer(batch)``. ``learn`` is the
+        update rule of the scheduled optimiser steps. Nothing is learned if inference diverged,
+        and nothing if a step would leave a non-finite parameter: then ``bad_param`` names it.
+        ``seed`` seeds the Langevin noise; with ``trace``, the recorded steps (gathered inside the
+        loop: no Python call per step)."""

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..dynamics.inference import Inference
-from ..dynamics.modes import ModeSetup
 from ..dynamics.optim import OPT_NONE, Optimizer
 from ..dynamics.plan import Plan
+from ..dynamics.schedule import EACH_STEP, Schedule
 from . import _numba_kernels as K
 from .base import Backend, RunOutput, TraceSpec
 
@@ -97,54 +96,50 @@ class NumbaBackend(Backend):
     def run(
         self,
         batch: int,
-        clamped: np.ndarray,
-        keep: np.ndarray,
-        cfg: Inference,
+        sched: Schedule,
         seed: int,
-        mode: ModeSetup,
         *,
         learn: Optimizer | None = None,
-        grads: bool = False,
         trace: TraceSpec | None = None,
     ) -> RunOutput:
         X, FX, DFX, BP, MUC, MUV, EPS, OWN = self._buffers(batch)
         pl = self.plan
         sizes, voff, eoff = self._i64
         cpre, cpost, cwoff, boff = self._conn
-        energies = np.zeros((cfg.steps + 1, pl.n_pops), np.float64)
-        leaky = cfg.errors == "leaky"
-        err_rate = cfg.rate if cfg.error_rate is None else cfg.error_rate
-        common = (
-            sizes, voff, eoff, pl.has_err, clamped, keep, pl.act_code, pl.act_param,
-            cpre, cpost, cwoff, boff,
+        energies = np.zeros((sched.steps + 1, pl.n_pops), np.float64)
+        structure = (
+            sizes, voff, eoff, pl.has_err, pl.act_code, pl.act_param, cpre, cpost, cwoff, boff,
+            self.trainable, self._dist,
         )  # fmt: skip
-        loop = (
-            cfg.init == "zero", cfg.steps, float(cfg.rate), float(cfg.temperature),
-            float(cfg.tol), leaky, float(err_rate), int(seed), energies,
+        policy = (
+            sched.clamped, sched.init, sched.frozen, sched.var_pred, sched.is_pre,
+            sched.refresh_act, sched.leaks, sched.backproj, sched.first_bp, sched.receives_bp,
+            sched.grad_at, sched.steps, sched.rate, sched.noise_sd, sched.tol, sched.err_rate,
+            int(seed), energies, sched.grads, sched.zero_grads, sched.opt_when, sched.nudge,
+            sched.nudged, sched.grad_scale,
         )  # fmt: skip
         kind, hp = (learn.kind, learn.hyper()) if learn is not None else (OPT_NONE, np.zeros(6))
         # which state buffers the optimiser changes (and BK keeps): for undo_step
         self._last_state = 2 if kind == 2 else (1 if kind == 1 and hp[1] != 0.0 else 0)
-        # iPC changes the weights during inference: keep a copy to restore if it diverges (the
-        # optimiser steps check themselves: one that would write a non-finite value writes nothing)
+        # steps during inference change the weights: keep a copy to restore if inference
+        # diverges (the optimiser steps check themselves: one that would write a non-finite value
+        # writes nothing)
         saved = (
             (self.P.copy(), self.S1.copy(), self.S2.copy())
-            if mode.code == K.MODE_IPC and learn
+            if sched.opt_when == EACH_STEP and learn
             else None
         )
-        rec = self._trace_buffers(trace, cfg.steps, batch)
+        rec = self._trace_buffers(trace, sched.steps, batch)
         done, bad_t, bad_p, nsteps, bad_param = K.infer(
             X, FX, DFX, BP, MUC, MUV, EPS, OWN, self.P, self.PI, self.G, self.S1, self.S2, self.BK,
-            *common, self.trainable, self._dist, *loop,
-            mode.code, mode.depth, mode.nudge, mode.nudged, bool(grads), kind, hp, self.opt_t,
-            *rec,
+            *structure, *policy, kind, hp, self.opt_t, *rec,
         )  # fmt: skip
         failed = bad_t >= 0 or bad_param >= 0
         if failed and saved is not None:
             self.P[:], self.S1[:], self.S2[:] = saved
             nsteps = 0
         self.opt_t += nsteps
-        out_grads = self.G if (not failed and (grads or learn is not None)) else None
+        out_grads = self.G if (not failed and sched.grads) else None
         traces = rec[5:8] if trace is not None else None
         return RunOutput(
             X, EPS, energies[: done + 1], int(done), int(bad_t), int(bad_p), out_grads, traces,

@@ -13,16 +13,14 @@ import types
 import numpy as np
 import torch
 
-from ..dynamics.inference import Inference
-from ..dynamics.modes import CODES, ModeSetup
 from ..dynamics.optim import OPT_ADAM, OPT_SGD, Optimizer
 from ..dynamics.plan import Plan
+from ..dynamics.schedule import AT_END, EACH_STEP, END, EVERY, FORWARD, ZERO, Schedule
 from ..model.activations import NAMES, get
 from ..model.distributions import by_code, error_own_torch
 from .base import Backend, RunOutput, TraceSpec
 from .torch_trace import TraceBuffers
 
-MODE_FPA, MODE_ZIL, MODE_IPC = CODES["fpa"], CODES["zil"], CODES["ipc"]
 # steps per call of the step function: compiled, a chunk of 5 steps fuses the elementwise work
 # across steps and runs as fast as a whole unrolled 20-step loop (784-128-128-10, CPU) in half
 # the compile time; eager runs the same chunks
@@ -121,69 +119,58 @@ class TorchBackend(Backend):
     def run(
         self,
         batch: int,
-        clamped: np.ndarray,
-        keep: np.ndarray,
-        cfg: Inference,
+        sched: Schedule,
         seed: int,
-        mode: ModeSetup,
         *,
         learn: Optimizer | None = None,
-        grads: bool = False,
         trace: TraceSpec | None = None,
     ) -> RunOutput:
-        """The numba kernel's algorithm (see ``_numba_kernels.infer``) as batched torch ops."""
+        """The schedule's skeleton (:mod:`neuropc.dynamics.schedule`) as batched torch ops."""
         pl = self.plan
         npop = pl.n_pops
         host = torch.from_numpy(self.values_buffer(batch)).to(self.device)
         x = [
             host[:, int(pl.voff[p]) : int(pl.voff[p]) + self.sizes[p]].clone() for p in range(npop)
         ]
-        cl = [bool(v) for v in clamped]
+        cl = [bool(v) for v in sched.clamped]
         has_err = [bool(v) for v in pl.has_err]
-        var_in = [[c for c in self.inc[p] if not cl[pl.cpre[c]]] for p in range(npop)]
-        is_pre = [bool(self.out[p]) for p in range(npop)]
-        fpa, zil, ipc = mode.code == MODE_FPA, mode.code == MODE_ZIL, mode.code == MODE_IPC
-        scale = 1.0 / mode.nudge if mode.nudge != 0.0 else 1.0
-        noise_sd = float(np.sqrt(2.0 * cfg.rate * cfg.temperature))
+        # per population: the connections from free pres, and those recomputed every step
+        free_in = [[c for c in self.inc[p] if sched.backproj[c]] for p in range(npop)]
+        var_in = [free_in[p] if sched.var_pred[p] else [] for p in range(npop)]
+        scale = sched.grad_scale
         gen = None
-        if noise_sd > 0:
+        if sched.noise_sd > 0:
             gen = torch.Generator(device=self.device)
             gen.manual_seed(int(seed))
         # learning changes the parameters: keep a copy to restore if inference or an optimiser
         # step diverges (device buffers reused from batch to batch)
         saved = self._save() if learn is not None else None
+        each_step = sched.opt_when == EACH_STEP and learn is not None
 
         fx: list = [None] * npop
         dfx: list = [None] * npop
         muc: list = [None] * npop
         for p in range(npop):  # initialisation in topological order
-            if not keep[p] and (cfg.init == "zero" or not has_err[p]):
+            if sched.init[p] == ZERO:
                 x[p].zero_()
             if has_err[p]:
                 muc[p] = self._const_prediction(p, fx, cl, batch)
-                if not keep[p] and cfg.init != "zero":
+                if sched.frozen[p]:  # the whole prediction, once (FPA)
+                    muc[p] = self._with_var(muc[p], free_in[p], fx)
+                if sched.init[p] == FORWARD:
                     x[p] = self._with_var(muc[p], var_in[p], fx).clone()
-                elif fpa and var_in[p]:  # freeze the forward prediction
-                    muc[p] = self._with_var(muc[p], var_in[p], fx)
-            if is_pre[p]:
+            if sched.is_pre[p]:
                 fx[p], dfx[p] = self.acts[p].torch_forward(x[p])
-        if fpa:  # predictions frozen at the forward pass
-            for p in range(npop):
-                if has_err[p] and var_in[p]:
-                    if not keep[p]:
-                        muc[p] = x[p].clone()
-                    var_in[p] = []
-        leaky = cfg.errors == "leaky"
-        eps: list = [torch.zeros_like(x[p]) if leaky and has_err[p] else None for p in range(npop)]
-        R = self._relaxation(cl, var_in, mode, cfg)
+        eps: list = [torch.zeros_like(x[p]) if sched.leaks[p] else None for p in range(npop)]
+        R = self._relaxation(sched, var_in)
         W = self.W
-        if zil:
+        if sched.zero_grads:
             self.G.zero_()
+        step_grads = sched.grads and bool(np.any(sched.grad_at >= 0))
+        every_grads = sched.grads and bool(np.any(sched.grad_at == EVERY))
         opt_steps = 0
-        hooks = zil or ipc or cfg.tol > 0  # these act between steps: one step per call
-        rec = (
-            TraceBuffers(self, trace, cfg.steps, noise_sd > 0, mode) if trace is not None else None
-        )
+        hooks = sched.steps_each  # something acts between steps: one step per call
+        rec = TraceBuffers(self, trace, sched) if trace is not None else None
 
         d, eps, e = R.errors(x, fx, muc, eps, W)
         energies = [e[None]]
@@ -192,17 +179,17 @@ class TorchBackend(Backend):
         t = 0
         stop = False  # early stop (tol): the value step just taken was small enough
         while True:
-            if zil:
-                self._weight_grads(fx, eps, batch, scale, [int(v) == t for v in mode.depth])
-            if t == cfg.steps or stop:
+            if step_grads:
+                self._weight_grads(fx, eps, batch, scale, sched.grads_at(t))
+            if t == sched.steps or stop:
                 break
-            k = 1 if hooks else min(cfg.steps - t, COMPILE_CHUNK)
-            noise = [self._draw(R.free, noise_sd, gen, batch, rec, t + i) for i in range(k)]
+            k = 1 if hooks else min(sched.steps - t, COMPILE_CHUNK)
+            noise = [self._draw(R.free, sched.noise_sd, gen, batch, rec, t + i) for i in range(k)]
             if hooks:
                 x, fx1, dfx, eps1, rown = R.relax(x, fx, dfx, d, eps, W, noise[0])
-                if ipc:  # gradients from the state the value step started from
-                    self._weight_grads(fx, eps, batch, scale)
-                if ipc and learn is not None:
+                if every_grads:  # gradients from the state the value step started from
+                    self._weight_grads(fx, eps, batch, scale, sched.grads_at(EVERY))
+                if each_step:
                     opt_steps += 1
                     self._optimizer_step(learn, self.opt_t + opt_steps)
                     for p in range(npop):  # the weights changed: so did the constant predictions
@@ -223,17 +210,17 @@ class TorchBackend(Backend):
                     if (t + 1 + i) % rec.every == 0:
                         rec.gather((t + 1 + i) // rec.every, xs, es)
             t += k
-            stop = cfg.tol > 0 and rown is not None and float(rown.max().sqrt()) < cfg.tol
+            stop = sched.tol > 0 and rown is not None and float(rown.max().sqrt()) < sched.tol
         done = t
 
         if rec is not None:  # after an early stop the remaining rows hold the settled state
             for s_ in range(done // rec.every + 1, rec.n_steps):
                 rec.gather(s_, x, eps)
-        if mode.nudge != 0.0:  # report what a nudged target holds: mu + beta (y - mu), final mu
+        if sched.nudge != 0.0:  # report what a nudged target holds: mu + beta (y - mu), final mu
             for p in range(npop):
-                if mode.nudged[p]:
+                if sched.nudged[p]:
                     mu = self._with_var(muc[p], var_in[p], fx)
-                    x[p] = mu + mode.nudge * (x[p] - mu)
+                    x[p] = mu + sched.nudge * (x[p] - mu)
         # (steps + 1, populations with errors) -> (steps + 1, P), zero where there is no error
         etab = np.zeros((done + 1, npop))
         etab[:, R.err_pops] = (torch.cat(energies).to(torch.float64) * (0.5 / batch)).cpu().numpy()
@@ -243,16 +230,17 @@ class TorchBackend(Backend):
         bad_param = -1
         if bad_t >= 0:
             done = bad_t
-            if ipc and saved is not None:  # a non-finite weight from an iPC step came first
+            if each_step:  # a non-finite weight from a step during inference came first
                 bad_param = self._first_nonfinite()
                 if bad_param >= 0:
                     bad_t = bad_p = -1
-            if saved is not None:  # iPC learned during inference: undo it
+            if saved is not None:  # steps during inference learned: undo them
                 self._restore(saved)
         else:
-            if (learn is not None or grads) and not (ipc or zil):
-                self._weight_grads(fx, eps, batch, scale)
-            if learn is not None and not ipc:
+            if sched.grads and bool(np.any(sched.grad_at == END)):
+                end = sched.grads_at(END)
+                self._weight_grads(fx, eps, batch, scale, None if end.all() else end)
+            if learn is not None and sched.opt_when == AT_END:
                 opt_steps += 1
                 self._optimizer_step(learn, self.opt_t + opt_steps)
             if saved is not None:
@@ -261,7 +249,7 @@ class TorchBackend(Backend):
                     self._restore(saved)
                     opt_steps = 0
             self.opt_t += opt_steps
-            if (learn is not None or grads) and bad_param < 0:
+            if sched.grads and bad_param < 0:
                 out_grads = self.G.detach().to("cpu", torch.float64).numpy()
         values = torch.cat(x, dim=1).cpu().numpy()
         errs = [eps[p] for p in range(npop) if has_err[p]]
@@ -329,19 +317,19 @@ class TorchBackend(Backend):
     def _with_var(self, mu: torch.Tensor, conns, fx: list) -> torch.Tensor:
         return _predict(mu, conns, fx, self.W, self.plan.cpre)
 
-    def _relaxation(self, cl, var_in, mode: ModeSetup, cfg: Inference):
+    def _relaxation(self, sched: Schedule, var_in):
         """The run's :class:`_Relaxation`, one object per static structure, so that the compiled
         chunks it holds (whose guards check its identity) are reused from batch to batch."""
         key = (
-            tuple(cl), tuple(tuple(v) for v in var_in), mode.code, mode.nudge,
-            tuple(bool(v) for v in mode.nudged), cfg.errors, float(cfg.rate),
-            None if cfg.error_rate is None else float(cfg.error_rate), cfg.tol > 0,
+            sched.clamped.tobytes(), sched.var_pred.tobytes(), sched.refresh_act.tobytes(),
+            sched.leaks.tobytes(), sched.nudged.tobytes(), sched.nudge, sched.rate,
+            sched.err_rate, sched.tol > 0,
         )  # fmt: skip
         R = self._relax_cache.get(key)
         if R is None:
             if len(self._relax_cache) >= 16:
                 self._relax_cache.pop(next(iter(self._relax_cache)))
-            R = self._relax_cache[key] = _Relaxation(self, cl, var_in, mode, cfg)
+            R = self._relax_cache[key] = _Relaxation(self, sched, var_in)
         return R
 
     def _draw(self, free, sd: float, gen, batch: int, rec, t: int) -> list | None:
@@ -416,9 +404,10 @@ class _Relaxation:
     with the same code, eagerly or through ``torch.compile`` when the backend was built with
     ``compile``: that is the only difference between the two paths."""
 
-    def __init__(self, be: TorchBackend, cl, var_in, mode: ModeSetup, cfg: Inference):
+    def __init__(self, be: TorchBackend, sched: Schedule, var_in):
         pl = be.plan
         n = pl.n_pops
+        cl = sched.clamped
         self.acts, self.pi = be.acts, be.pi
         self.cpre = [int(q) for q in pl.cpre]
         self.err_pops = [p for p in range(n) if pl.has_err[p]]
@@ -429,16 +418,16 @@ class _Relaxation:
         self.var_in = [tuple(var_in[p]) for p in range(n)]
         # per free population: (post, connection) pairs whose errors it receives
         self.bp_in = [
-            tuple((int(pl.cpost[c]), c) for c in be.out[q]) if not cl[q] else () for q in range(n)
+            tuple((int(pl.cpost[c]), c) for c in be.out[q] if sched.backproj[c]) for q in range(n)
         ]
-        self.is_pre = [bool(be.out[p]) for p in range(n)]
-        self.fpa = mode.code == MODE_FPA
-        self.beta = float(mode.nudge)
-        self.nudged = [self.beta != 0.0 and bool(v) for v in mode.nudged]
-        self.leaky = cfg.errors == "leaky"
-        self.rate = float(cfg.rate)
-        self.err_rate = self.rate if cfg.error_rate is None else float(cfg.error_rate)
-        self.tol = cfg.tol > 0
+        self.refresh = [bool(v) for v in sched.refresh_act]
+        self.beta = float(sched.nudge)
+        self.nudged = [bool(v) for v in sched.nudged]
+        self.leaks = [p for p in range(n) if sched.leaks[p]]
+        self.leaky = bool(self.leaks)
+        self.rate = float(sched.rate)
+        self.err_rate = float(sched.err_rate)
+        self.tol = sched.tol > 0
         self.compile = be.compile
         self.cudagraphs = be.device.type == "cuda" and _uses_cudagraphs(be.compile)
         self._chunks: dict[tuple[int, bool], object] = {}
@@ -494,11 +483,11 @@ class _Relaxation:
                 x[p] = x[p].add(g, alpha=-self.rate)
             if xi is not None:
                 x[p] = x[p] + xi[p]
-            if self.is_pre[p] and not self.fpa:
+            if self.refresh[p]:
                 fx[p], dfx[p] = self.acts[p].torch_forward(x[p])
         if self.leaky:
             eps = list(eps)
-            for p in self.err_pops:
+            for p in self.leaks:
                 pi_e = eps[p] if self.pi[p] is None else eps[p] / self.pi[p]
                 eps[p] = eps[p] + self.err_rate * (d[p] - pi_e)
         return x, fx, dfx, eps, rown

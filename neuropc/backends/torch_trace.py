@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..dynamics.modes import ModeSetup
+from ..dynamics.schedule import Schedule
 from .base import TraceSpec
 
 if TYPE_CHECKING:
@@ -19,17 +19,16 @@ class TraceBuffers:
     """Device-side trace buffers of one batch: each recorded step is a few index ops, no host
     transfer; the traces are copied to the host once, after the loop."""
 
-    def __init__(
-        self, be: TorchBackend, trace: TraceSpec, steps: int, noise: bool, mode: ModeSetup
-    ) -> None:
+    def __init__(self, be: TorchBackend, trace: TraceSpec, sched: Schedule) -> None:
         pl, dev = be.plan, be.device
         # a nudged target holds y in x but reports mu + beta (y - mu) = y - (1 - beta) d / beta
         # (as State does), with d = eps / Pi: the factor (1 - beta) / (beta Pi) per population
-        beta = float(mode.nudge)
+        beta = float(sched.nudge)
+        steps, noise = sched.steps, sched.noise_sd > 0
         self.nudged = {
             p: (1.0 - beta) / beta if be.pi[p] is None else (1.0 - beta) / (beta * be.pi[p])
             for p in range(len(pl.sizes))
-            if beta != 0.0 and bool(mode.nudged[p])
+            if beta != 0.0 and bool(sched.nudged[p])
         }
         self.every = int(trace.every)
         self.n_steps = trace.n_steps(steps)

@@ -1,0 +1,160 @@
+"""The inference policy of one run, decided once for every backend.
+
+:func:`build` turns an :class:`~neuropc.dynamics.inference.Inference`, the plan and the run's
+clamps into a :class:`Schedule`: plain arrays that say, per population and per connection, what
+happens when. The backends execute a schedule; they do not look at the mode, the init rule or the
+optimiser's timing themselves. Every backend walks the same skeleton::
+
+    init:   for p in topological order:
+                x_p <- 0                               if init[p] == ZERO
+                mu_p <- b_p + sum_{c: clamped pre} f(x_pre) W_c^T        (constant part)
+                mu_p <- mu_p + sum_{c: free pre} f(x_pre) W_c^T          if frozen[p]
+                x_p <- mu_p (+ variable part unless frozen)              if init[p] == FORWARD
+                f(x_p), f'(x_p)                                          if is_pre[p]
+            G <- 0                                                       if zero_grads
+    for t = 0 .. steps:
+        errors and energies of state t; the variable part of mu_p where var_pred[p]
+        gradients of the connections into, and biases of, p where grad_at[p] == t
+        (record state t; stop after t == steps or an early stop)
+        back-projections eps_post W_c to the free pre of every connection with backproj[c]
+        gradients where grad_at[p] == EVERY
+        value step of every free population (noise noise_sd); leaky error step where leaks[p];
+        f(x_p), f'(x_p) again where refresh_act[p]
+        optimiser step if opt_when == EACH_STEP (then the constant parts of mu again)
+        early stop test (tol)
+    nudged targets report mu + beta (y - mu); gradients where grad_at[p] == END (if grads);
+    optimiser step if opt_when == AT_END
+
+The modes are nothing but schedules: FPA freezes every free population's prediction at the
+forward pass and never refreshes ``f``; Z-IL sets ``grad_at`` to the distance to the targets; iPC
+sets ``grad_at = EVERY`` and ``opt_when = EACH_STEP``. Their conditions are in :mod:`.modes`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import modes as _modes
+from .inference import Inference
+from .plan import Plan
+
+KEEP, ZERO, FORWARD = 0, 1, 2  # init[p]
+END, EVERY = -1, -2  # grad_at[p]: after inference, or at every step (else: that step)
+NEVER, AT_END, EACH_STEP = 0, 1, 2  # opt_when: when the optimiser steps
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """What one run does, as data (see the module docstring for the skeleton that executes it)."""
+
+    mode: str
+    steps: int
+    rate: float
+    tol: float
+    noise_sd: float  # sqrt(2 rate temperature): the Langevin noise per free unit and step
+    leaky: bool
+    err_rate: float
+    clamped: np.ndarray  # (P,) bool: values that never step
+    init: np.ndarray  # (P,) int64: KEEP, ZERO or FORWARD
+    frozen: np.ndarray  # (P,) bool: the whole prediction is computed once, at init (FPA)
+    var_pred: np.ndarray  # (P,) bool: the prediction has a part from free pres, recomputed per step
+    is_pre: np.ndarray  # (P,) bool: f(x_p) feeds a prediction
+    refresh_act: np.ndarray  # (P,) bool: f(x_p), f'(x_p) recomputed after each value step
+    leaks: np.ndarray  # (P,) bool: a leaky error population that integrates (errors='leaky')
+    backproj: np.ndarray  # (C,) bool: the connection carries its post's errors back to its pre
+    first_bp: np.ndarray  # (C,) bool: the first such connection into its pre (it overwrites)
+    receives_bp: np.ndarray  # (P,) bool
+    grad_at: np.ndarray  # (P,) int64: when the connections into p and its bias take gradients
+    grads: bool  # whether gradients are computed at all
+    zero_grads: bool  # gradients are gathered step by step (Z-IL): start from zero
+    opt_when: int  # NEVER, AT_END or EACH_STEP
+    nudge: float  # beta, 0 when nothing is nudged
+    nudged: np.ndarray  # (P,) bool
+    grad_scale: float  # 1 / beta when nudging, else 1
+
+    @property
+    def steps_each(self) -> bool:
+        """Whether something acts between steps (gradients, optimiser steps or an early-stop
+        test), so that a backend cannot fuse several steps into one call."""
+        return bool(
+            self.tol > 0
+            or self.opt_when == EACH_STEP
+            or (self.grads and bool(np.any(self.grad_at != END)))
+        )
+
+    def grads_at(self, when: int) -> np.ndarray:
+        """(P,) bool: the populations whose incoming connections and bias take gradients at
+        ``when`` (a step, ``END`` or ``EVERY``)."""
+        return self.grad_at == when
+
+
+def build(
+    plan: Plan,
+    clamped: np.ndarray,
+    keep: np.ndarray,
+    cfg: Inference,
+    *,
+    learning: bool = False,
+    grads: bool = False,
+) -> Schedule:
+    """The schedule of one run: ``clamped`` populations never step, ``keep`` ones (clamped, or
+    given values) keep the values written into the backend's buffer; ``learning`` adds an
+    optimiser step, ``grads`` asks for the gradients without one. Validates ``cfg`` against the
+    plan (:func:`.modes.setup`)."""
+    ms = _modes.setup(plan, clamped, cfg, learning=learning)
+    n = plan.n_pops
+    clamped = np.asarray(clamped, np.bool_)
+    has_err = np.asarray(plan.has_err, np.bool_)
+    is_pre = np.zeros(n, np.bool_)
+    var_in = np.zeros(n, np.bool_)
+    backproj = np.zeros(len(plan.cpre), np.bool_)
+    first_bp = np.zeros(len(plan.cpre), np.bool_)
+    receives = np.zeros(n, np.bool_)
+    for c, (q, p) in enumerate(zip(plan.cpre, plan.cpost)):
+        is_pre[q] = True
+        if not clamped[q]:
+            var_in[p] = True
+            backproj[c] = True
+            first_bp[c] = not receives[q]
+            receives[q] = True
+    fpa = cfg.mode == "fpa"
+    frozen = has_err & var_in & fpa
+    init = np.where(
+        np.asarray(keep, np.bool_),
+        KEEP,
+        np.where((cfg.init == "zero") | ~has_err, ZERO, FORWARD),
+    ).astype(np.int64)
+    if cfg.mode == "zil":
+        grad_at = np.asarray(ms.depth, np.int64).copy()
+    else:
+        grad_at = np.full(n, EVERY if cfg.mode == "ipc" else END, np.int64)
+    want = bool(learning or grads)
+    opt_when = NEVER if not learning else EACH_STEP if cfg.mode == "ipc" else AT_END
+    return Schedule(
+        mode=cfg.mode,
+        steps=int(cfg.steps),
+        rate=float(cfg.rate),
+        tol=float(cfg.tol),
+        noise_sd=float(np.sqrt(2.0 * cfg.rate * cfg.temperature)),
+        leaky=cfg.errors == "leaky",
+        err_rate=float(cfg.rate if cfg.error_rate is None else cfg.error_rate),
+        clamped=clamped.copy(),
+        init=init,
+        frozen=frozen,
+        var_pred=has_err & var_in & ~frozen,
+        is_pre=is_pre,
+        refresh_act=is_pre & ~clamped & (not fpa),
+        leaks=has_err & (cfg.errors == "leaky"),
+        backproj=backproj,
+        first_bp=first_bp,
+        receives_bp=receives,
+        grad_at=grad_at,
+        grads=want,
+        zero_grads=want and cfg.mode == "zil",
+        opt_when=opt_when,
+        nudge=float(ms.nudge),
+        nudged=np.asarray(ms.nudged, np.bool_) & (ms.nudge != 0.0),
+        grad_scale=1.0 / ms.nudge if ms.nudge != 0.0 else 1.0,
+    )
