@@ -482,9 +482,8 @@ class Simulator:
         for name, st in self._precisions.items():
             if not st.learned:
                 continue
-            eps = np.asarray(out.errors[:, self.plan.error_slice(name)], np.float64)
-            d = eps @ np.linalg.inv(st.pi) if st.spec.kind == "full" else eps / st.per_unit()
-            proposal = st.update(d)
+            eps = out.errors[:, self.plan.error_slice(name)]
+            proposal = st.update(st.prediction_errors(eps, out.fast_precision.get(st.index)))
             try:
                 _precision.check_value(st, proposal["pi"], "learning:")
             except ValueError:
@@ -501,7 +500,8 @@ class Simulator:
         that would have made a parameter non-finite (the backend left it unapplied). Adds the
         ``-1/2 log det Pi`` of Precision parameters to the reported energies."""
         for st in self._precisions.values():
-            out.energies[:, st.index] -= 0.5 * st.logdet()
+            if st.spec.timescale == "slow":  # (the kernels add a fast precision's, per step)
+                out.energies[:, st.index] -= 0.5 * st.logdet()
         if out.bad_step >= 0:
             raise DivergenceError(out.bad_step, self.plan.names[out.bad_pop], phase)
         if out.bad_param >= 0:

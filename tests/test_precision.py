@@ -254,7 +254,8 @@ def test_bad_precision_settings_are_refused() -> None:
         ({"decay": 0.0}, r"Precision.decay must be a finite number > 0 and < 1"),
         ({"clip": (2.0, 1.0)}, r"Precision.clip must satisfy 0 < lo < hi"),
         ({"clip": (0.0, 1.0)}, r"Precision.clip\[0\] must be a finite number > 0"),
-        ({"timescale": "fast"}, "timescale='fast' .* is not available yet"),
+        ({"timescale": "fast"}, "timescale='fast' .* needs learn='gradient' or 'ema'"),
+        ({"timescale": "quick"}, "Precision.timescale must be 'slow' or 'fast'"),
         ({"lr": -1}, "Precision.lr must be a finite number >= 0"),
     ]:
         with pytest.raises(ValueError, match=match):

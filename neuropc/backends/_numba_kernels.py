@@ -24,6 +24,7 @@ import numpy as np
 from numba import types
 from numba.extending import get_cython_function_address, overload
 
+from ..dynamics import precision as _precision  # the precision rules, compiled here as well
 from ..dynamics import schedule as _sched  # the codes of a run's schedule
 from ..dynamics.optim import OPT_NONE  # optimiser codes are defined in neuropc.dynamics.optim
 
@@ -486,6 +487,31 @@ def _gather_nudged(X, MUC, MUV, has_var, rows, cols, OUT, s, voff, eoff, sizes, 
 # ---------------------------------------------------------------------------------------------
 
 
+_rule_step = nb.njit(inline="always", **_JIT)(_precision.rule_step)
+_rule_start = nb.njit(inline="always", **_JIT)(_precision.rule_start)
+
+
+@nb.njit(**_JIT)
+def _fast_precision(EPS, PI, SF, eo, n, rule, hp):
+    """One step of a fast precision's rule (neuropc.dynamics.precision.rule_step) on the errors
+    of the current state: ``<d^2>`` per unit with ``d = eps / Pi`` (its mean over units when
+    ``hp[5] > 1``, a scalar precision), then ``Pi`` (and the EMA's ``S``) in place."""
+    nb_ = EPS.shape[0]
+    pi = PI[eo : eo + n].astype(np.float64)
+    second = np.zeros(n)
+    for b in range(nb_):
+        for j in range(n):
+            d = EPS[b, eo + j] / pi[j]
+            second[j] += d * d
+    second /= nb_
+    if hp[5] > 1.0:
+        second[:] = np.mean(second)
+    new, cov = _rule_step(pi, SF[eo : eo + n], second, rule == 2, hp[0], hp[1], hp[2], hp[3],
+                          hp[4], hp[5])  # fmt: skip
+    PI[eo : eo + n] = new
+    SF[eo : eo + n] = cov
+
+
 INIT_ZERO, INIT_FORWARD = _sched.ZERO, _sched.FORWARD
 GRAD_END, GRAD_EVERY = _sched.END, _sched.EVERY
 OPT_NEVER, OPT_END, OPT_EVERY = _sched.NEVER, _sched.AT_END, _sched.EACH_STEP
@@ -526,7 +552,7 @@ def infer(
     sizes, voff, eoff, has_err, act_code, act_param, cpre, cpost, cwoff, boff, trainable, dist,
     clamped, init, frozen, var_pred, is_pre, refresh_act, leaks, backproj, first_bp, receives_bp,
     grad_at, T, rate, noise_sd, tol, err_rate, seed, energies, want_grads, zero_grads, opt_when,
-    nudge, nudged, grad_scale, opt_kind, hp, opt_t,
+    nudge, nudged, grad_scale, fast_rule, fast_hp, SF, opt_kind, hp, opt_t,
     rec_every, rec_rows, rec_vcols, rec_ecols, rec_ncols, VT, ET, NT, NZ,
 ):  # fmt: skip
     """Execute one run's schedule (:mod:`neuropc.dynamics.schedule`, whose docstring gives the
@@ -559,6 +585,10 @@ def infer(
     nconn = cpre.shape[0]
     if noise_sd > 0.0:
         np.random.seed(seed)
+    for p in range(npop):  # a fast precision's rule starts from the slow value
+        if fast_rule[p] == 2:
+            eo = eoff[p]
+            SF[eo : eo + sizes[p]] = _rule_start(PI[eo : eo + sizes[p]], fast_hp[p, 2])
 
     # ---- initialisation, in topological order -------------------------------------------
     for p in range(npop):
@@ -622,6 +652,8 @@ def infer(
                     beta = nudge if nudged[p] else 1.0
                     e = _errors_block(X, MUC, MUV, EPS, PI, voff[p], eoff[p], sizes[p],
                                       var_pred[p], not leaks[p], beta)  # fmt: skip
+                if fast_rule[p] != 0:  # the normaliser of a precision that changes per step
+                    e -= 0.5 * np.sum(np.log(PI[eoff[p] : eoff[p] + sizes[p]]))
                 energies[t, p] = e
                 if not np.isfinite(e):
                     return t, t, p, steps_taken, -1
@@ -637,6 +669,9 @@ def infer(
         if t == T or stop_next:
             done = t
             break
+        for p in range(npop):
+            if fast_rule[p] != 0:
+                _fast_precision(EPS, PI, SF, eoff[p], sizes[p], fast_rule[p], fast_hp[p])
         # back-projections of the errors to free presynaptic populations
         for c in range(nconn):
             if backproj[c]:

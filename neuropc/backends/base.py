@@ -9,7 +9,7 @@ column layout of :class:`~neuropc.dynamics.plan.Plan`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -51,6 +51,9 @@ class RunOutput:
     # -1, or the first flat parameter an optimiser step made non-finite: that step (every step of
     # the batch, in iPC) was undone, so parameters and optimiser state are as before the batch
     bad_param: int = -1
+    # population index -> the per-unit precision a fast precision ended the run with (the one in
+    # the final errors); the slow values are the backend's set_precision ones
+    fast_precision: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 class Backend(ABC):

@@ -29,6 +29,11 @@ class NumbaBackend(Backend):
         # the optimiser step's copy of the old parameters and state, to undo a non-finite step
         self.BK = np.zeros((3, plan.n_params), dt)
         self.PI = plan.precision.astype(dt)
+        # the slow (parameter) precision, from which every run's fast precisions start, and the
+        # fast EMA rule's running covariance
+        self.PI_slow = self.PI.copy()
+        self.SF = np.zeros(plan.n_error)
+        self._fast = np.flatnonzero(plan.prec_fast)
         self.trainable = plan.trainable.astype(dt)
         self.opt_t = 0
         self._bufs: dict[int, tuple[np.ndarray, ...]] = {}
@@ -57,6 +62,7 @@ class NumbaBackend(Backend):
     def set_precision(self, p: int, value: np.ndarray) -> None:
         eo, n = int(self.plan.eoff[p]), int(self.plan.sizes[p])
         self.PI[eo : eo + n] = value
+        self.PI_slow[eo : eo + n] = value
 
     def undo_step(self) -> None:
         # the last optimiser step kept the old values of what it changed in BK
@@ -116,8 +122,10 @@ class NumbaBackend(Backend):
             sched.refresh_act, sched.leaks, sched.backproj, sched.first_bp, sched.receives_bp,
             sched.grad_at, sched.steps, sched.rate, sched.noise_sd, sched.tol, sched.err_rate,
             int(seed), energies, sched.grads, sched.zero_grads, sched.opt_when, sched.nudge,
-            sched.nudged, sched.grad_scale,
+            sched.nudged, sched.grad_scale, sched.fast_rule, pl.prec_hp, self.SF,
         )  # fmt: skip
+        if len(self._fast):
+            self.PI[:] = self.PI_slow
         kind, hp = (learn.kind, learn.hyper()) if learn is not None else (OPT_NONE, np.zeros(6))
         # which state buffers the optimiser changes (and BK keeps): for undo_step
         self._last_state = 2 if kind == 2 else (1 if kind == 1 and hp[1] != 0.0 else 0)
@@ -141,9 +149,10 @@ class NumbaBackend(Backend):
         self.opt_t += nsteps
         out_grads = self.G if (not failed and sched.grads) else None
         traces = rec[5:8] if trace is not None else None
+        fast = {int(p): self.PI[pl.error_slice(pl.names[p])].astype(np.float64) for p in self._fast}
         return RunOutput(
             X, EPS, energies[: done + 1], int(done), int(bad_t), int(bad_p), out_grads, traces,
-            bad_param=int(bad_param),
+            bad_param=int(bad_param), fast_precision=fast,
         )  # fmt: skip
 
     def _trace_buffers(self, trace: TraceSpec | None, steps: int, batch: int) -> tuple:

@@ -91,6 +91,11 @@ def setup(plan: Plan, clamped: np.ndarray, cfg: Inference, *, learning: bool = F
         depth = depths(plan, clamped)
         for i, name in enumerate(plan.names):
             if plan.has_err[i] and not clamped[i]:
+                if plan.prec_rule[i]:
+                    raise ValueError(
+                        f"mode 'zil' needs unit precision on free populations; population "
+                        f"{name!r} learns its precision"
+                    )
                 sl = plan.error_slice(name)
                 if not np.all(plan.precision[sl] == 1.0):
                     raise ValueError(
@@ -119,6 +124,11 @@ def _check_distributions(plan: Plan, cfg: Inference) -> None:
         if cfg.errors == "leaky" and int(plan.prec_kind[i]) == 3:
             raise ValueError(
                 f"errors='leaky' needs a diagonal precision; population {name!r} has a full one"
+            )
+        if cfg.errors == "leaky" and plan.prec_fast[i]:
+            raise ValueError(
+                f"errors='leaky' does not combine with a fast precision; population {name!r} "
+                "re-estimates its precision during inference"
             )
         if not plan.has_err[i] or int(plan.dist[i]) == 0:
             continue

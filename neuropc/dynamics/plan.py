@@ -41,6 +41,12 @@ class Plan:
     # (P,) int64: 0 a fixed precision (a number or per unit), else a Precision parameter of kind
     # 1 scalar, 2 diag, 3 full (neuropc.dynamics.precision keeps its value)
     prec_kind: np.ndarray
+    # (P,) int64: a Precision's rule, 0 none, 1 "gradient", 2 "ema"; (P,) bool: its timescale is
+    # "fast" (re-estimated at every inference step); (P, 6) float64: the rule's options
+    # (Precision.rule_options)
+    prec_rule: np.ndarray
+    prec_fast: np.ndarray
+    prec_hp: np.ndarray
     trainable: np.ndarray  # (n_params,) float64, 1 where learnable else 0
     roles: tuple[str, ...]
     extra_clamps: dict[str, frozenset[str]]  # snapshot of Network.clamp() calls
@@ -194,6 +200,7 @@ def lower(net: Network) -> Plan:
         precision=np.ascontiguousarray(precision, dtype=np.float64),
         dist=np.array([p.distribution.code for p in pops], dtype=np.int64),
         prec_kind=np.array([_prec_kind(p) for p in pops], dtype=np.int64),
+        **_prec_rules(pops),
         trainable=np.concatenate(trainable) if trainable else np.zeros(0),
         roles=tuple(p.role for p in pops),
         extra_clamps={ph: frozenset(v) for ph, v in net._clamps.items()},
@@ -205,3 +212,16 @@ def _prec_kind(pop) -> int:
     if isinstance(prec, Precision):
         return 1 + ("scalar", "diag", "full").index(prec.kind)
     return 0
+
+
+def _prec_rules(pops) -> dict[str, np.ndarray]:
+    rule = np.zeros(len(pops), np.int64)
+    fast = np.zeros(len(pops), np.bool_)
+    hp = np.zeros((len(pops), 6), np.float64)
+    for i, pop in enumerate(pops):
+        prec = getattr(pop.distribution, "precision", None)
+        if isinstance(prec, Precision) and prec.learn is not None:
+            rule[i] = 1 + ("gradient", "ema").index(prec.learn)
+            fast[i] = prec.timescale == "fast"
+            hp[i] = prec.rule_options(pop.size)
+    return {"prec_rule": rule, "prec_fast": fast, "prec_hp": hp}

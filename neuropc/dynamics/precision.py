@@ -63,7 +63,18 @@ class PrecisionState:
         self.pi = np.array(value, dtype=np.float64)
         if self.spec.kind == "full":
             self.chol = np.linalg.cholesky(self.pi)
-        self.cov = _inverse(self.pi, self.spec.kind) - self.spec.damping * _eye_like(self.pi)
+        if self.spec.kind == "full":
+            self.cov = np.linalg.inv(self.pi) - self.spec.damping * np.eye(self.n)
+        else:
+            self.cov = rule_start(self.pi, self.spec.damping)
+
+    def prediction_errors(self, eps: np.ndarray, fast: np.ndarray | None = None) -> np.ndarray:
+        """``d = Pi^-1 eps``: the prediction errors behind a run's errors ``eps`` ``(B, n)``,
+        weighted by the slow ``Pi`` or, for a fast precision, by the one the run ended with."""
+        eps = np.asarray(eps, np.float64)
+        if self.spec.kind == "full":
+            return eps @ np.linalg.inv(self.pi)
+        return eps / (self.per_unit() if fast is None else fast)
 
     def update(self, d: np.ndarray) -> dict[str, np.ndarray]:
         """The rule's proposed new state after a batch with settled prediction errors ``d``
@@ -73,21 +84,44 @@ class PrecisionState:
         second = d.T @ d / b if kind == "full" else np.mean(d * d, axis=0)
         if kind == "scalar":
             second = np.mean(second)
+        if kind != "full":
+            pi, cov = rule_step(
+                self.pi, self.cov, second, p.learn == "ema", *p.rule_options(self.n)
+            )
+            return {"pi": pi, "cov": cov} if p.learn == "ema" else {"pi": pi}
         if p.learn == "ema":
             cov = (1.0 - p.decay) * self.cov + p.decay * second
-            return {"pi": _inverse(cov + p.damping * _eye_like(cov), kind), "cov": cov}
-        grad = 0.5 * (second - _inverse(self.pi, kind))
-        if kind == "scalar":
-            grad = self.n * grad  # d/dpi of n terms
-        if kind == "full":
-            chol = self.chol - p.lr * 2.0 * grad @ self.chol
-            return {"pi": chol @ chol.T, "chol": chol}
-        return {"pi": np.clip(self.pi - p.lr * grad, *p.clip)}
+            return {"pi": np.linalg.inv(cov + p.damping * np.eye(self.n)), "cov": cov}
+        grad = 0.5 * (second - np.linalg.inv(self.pi))
+        chol = self.chol - p.lr * 2.0 * grad @ self.chol
+        return {"pi": chol @ chol.T, "chol": chol}
 
     def commit(self, proposal: dict[str, np.ndarray]) -> None:
         """Keep a proposal of :meth:`update`: ``Pi`` and the rule's state advance together."""
         for k, v in proposal.items():
             setattr(self, k, v)
+
+
+def rule_step(pi, cov, second, ema: bool, lr, decay, damping, lo, hi, scale):
+    """One step of a scalar or diagonal precision rule, elementwise on numpy arrays, inside the
+    numba kernels (compiled from this same function) or on torch tensors::
+
+        ema:       S <- (1 - decay) S + decay <d^2>,    Pi = 1 / (S + damping)
+        gradient:  Pi <- clip(Pi - lr scale 1/2 (<d^2> - 1/Pi), lo, hi)
+
+    ``second`` is ``<d^2>`` per unit (its mean over units for a scalar precision), ``scale`` is
+    ``n`` for a scalar precision (``dF/dpi`` sums the terms of its ``n`` units), else 1. Returns
+    ``(Pi, S)`` (``S`` unchanged by the gradient rule). The slow timescale takes it once per
+    learning batch, the fast one at every inference step."""
+    if ema:
+        cov = (1.0 - decay) * cov + decay * second
+        return 1.0 / (cov + damping), cov
+    return (pi - lr * (scale * (0.5 * (second - 1.0 / pi)))).clip(lo, hi), cov
+
+
+def rule_start(pi, damping):
+    """The EMA rule's running covariance that gives ``Pi``: ``S = Pi^-1 - damping``."""
+    return 1.0 / pi - damping
 
 
 def states(net: Network, plan: Plan) -> dict[str, PrecisionState]:
@@ -122,11 +156,3 @@ def check_value(st: PrecisionState, value: object, where: str) -> np.ndarray:
     elif np.any(a <= 0):
         raise ValueError(f"{where} population {st.name!r}: precision must be > 0; got {a!r}")
     return a
-
-
-def _inverse(a: np.ndarray, kind: str) -> np.ndarray:
-    return np.linalg.inv(a) if kind == "full" else 1.0 / a
-
-
-def _eye_like(a: np.ndarray) -> np.ndarray | float:
-    return np.eye(a.shape[0]) if np.ndim(a) == 2 else 1.0

@@ -5,7 +5,8 @@ clamps into a :class:`Schedule`: plain arrays that say, per population and per c
 happens when. The backends execute a schedule; they do not look at the mode, the init rule or the
 optimiser's timing themselves. Every backend walks the same skeleton::
 
-    init:   for p in topological order:
+    init:   a fast precision starts from the slow (parameter) value
+            for p in topological order:
                 x_p <- 0                               if init[p] == ZERO
                 mu_p <- b_p + sum_{c: clamped pre} f(x_pre) W_c^T        (constant part)
                 mu_p <- mu_p + sum_{c: free pre} f(x_pre) W_c^T          if frozen[p]
@@ -14,8 +15,10 @@ optimiser's timing themselves. Every backend walks the same skeleton::
             G <- 0                                                       if zero_grads
     for t = 0 .. steps:
         errors and energies of state t; the variable part of mu_p where var_pred[p]
+        (a fast precision's energy includes its -1/2 log det Pi)
         gradients of the connections into, and biases of, p where grad_at[p] == t
         (record state t; stop after t == steps or an early stop)
+        a fast precision's rule takes one step on the errors of state t where fast_rule[p]
         back-projections eps_post W_c to the free pre of every connection with backproj[c]
         gradients where grad_at[p] == EVERY
         value step of every free population (noise noise_sd); leaky error step where leaks[p];
@@ -73,14 +76,18 @@ class Schedule:
     nudge: float  # beta, 0 when nothing is nudged
     nudged: np.ndarray  # (P,) bool
     grad_scale: float  # 1 / beta when nudging, else 1
+    # (P,) int64: a fast precision's rule (0 none, 1 gradient, 2 ema), stepped on the errors of
+    # every state that another value step follows (neuropc.dynamics.precision.rule_step)
+    fast_rule: np.ndarray
 
     @property
     def steps_each(self) -> bool:
-        """Whether something acts between steps (gradients, optimiser steps or an early-stop
-        test), so that a backend cannot fuse several steps into one call."""
+        """Whether something acts between steps (gradients, optimiser steps, a fast precision's
+        rule or an early-stop test), so that a backend cannot fuse several steps into one call."""
         return bool(
             self.tol > 0
             or self.opt_when == EACH_STEP
+            or bool(self.fast_rule.any())
             or (self.grads and bool(np.any(self.grad_at != END)))
         )
 
@@ -157,4 +164,5 @@ def build(
         nudge=float(ms.nudge),
         nudged=np.asarray(ms.nudged, np.bool_) & (ms.nudge != 0.0),
         grad_scale=1.0 / ms.nudge if ms.nudge != 0.0 else 1.0,
+        fast_rule=np.where(plan.prec_fast, plan.prec_rule, 0).astype(np.int64),
     )

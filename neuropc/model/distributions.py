@@ -85,8 +85,16 @@ class Precision:
     * ``"ema"``: ``S <- (1 - decay) S + decay <d d^T>`` (its diagonal or mean for diag / scalar)
       and ``Pi = (S + damping I)^-1``: the inverse of a running error covariance.
 
-    ``timescale="fast"`` (re-estimating ``Pi`` within a batch, during inference) is not available
-    yet and is refused.
+    ``timescale``: ``"slow"`` (the default) learns ``Pi`` across batches as above. ``"fast"``
+    also re-estimates it within every batch, during inference (the fast precision of Ofner's
+    generalised-PC code, used for inference, beside the slow one used for learning): each batch
+    starts from the slow ``Pi``, and after the errors of every inference step the same rule takes
+    one step on that step's batch errors (``<d^2>`` of the current state); the next step's
+    errors, the value updates, the energy (with its ``-1/2 log det Pi``) and, at the end, the
+    weight gradients use the re-estimated ``Pi``. After a learning batch the slow ``Pi`` takes
+    its usual step from the settled errors ``d = x - mu``; ``sim.precision(name)`` and
+    ``"pop:precision"`` are the slow one. ``"fast"`` needs a rule (``learn``) and is available
+    for scalar and diagonal precisions.
     """
 
     kind: str = "diag"
@@ -97,6 +105,14 @@ class Precision:
     damping: float = 0.0
     clip: tuple[float, float] = (1e-6, 1e6)
     timescale: str = "slow"
+
+    def rule_options(self, n: int) -> tuple[float, ...]:
+        """``(lr, decay, damping, lo, hi, scale)``: the trailing arguments of
+        :func:`neuropc.dynamics.precision.rule_step` on ``n`` units (``scale = n`` for a scalar
+        precision, else 1)."""
+        lo, hi = self.clip
+        scale = n if self.kind == "scalar" else 1
+        return (float(self.lr), float(self.decay), float(self.damping), lo, hi, float(scale))
 
     def __post_init__(self) -> None:
         from .. import validation as _v
@@ -113,10 +129,11 @@ class Precision:
             raise ValueError(
                 f"Precision.timescale must be 'slow' or 'fast'; got {self.timescale!r}"
             )
-        if self.timescale == "fast":
+        if self.timescale == "fast" and (self.learn is None or self.kind == "full"):
             raise ValueError(
-                "Precision.timescale='fast' (re-estimating Pi during inference) is not available "
-                "yet; use timescale='slow'"
+                "Precision.timescale='fast' re-estimates Pi during inference with its rule: it "
+                "needs learn='gradient' or 'ema' and kind 'scalar' or 'diag'; got "
+                f"learn={self.learn!r}, kind={self.kind!r}"
             )
         _v.number(self.lr, "Precision.lr", low=0.0)
         _v.number(self.decay, "Precision.decay", low=0.0, high=1.0, low_open=True, high_open=True)
