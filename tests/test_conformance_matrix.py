@@ -1,7 +1,9 @@
 """Backend conformance over every mode, distribution and optimiser, taken pairwise.
 
 The factors below (inference mode, output distribution, hidden distribution, optimiser, frozen
-parameters) have 8 * 6 * 4 * 6 * 2 = 2304 combinations. A covering array holds every *pair* of
+parameters) have 8 * 8 * 6 * 6 * 2 = 4608 combinations; the Gaussian levels include a fixed
+non-unit precision and precision parameters learned across batches (diagonal, gradient rule) and
+re-estimated at every step (scalar, EMA, ``timescale="fast"``). A covering array holds every *pair* of
 levels of two factors in at least one case (``test_covering_array_holds_every_valid_pair``); each
 case runs on every backend against the numba reference in float64, on the network
 ``input(5) -> hidden(4, tanh) -> output(3)`` plus the skip ``input -> output``:
@@ -45,13 +47,23 @@ FROZEN_W, FROZEN_B = "input->output", "hidden:bias"
 # ---- the factors and their levels -------------------------------------------------------------
 FACTORS: dict[str, tuple[str, ...]] = {
     "mode": ("strict", "fpa", "zil", "ipc", "nudge", "leaky", "langevin", "langevin-ipc"),
-    "output": ("gauss", "gauss-prec", "bern-F", "bern-KL", "cat-F", "cat-KL"),
-    "hidden": ("gauss", "gauss-prec", "bern-KL", "cat-F"),
+    "output": (
+        "gauss",
+        "gauss-prec",
+        "gauss-learn",
+        "gauss-fast",
+        "bern-F",
+        "bern-KL",
+        "cat-F",
+        "cat-KL",
+    ),
+    "hidden": ("gauss", "gauss-prec", "gauss-learn", "gauss-fast", "bern-KL", "cat-F"),
     "optimizer": ("sgd", "momentum", "nesterov", "adam", "adamw", "sgd-wd"),
     "frozen": ("trainable", "frozen"),
 }
 NAMES = tuple(FACTORS)
-GAUSSIAN_LEVELS = ("gauss", "gauss-prec")
+GAUSSIAN_LEVELS = ("gauss", "gauss-prec", "gauss-learn", "gauss-fast")
+LEARNED = ("gauss-learn", "gauss-fast")  # precision parameters with a rule
 NOISY = ("langevin", "langevin-ipc")
 
 INFERENCE = {
@@ -78,6 +90,9 @@ OPTIMIZERS = {
 DISTRIBUTIONS = {
     "gauss": npc.Gaussian(),
     "gauss-prec": None,  # a Gaussian with a non-unit precision (see PRECISION)
+    # precision parameters (from PRECISION) learned across batches, and re-estimated per step
+    "gauss-learn": None,
+    "gauss-fast": None,
     "bern-F": npc.Bernoulli("F"),
     "bern-KL": npc.Bernoulli("KL"),
     "cat-F": npc.Categorical("F"),
@@ -91,8 +106,11 @@ def valid(case: dict[str, str]) -> bool:
 
     * Z-IL, nudging and leaky error neurons are defined for Gaussian populations only
       (``_check_distributions``): with them, output and hidden must be Gaussian;
-    * Z-IL needs unit precision on free populations: not with ``hidden = gauss-prec`` (the output
-      is clamped while learning, so its precision may differ from 1).
+    * Z-IL needs unit precision on free populations: not with a hidden ``gauss-prec``,
+      ``gauss-learn`` or ``gauss-fast`` (the output is clamped while learning, so its precision
+      may differ from 1);
+    * leaky error neurons do not combine with a fast precision;
+    * iPC (weights learning during inference) does not combine with a learned precision yet.
 
     Langevin noise in modes fpa / zil is refused too; the mode levels hold it with strict and iPC.
     """
@@ -100,7 +118,12 @@ def valid(case: dict[str, str]) -> bool:
         case["output"] in GAUSSIAN_LEVELS and case["hidden"] in GAUSSIAN_LEVELS
     ):
         return False
-    return not (case["mode"] == "zil" and case["hidden"] == "gauss-prec")
+    if case["mode"] == "zil" and case["hidden"] != "gauss":
+        return False
+    if case["mode"] == "leaky" and "gauss-fast" in (case["output"], case["hidden"]):
+        return False
+    return not (case["mode"] in ("ipc", "langevin-ipc") and {case["output"], case["hidden"]} &
+                set(LEARNED))  # fmt: skip
 
 
 def _pairs(case: dict[str, str]) -> set[tuple[str, str, str, str]]:
@@ -139,24 +162,29 @@ def _id(case: dict[str, str]) -> str:
 def build(case: dict[str, str]) -> npc.Network:
     net = npc.Network()
     net.population("input", 5, role="input")
-    hidden = DISTRIBUTIONS[case["hidden"]]
-    hid_kw = (
-        {"precision": PRECISION["hidden"]} if case["hidden"] == "gauss-prec"
-        else {"distribution": hidden}
-    )  # fmt: skip
+    hid_kw = _kw(case["hidden"], PRECISION["hidden"])
     net.population(
         "hidden", 4, activation="tanh", trainable_bias=case["frozen"] != "frozen", **hid_kw
     )
-    out = DISTRIBUTIONS[case["output"]]
-    out_kw = (
-        {"precision": PRECISION["output"]} if case["output"] == "gauss-prec"
-        else {"distribution": out}
-    )  # fmt: skip
+    out_kw = _kw(case["output"], PRECISION["output"])
     net.population("output", 3, role="target", **out_kw)
     net.connect("input", "hidden")
     net.connect("hidden", "output")
     net.connect("input", "output", trainable=case["frozen"] != "frozen")
     return net
+
+
+def _kw(level: str, pi) -> dict:
+    """A population's distribution keywords for ``level``."""
+    if level == "gauss-prec":
+        return {"precision": pi}
+    if level == "gauss-learn":  # a diagonal precision learned by gradient across batches
+        prec = npc.Precision("diag", learn="gradient", init=pi, lr=0.1)
+    elif level == "gauss-fast":  # a scalar precision re-estimated by EMA at every step
+        prec = npc.Precision("scalar", learn="ema", init=2.0, decay=0.3, timescale="fast")
+    else:
+        return {"distribution": DISTRIBUTIONS[level]}
+    return {"distribution": npc.Gaussian(precision=prec)}
 
 
 def simulator(case: dict[str, str], be: dict, seed: int, temperature: float | None = None):
@@ -264,12 +292,19 @@ def test_covering_array_holds_every_valid_pair() -> None:
             for h in FACTORS["hidden"]
             if h not in GAUSSIAN_LEVELS
         }
-        | {("mode", "zil", "hidden", "gauss-prec")}
+        | {("mode", "zil", "hidden", h) for h in ("gauss-prec", *LEARNED)}
+        | {("mode", "leaky", f, "gauss-fast") for f in ("output", "hidden")}
+        | {
+            ("mode", m, f, lv)
+            for m in ("ipc", "langevin-ipc")
+            for f in ("output", "hidden")
+            for lv in LEARNED
+        }
     )
-    assert every - VALID_PAIRS == refused and len(refused) == 12 + 6 + 1
+    assert every - VALID_PAIRS == refused and len(refused) == 12 + 6 + 3 + 2 + 8
     assert covering_array() == MATRIX
-    # at least the largest product of two factors' levels (mode x optimiser: 8 * 6 = 48)
-    assert 48 <= len(MATRIX) <= 60
+    # at least the most valid pairs of two factors (mode x optimiser, output x hidden: 48)
+    assert 48 <= len(MATRIX) <= 66
 
 
 @pytest.mark.parametrize(
@@ -279,6 +314,9 @@ def test_covering_array_holds_every_valid_pair() -> None:
         {"mode": "nudge", "output": "cat-KL", "hidden": "gauss"},
         {"mode": "leaky", "output": "gauss", "hidden": "bern-KL"},
         {"mode": "zil", "output": "gauss", "hidden": "gauss-prec"},
+        {"mode": "zil", "output": "gauss", "hidden": "gauss-learn"},
+        {"mode": "leaky", "output": "gauss-fast", "hidden": "gauss"},
+        {"mode": "ipc", "output": "gauss-learn", "hidden": "gauss"},
     ],
     ids=lambda c: "-".join(c.values()),
 )
@@ -287,7 +325,7 @@ def test_refused_combinations_are_refused(case: dict[str, str]) -> None:
     case = {**case, "optimizer": "sgd", "frozen": "trainable"}
     assert not valid(case)
     sim = simulator(case, {"backend": "numba"}, 0)
-    with pytest.raises(ValueError, match="Gaussian|unit precision"):
+    with pytest.raises(ValueError, match="Gaussian|unit precision|fast precision|does not combine"):
         sim.learn(data(case, 1))
 
 
