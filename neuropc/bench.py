@@ -280,13 +280,15 @@ def run(
     compile: bool | str = False,
     output: str = "gaussian",
     precision: str = "fixed",
+    timescale: str = "slow",
 ) -> dict:
     """Measure one configuration; returns the JSON-ready metrics (see the module docstring).
     ``output``: the output population's distribution, ``"gaussian"`` (unit precision),
     ``"categorical"`` (softmax, cross-entropy) or ``"bernoulli"``; the torch references keep the
     Gaussian output. ``precision``: ``"fixed"`` (unit), or a learned ``"scalar"`` / ``"diag"`` /
     ``"full"`` :class:`~neuropc.model.distributions.Precision` (EMA rule) on every hidden
-    population (and a Gaussian output)."""
+    population (and a Gaussian output), learned across batches (``timescale="slow"``) or also
+    re-estimated at every inference step (``"fast"``)."""
     if timed < 1:
         raise ValueError(f"timed must be >= 1; got {timed}")
     if batch < 1:
@@ -301,7 +303,8 @@ def run(
             raise ValueError(f"precision must be fixed, scalar, diag or full; got {precision!r}")
         for name, pop in list(net.populations.items()):
             if net.has_error(name) and isinstance(pop.distribution, Gaussian):
-                learned = Gaussian(precision=Precision(precision, learn="ema"))
+                prec = Precision(precision, learn="ema", timescale=timescale)
+                learned = Gaussian(precision=prec)
                 net.update(name, distribution=learned)
     t0 = time.perf_counter()
     sim = Simulator(
@@ -328,6 +331,7 @@ def run(
         "sizes": list(sizes),
         "output": output,
         "precision": precision,
+        "timescale": timescale,
         "activation": activation,
         "batch": batch,
         "steps": steps,

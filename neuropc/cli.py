@@ -99,6 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--precision", default="fixed", choices=["fixed", "scalar", "diag", "full"],
         help="a learned precision (EMA rule) on every Gaussian population (default: fixed)",
     )  # fmt: skip
+    b.add_argument(
+        "--timescale", default="slow", choices=["slow", "fast"],
+        help="with --precision: learned across batches, or also re-estimated at every step",
+    )  # fmt: skip
     b.add_argument("--json", action="store_true")
 
     try:
@@ -184,7 +188,7 @@ def _bench(args: argparse.Namespace) -> int:
         args.sizes, activation=args.activation, batch=args.batch, steps=args.steps,
         rate=args.rate, backend=args.backend, device=args.device, dtype=args.dtype, timed=args.timed,
         bp=not args.no_bp, record=args.record, compile=args.compile, output=args.output,
-        precision=args.precision,
+        precision=args.precision, timescale=args.timescale,
     )  # fmt: skip
     if args.json:
         print(json.dumps(res, sort_keys=True))
