@@ -15,11 +15,11 @@ import torch
 
 from ..dynamics.optim import OPT_ADAM, OPT_SGD, Optimizer
 from ..dynamics.plan import Plan
-from ..dynamics.precision import rule_start, rule_step
 from ..dynamics.schedule import AT_END, EACH_STEP, END, EVERY, FORWARD, ZERO, Schedule
 from ..model.activations import NAMES, get
 from ..model.distributions import by_code, error_own_torch
 from .base import Backend, RunOutput, TraceSpec
+from .torch_precision import FastPrecisions
 from .torch_trace import TraceBuffers
 
 # steps per call of the step function: compiled, a chunk of 5 steps fuses the elementwise work
@@ -85,9 +85,7 @@ class TorchBackend(Backend):
             for v, k in zip(pis, plan.prec_kind)
         ]  # fmt: skip
         # the slow (parameter) precisions from which each run's fast ones start
-        self._fast = [int(p) for p in np.flatnonzero(plan.prec_fast)]
-        self._pi_slow = {p: self.pi[p].clone() for p in self._fast}
-        self._sf: dict[int, torch.Tensor] = {}
+        self._fast = FastPrecisions(plan, self.pi)
         self.acts = [get(NAMES[int(c)], slope=float(a) if NAMES[int(c)] == "leaky_relu" else None)
                      for c, a in zip(plan.act_code, plan.act_param)]  # fmt: skip
         self.inc = [
@@ -152,9 +150,7 @@ class TorchBackend(Backend):
         saved = self._save() if learn is not None else None
         each_step = sched.opt_when == EACH_STEP and learn is not None
 
-        for p in self._fast:  # each run's fast precisions start from the slow ones
-            self.pi[p].copy_(self._pi_slow[p])
-            self._sf[p] = rule_start(self.pi[p], float(pl.prec_hp[p, 2]))
+        self._fast.start()
         fx: list = [None] * npop
         dfx: list = [None] * npop
         muc: list = [None] * npop
@@ -192,7 +188,7 @@ class TorchBackend(Backend):
             if t == sched.steps or stop:
                 break
             if self._fast:  # (a fast precision makes every step a call of its own)
-                self._fast_precisions(d)
+                self._fast.step(d)
             k = 1 if hooks else min(sched.steps - t, COMPILE_CHUNK)
             noise = [self._draw(R.free, sched.noise_sd, gen, batch, rec, t + i) for i in range(k)]
             if hooks:
@@ -265,7 +261,7 @@ class TorchBackend(Backend):
         errs = [eps[p] for p in range(npop) if has_err[p]]
         errors = torch.cat(errs, dim=1).cpu().numpy() if errs else np.zeros((batch, 0), self.dtype)
         traces = rec.host() if rec is not None else None
-        fast = {p: self.pi[p].detach().to("cpu", torch.float64).numpy() for p in self._fast}
+        fast = self._fast.host()
         return RunOutput(
             values, errors, etab[: done + 1], int(done), bad_t, bad_p, out_grads, traces,
             bad_param=bad_param, fast_precision=fast,
@@ -283,20 +279,7 @@ class TorchBackend(Backend):
 
     def set_precision(self, p: int, value: np.ndarray) -> None:
         self.pi[p].copy_(torch.as_tensor(np.asarray(value), dtype=self.tdt))
-        if p in self._pi_slow:
-            self._pi_slow[p].copy_(self.pi[p])
-
-    def _fast_precisions(self, d: list) -> None:
-        """One step of every fast precision's rule (``precision.rule_step``) on the batch errors
-        ``d`` of the current state, in place (the relaxation reads ``self.pi``)."""
-        for p in self._fast:
-            hp = [float(v) for v in self.plan.prec_hp[p]]
-            second = (d[p] * d[p]).mean(dim=0)
-            if hp[5] > 1.0:  # scalar precision
-                second = second.mean().expand_as(second)
-            rule = int(self.plan.prec_rule[p])
-            new, self._sf[p] = rule_step(self.pi[p], self._sf[p], second, rule == 2, *hp)
-            self.pi[p].copy_(new)
+        self._fast.set_slow(p)
 
     def undo_step(self) -> None:
         self._restore(self._snap)  # saved before the batch
@@ -483,7 +466,7 @@ class _Relaxation:
             d[p] = dp
             ep = torch.vdot(dp.reshape(-1), pe.reshape(-1))
             if self.fast[p]:  # the normaliser of a precision that changes per step
-                ep = ep - dp.shape[0] * torch.log(pi).sum()
+                ep = ep - dp.shape[0] * (torch.logdet(pi) if pi.ndim == 2 else torch.log(pi).sum())
             e.append(ep)
         return d, eps, torch.stack(e) if e else x[0].new_zeros(0)
 

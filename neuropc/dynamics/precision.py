@@ -72,9 +72,8 @@ class PrecisionState:
         """``d = Pi^-1 eps``: the prediction errors behind a run's errors ``eps`` ``(B, n)``,
         weighted by the slow ``Pi`` or, for a fast precision, by the one the run ended with."""
         eps = np.asarray(eps, np.float64)
-        if self.spec.kind == "full":
-            return eps @ np.linalg.inv(self.pi)
-        return eps / (self.per_unit() if fast is None else fast)
+        pi = self.per_unit() if fast is None else fast
+        return eps @ np.linalg.inv(pi) if self.spec.kind == "full" else eps / pi
 
     def update(self, d: np.ndarray) -> dict[str, np.ndarray]:
         """The rule's proposed new state after a batch with settled prediction errors ``d``
@@ -89,12 +88,11 @@ class PrecisionState:
                 self.pi, self.cov, second, p.learn == "ema", *p.rule_options(self.n)
             )
             return {"pi": pi, "cov": cov} if p.learn == "ema" else {"pi": pi}
-        if p.learn == "ema":
-            cov = (1.0 - p.decay) * self.cov + p.decay * second
-            return {"pi": np.linalg.inv(cov + p.damping * np.eye(self.n)), "cov": cov}
-        grad = 0.5 * (second - np.linalg.inv(self.pi))
-        chol = self.chol - p.lr * 2.0 * grad @ self.chol
-        return {"pi": chol @ chol.T, "chol": chol}
+        pi, chol, cov = full_rule_step(
+            self.pi, self.chol, self.cov, second, p.learn == "ema", p.lr, p.decay, p.damping,
+            np.linalg.inv, np.eye(self.n),
+        )  # fmt: skip
+        return {"pi": pi, "cov": cov} if p.learn == "ema" else {"pi": pi, "chol": chol}
 
     def commit(self, proposal: dict[str, np.ndarray]) -> None:
         """Keep a proposal of :meth:`update`: ``Pi`` and the rule's state advance together."""
@@ -117,6 +115,23 @@ def rule_step(pi, cov, second, ema: bool, lr, decay, damping, lo, hi, scale):
         cov = (1.0 - decay) * cov + decay * second
         return 1.0 / (cov + damping), cov
     return (pi - lr * (scale * (0.5 * (second - 1.0 / pi)))).clip(lo, hi), cov
+
+
+def full_rule_step(pi, chol, cov, second, ema: bool, lr, decay, damping, inv, eye):
+    """One step of a full precision's rule on ``(n, n)`` matrices (numpy or torch: ``inv`` is
+    the library's matrix inverse, ``eye`` its identity)::
+
+        ema:       S <- (1 - decay) S + decay <d d^T>,   Pi = (S + damping I)^-1
+        gradient:  L <- L - lr dF/dL,  dF/dL = 2 dF/dPi L,  dF/dPi = 1/2 (<d d^T> - Pi^-1),
+                   Pi = L L^T
+
+    Returns ``(Pi, L, S)`` (the factor or the covariance the rule does not use unchanged)."""
+    if ema:
+        cov = (1.0 - decay) * cov + decay * second
+        return inv(cov + damping * eye), chol, cov
+    grad = 0.5 * (second - inv(pi))
+    chol = chol - lr * 2.0 * grad @ chol
+    return chol @ chol.T, chol, cov
 
 
 def rule_start(pi, damping):

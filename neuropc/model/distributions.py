@@ -93,8 +93,8 @@ class Precision:
     errors, the value updates, the energy (with its ``-1/2 log det Pi``) and, at the end, the
     weight gradients use the re-estimated ``Pi``. After a learning batch the slow ``Pi`` takes
     its usual step from the settled errors ``d = x - mu``; ``sim.precision(name)`` and
-    ``"pop:precision"`` are the slow one. ``"fast"`` needs a rule (``learn``) and is available
-    for scalar and diagonal precisions.
+    ``"pop:precision"`` are the slow one. ``"fast"`` needs a rule (``learn``); a full fast
+    precision runs on torch (a full one's factor or covariance restarts from the slow ``Pi``).
     """
 
     kind: str = "diag"
@@ -129,11 +129,10 @@ class Precision:
             raise ValueError(
                 f"Precision.timescale must be 'slow' or 'fast'; got {self.timescale!r}"
             )
-        if self.timescale == "fast" and (self.learn is None or self.kind == "full"):
+        if self.timescale == "fast" and self.learn is None:
             raise ValueError(
                 "Precision.timescale='fast' re-estimates Pi during inference with its rule: it "
-                "needs learn='gradient' or 'ema' and kind 'scalar' or 'diag'; got "
-                f"learn={self.learn!r}, kind={self.kind!r}"
+                "needs learn='gradient' or 'ema'; got learn=None"
             )
         _v.number(self.lr, "Precision.lr", low=0.0)
         _v.number(self.decay, "Precision.decay", low=0.0, high=1.0, low_open=True, high_open=True)
