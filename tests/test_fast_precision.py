@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import BACKEND_PARAMS
+from test_precision import _random_pi
 
 import neuropc as npc
 from neuropc.model.distributions import Gaussian, Precision
@@ -94,15 +95,6 @@ CASES = [
     for kind in ("scalar", "diag", "full")
     if kind != "full" or be.values[0]["backend"] == "torch"
 ]
-
-
-def _random_pi(kind: str, n: int, rng) -> np.ndarray:
-    if kind == "scalar":
-        return np.array(rng.uniform(0.5, 2.0))
-    if kind == "diag":
-        return rng.uniform(0.5, 2.0, n)
-    a = rng.normal(size=(n, n))
-    return a @ a.T / n + 0.5 * np.eye(n)
 
 
 @pytest.mark.parametrize(("be", "kind"), CASES)
