@@ -16,6 +16,7 @@ from .checkpoint import load
 from .data import one_hot
 from .dynamics import modes, schedule
 from .dynamics.inference import Inference
+from .dynamics.natural_gradient import NaturalGradient
 from .dynamics.optim import SGD, Adam, AdamW
 from .dynamics.plan import Plan, lower
 from .errors import CheckpointError, DivergenceError, RecordingError
@@ -46,6 +47,7 @@ __all__ = [
     "History",
     "Inference",
     "LabelledArray",
+    "NaturalGradient",
     "Network",
     "Plan",
     "Population",

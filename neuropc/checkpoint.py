@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .dynamics.inference import Inference
+from .dynamics.natural_gradient import NaturalGradient, NGDState
 from .dynamics.optim import SGD, Adam
 from .errors import CheckpointError
 from .model.network import Network
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
 
 FORMAT = "neuropc-checkpoint"
 SCHEMA_VERSION = 1
-_OPTIMIZERS = {"SGD": SGD, "Adam": Adam}
+_OPTIMIZERS = {"SGD": SGD, "Adam": Adam, "NaturalGradient": NaturalGradient}
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class Checkpoint:
     network: dict
     simulator: dict
     inference: Inference
-    optimizer: SGD | Adam
+    optimizer: SGD | Adam | NaturalGradient
     parameters: dict[str, np.ndarray]
     opt_m: np.ndarray
     opt_v: np.ndarray
@@ -71,6 +72,7 @@ class Checkpoint:
     schema_version: int
     neuropc_version: str
     created: str
+    ngd: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # NGDState.state()
 
 
 # ---- writing ----------------------------------------------------------------------------------
@@ -111,12 +113,15 @@ def save(sim: Simulator, path: str | os.PathLike, *, overwrite: bool | str = Tru
         name: {k: v for k, v in (("cov", st.cov), ("chol", st.chol)) if v is not None}
         for name, st in sim._precisions.items()
     }
-    _atomic_write(path, lambda f: _write(f, attrs, sim.parameters(), opt, rng, rules))
+    # the factors of the default optimiser's natural gradient (else of the last one used)
+    st = sim._ngd.get(sim.optimizer) or next(reversed(sim._ngd.values()), None)
+    ngd = st.state() if st is not None else {}
+    _atomic_write(path, lambda f: _write(f, attrs, sim.parameters(), opt, rng, rules, ngd))
     return path.resolve()
 
 
 def _write(
-    f, attrs: dict, params: Mapping[str, np.ndarray], opt: dict, rng: dict, rules: dict
+    f, attrs: dict, params: Mapping[str, np.ndarray], opt: dict, rng: dict, rules: dict, ngd: dict
 ) -> None:
     for k, v in attrs.items():
         f.attrs[k] = v
@@ -134,6 +139,10 @@ def _write(
     for name, arrays in rules.items():
         g = pr.create_group(name)
         for k, v in arrays.items():
+            g.create_dataset(k, data=np.asarray(v, np.float64))
+    if ngd:  # the natural-gradient factors ("in/<pop>", ..., "count")
+        g = f.create_group("natural_gradient")
+        for k, v in ngd.items():
             g.create_dataset(k, data=np.asarray(v, np.float64))
 
 
@@ -175,7 +184,7 @@ def _check_target(path: Path, overwrite: bool | str) -> None:
         )
 
 
-def _optimizer_spec(opt: SGD | Adam) -> dict:
+def _optimizer_spec(opt: SGD | Adam | NaturalGradient) -> dict:
     fields = {f.name: getattr(opt, f.name) for f in dataclasses.fields(opt) if f.name != "kind"}
     return {"type": type(opt).__name__, **fields}
 
@@ -230,6 +239,12 @@ def read(path: str | os.PathLike) -> Checkpoint:
                 for name, g in f.get("precision_rules", {}).items()
             }
             created, nv = str(f.attrs["created"]), str(f.attrs["neuropc_version"])
+            ngd: dict[str, np.ndarray] = {}
+            if "natural_gradient" in f:
+                f["natural_gradient"].visititems(
+                    lambda k, d: ngd.__setitem__(k, np.asarray(d[()], np.float64))
+                    if hasattr(d, "shape") else None
+                )  # fmt: skip
         except (KeyError, ValueError, TypeError) as e:
             raise CheckpointError(f"{str(path)!r}: damaged checkpoint ({e})") from None
     opt = attrs["optimizer"]
@@ -244,7 +259,7 @@ def read(path: str | os.PathLike) -> Checkpoint:
     return Checkpoint(
         network=attrs["network"], simulator=attrs["simulator"], inference=inference,
         optimizer=optimizer, parameters=params, opt_m=m, opt_v=v, opt_t=t, rng=rng, rules=rules,
-        schema_version=version, neuropc_version=nv, created=created,
+        schema_version=version, neuropc_version=nv, created=created, ngd=ngd,
     )  # fmt: skip
 
 
@@ -338,6 +353,11 @@ def _apply(sim: Simulator, ck: Checkpoint, states: dict[str, dict]) -> None:
             for k, v in arrays.items():
                 setattr(st, k, v.copy())
     sim.backend.set_optimizer_state(ck.opt_m, ck.opt_v, ck.opt_t)
+    sim._ngd.clear()
+    if ck.ngd:
+        spec = sim.optimizer if isinstance(sim.optimizer, NaturalGradient) else ck.optimizer
+        sim._ngd[spec] = NGDState(spec, sim.plan)
+        sim._ngd[spec].load(ck.ngd, like=sim.backend.P)
     sim.shuffle_rng.bit_generator.state = states["shuffle"]
     sim.noise_rng.bit_generator.state = states["noise"]
 

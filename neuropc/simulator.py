@@ -15,9 +15,11 @@ from . import backends as _backends
 from . import inputs as _in
 from . import validation as _v
 from .analysis import metrics as _metrics
+from .dynamics import natural_gradient as _ngd
 from .dynamics import precision as _precision
 from .dynamics import schedule as _schedule
 from .dynamics.inference import Inference
+from .dynamics.natural_gradient import NaturalGradient
 from .dynamics.optim import Adam, Optimizer, check_optimizer
 from .dynamics.plan import Plan, lower
 from .errors import DivergenceError
@@ -123,6 +125,8 @@ class Simulator:
         self.compile = compile
         self.inference = inference or Inference()
         self.optimizer = optimizer or Adam()
+        if isinstance(self.optimizer, NaturalGradient):
+            self.optimizer.check(self.plan)
         # independent streams, so that e.g. the minibatch order does not depend on how many noise
         # seeds were drawn: weight initialisation, shuffling, per-call noise seeds
         init_ss, shuffle_ss, noise_ss = np.random.SeedSequence(self.seed).spawn(3)
@@ -135,6 +139,7 @@ class Simulator:
             self.backend.set_precision(st.index, st.per_unit())
         self._masks: dict[str, np.ndarray] = {}
         self._recorder: _recording.Recorder | None = None
+        self._ngd: dict[NaturalGradient, _ngd.NGDState] = {}  # natural-gradient factors
 
     # ---- parameters ---------------------------------------------------------------------------
     def get_weights(self, connection: str) -> np.ndarray:
@@ -358,7 +363,7 @@ class Simulator:
                 "fit() has no initial values to give: Inference(init='given') needs values= per "
                 "batch; call learn(batch, values=...) in your own loop, or use init='forward'"
             )
-        self._check_settings(cfg, learning=True)
+        self._check_settings(cfg, learning=self.optimizer)
         arrays = self._data(data, "train")
         n = _in.batch_len(arrays)
         labels = self._check_trials(trials, n)
@@ -390,10 +395,15 @@ class Simulator:
         return hist
 
     # ---- internals ------------------------------------------------------------------------------
-    def _check_settings(self, cfg: Inference, *, learning: bool) -> None:
+    def _check_settings(self, cfg: Inference, *, learning: Optimizer | None) -> None:
         """Settings that depend on this network, checked once per call (``fit``: once for all
         its batches): leaky errors' stability, and iPC with a learned precision."""
         _in.check_leaky(self.plan, cfg)
+        if learning and cfg.mode == "ipc" and isinstance(learning, NaturalGradient):
+            raise ValueError(
+                "NaturalGradient steps after inference from the batch's gradients; mode 'ipc' "
+                "(weights learning at every inference step) needs npc.SGD or npc.Adam"
+            )
         if learning and cfg.mode == "ipc":
             learned = [n for n, st in self._precisions.items() if st.learned]
             if learned:
@@ -406,7 +416,7 @@ class Simulator:
         _v.instance(cfg, Inference, "inference", "an npc.Inference(...)")
         if learn is not None:
             check_optimizer(learn)
-        self._check_settings(cfg, learning=learn is not None)
+        self._check_settings(cfg, learning=learn)
         if phase not in ("train", "test"):
             raise ValueError(f"phase must be 'train' or 'test'; got {phase!r}")
         if batch is not None:
@@ -451,49 +461,42 @@ class Simulator:
             buf[:, self.plan.value_slice(name)] = a
             keep[self.plan.index(name)] = True
         seed = cfg.seed if cfg.seed is not None else int(self.noise_rng.integers(0, 2**31 - 1))
+        # a natural-gradient step runs on the host after the kernels' gradients
+        kernel_learn = None if isinstance(learn, NaturalGradient) else learn
         rec = self._recorder
         if rec is not None and rec.active(phase):
             learned = learn is not None
             ctx = _recording.batch_context(rec, self, arrays, phase, cfg, seed, learned)
             sched = _schedule.build(
-                self.plan, clamped, keep, cfg, learning=learned, grads=grads or "P0" in ctx
+                self.plan, clamped, keep, cfg, learning=kernel_learn is not None,
+                grads=grads or learned or "P0" in ctx,
+            )  # fmt: skip
+            out = self.backend.run(
+                b, sched, seed, learn=kernel_learn, trace=rec.trace_spec(phase, b)
             )
-            out = self.backend.run(b, sched, seed, learn=learn, trace=rec.trace_spec(phase, b))
             self._check_run(out, phase)
             if learn is not None:
-                self._learn_precisions(out, phase)
+                self._learned(out, phase, learn)
             rows = _recording.batch_rows(rec, self, ctx, out, learned)
             rec.consume(out, phase, b, cfg, seed, trials, learned, rows)
             return out
         sched = _schedule.build(
             self.plan, clamped, keep, cfg, learning=learn is not None, grads=grads
         )
-        out = self.backend.run(b, sched, seed, learn=learn)
+        out = self.backend.run(b, sched, seed, learn=kernel_learn)
         self._check_run(out, phase)
         if learn is not None:
-            self._learn_precisions(out, phase)
+            self._learned(out, phase, learn)
         return out
 
-    def _learn_precisions(self, out, phase: str) -> None:
-        """After a learning batch: each learned precision takes its rule's step from the settled
-        errors (:mod:`neuropc.dynamics.precision`). A non-finite or non-positive result undoes the
-        batch's optimiser step and raises :class:`DivergenceError` naming the population."""
-        new = {}
-        for name, st in self._precisions.items():
-            if not st.learned:
-                continue
-            eps = out.errors[:, self.plan.error_slice(name)]
-            proposal = st.update(st.prediction_errors(eps, out.fast_precision.get(st.index)))
-            try:
-                _precision.check_value(st, proposal["pi"], "learning:")
-            except ValueError:
-                self.backend.undo_step()
-                raise DivergenceError(out.steps, name, phase, precision=True) from None
-            new[name] = proposal
-        for name, proposal in new.items():  # all valid: keep them
-            st = self._precisions[name]
-            st.commit(proposal)
-            self.backend.set_precision(st.index, st.per_unit())
+    def _learned(self, out, phase: str, learn: Optimizer) -> None:
+        """After a learning batch's run: a natural-gradient step (the kernels ran none), then the
+        learned precisions' steps; a diverging precision undoes the batch's weight update."""
+        undo = self.backend.undo_step
+        if isinstance(learn, NaturalGradient):  # its factors, kept per settings
+            state = self._ngd.setdefault(learn, _ngd.NGDState(learn, self.plan))
+            undo = _ngd.host_step(state, self.backend, phase)
+        _precision.learn(self._precisions, out, self.plan, self.backend, undo, phase)
 
     def _check_run(self, out, phase: str) -> None:
         """Raise :class:`DivergenceError` for a non-finite energy (inference) or an optimiser step

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..dynamics.natural_gradient import NGDViews
 from ..dynamics.optim import Optimizer
 from ..dynamics.plan import Plan
 from ..dynamics.schedule import Schedule
@@ -114,3 +115,35 @@ class Backend(ABC):
         and nothing if a step would leave a non-finite parameter: then ``bad_param`` names it.
         ``seed`` seeds the Langevin noise; with ``trace``, the recorded steps (gathered inside the
         loop: no Python call per step)."""
+
+    @abstractmethod
+    def ngd_views(self) -> NGDViews:
+        """What a natural-gradient step needs (:class:`NGDViews`), in the backend's own arrays:
+        writable views of the parameters, the last run's gradients, f(x) and errors."""
+
+
+def ngd_views(plan: Plan, P, G, trainable, PI, fx, eps) -> NGDViews:
+    """:class:`NGDViews` over flat parameter, gradient, mask and per-unit precision vectors (numpy
+    or torch, in the plan's layout); ``fx(p)`` / ``eps(p)`` give a population's f(x) / errors."""
+    n = plan.n_pops
+    W, Gw, mw = [], [], []
+    for c in plan.conn_names:
+        sl, shape = plan.weight_slice(c)
+        W.append(P[sl].reshape(shape))
+        Gw.append(G[sl].reshape(shape))
+        m = trainable[sl]
+        mw.append(None if bool((m == 1).all()) else m.reshape(shape))
+    b, Gb, mb = [None] * n, [None] * n, [None] * n
+    for p, name in enumerate(plan.names):
+        sl = plan.bias_slice(name)
+        if sl is not None:
+            b[p], Gb[p] = P[sl], G[sl]
+            mb[p] = None if bool((trainable[sl] == 1).all()) else trainable[sl]
+    pres = {int(q) for q in plan.cpre}
+    posts = {int(q) for q in plan.cpost} | {p for p in range(n) if b[p] is not None}
+    pi = [None] * n
+    for p in posts:
+        v = PI[p] if isinstance(PI, list) else PI[plan.error_slice(plan.names[p])]
+        unit = v is None or (v.ndim == 1 and bool((v == 1).all()) and not plan.prec_kind[p])
+        pi[p] = None if unit else v
+    return NGDViews(W, Gw, b, Gb, {q: fx(q) for q in pres}, {p: eps(p) for p in posts}, pi, mw, mb)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..dynamics.natural_gradient import NGDViews
 from ..dynamics.optim import OPT_NONE, Optimizer
 from ..dynamics.plan import Plan
 from ..dynamics.schedule import EACH_STEP, Schedule
 from . import _numba_kernels as K
-from .base import Backend, RunOutput, TraceSpec
+from .base import Backend, RunOutput, TraceSpec, ngd_views
 
 
 class NumbaBackend(Backend):
@@ -81,6 +82,14 @@ class NumbaBackend(Backend):
         self.S2[:] = v
         self.opt_t = int(t)
 
+    def ngd_views(self) -> NGDViews:
+        """Views of the flat parameters and gradients, and the last run's f(x) and errors."""
+        pl, bufs = self.plan, self._buffers(self._last_batch)
+        FX, EPS = bufs[1], bufs[6]
+        return ngd_views(pl, self.P, self.G, self.trainable, self.PI,
+                         lambda q: FX[:, pl.value_slice(pl.names[q])],
+                         lambda p: EPS[:, pl.error_slice(pl.names[p])])  # fmt: skip
+
     # ---- buffers ----------------------------------------------------------------------------
     def _buffers(self, batch: int) -> tuple[np.ndarray, ...]:
         bufs = self._bufs.get(batch)
@@ -110,6 +119,7 @@ class NumbaBackend(Backend):
     ) -> RunOutput:
         X, FX, DFX, BP, MUC, MUV, EPS, OWN = self._buffers(batch)
         pl = self.plan
+        self._last_batch = batch
         sizes, voff, eoff = self._i64
         cpre, cpost, cwoff, boff = self._conn
         energies = np.zeros((sched.steps + 1, pl.n_pops), np.float64)

@@ -13,12 +13,13 @@ import types
 import numpy as np
 import torch
 
+from ..dynamics.natural_gradient import NGDViews
 from ..dynamics.optim import OPT_ADAM, OPT_SGD, Optimizer
 from ..dynamics.plan import Plan
 from ..dynamics.schedule import AT_END, EACH_STEP, END, EVERY, FORWARD, ZERO, Schedule
 from ..model.activations import NAMES, get
 from ..model.distributions import by_code, error_own_torch
-from .base import Backend, RunOutput, TraceSpec
+from .base import Backend, RunOutput, TraceSpec, ngd_views
 from .torch_precision import FastPrecisions
 from .torch_trace import TraceBuffers
 
@@ -261,6 +262,7 @@ class TorchBackend(Backend):
         errs = [eps[p] for p in range(npop) if has_err[p]]
         errors = torch.cat(errs, dim=1).cpu().numpy() if errs else np.zeros((batch, 0), self.dtype)
         traces = rec.host() if rec is not None else None
+        self._last = (fx, eps)  # for a natural-gradient step after the run
         fast = self._fast.host()
         return RunOutput(
             values, errors, etab[: done + 1], int(done), bad_t, bad_p, out_grads, traces,
@@ -276,6 +278,11 @@ class TorchBackend(Backend):
         self.S1.copy_(torch.as_tensor(np.asarray(m), dtype=self.tdt))
         self.S2.copy_(torch.as_tensor(np.asarray(v), dtype=self.tdt))
         self.opt_t = int(t)
+
+    def ngd_views(self) -> NGDViews:
+        fx, eps = self._last
+        return ngd_views(self.plan, self.P, self.G, self.trainable, self.pi,
+                         lambda q: fx[q], lambda p: eps[p])  # fmt: skip
 
     def set_precision(self, p: int, value: np.ndarray) -> None:
         self.pi[p].copy_(torch.as_tensor(np.asarray(value), dtype=self.tdt))

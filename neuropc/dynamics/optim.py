@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import validation as _v
+from .natural_gradient import NaturalGradient
 
 OPT_NONE, OPT_SGD, OPT_ADAM = 0, 1, 2
 
@@ -97,7 +98,7 @@ def AdamW(lr: float = 1e-3, weight_decay: float = 1e-2, **kw: object) -> Adam:
     return Adam(lr=lr, weight_decay=weight_decay, decoupled=True, **kw)
 
 
-Optimizer = SGD | Adam
+Optimizer = SGD | Adam | NaturalGradient
 
 
 def _number(opt: object, field: str, **bounds: object) -> None:
@@ -114,5 +115,6 @@ def _kind(opt: object, kind: int) -> None:
 def check_optimizer(opt: object, name: str = "optimizer") -> None:
     """Raise ``TypeError`` unless ``opt`` is one of neuropc's optimisers."""
     _v.instance(
-        opt, (SGD, Adam), name, "an optimiser: npc.SGD(...), npc.Adam(...) or npc.AdamW(...)"
-    )
+        opt, (SGD, Adam, NaturalGradient), name,
+        "an optimiser: npc.SGD(...), npc.Adam(...), npc.AdamW(...) or npc.NaturalGradient(...)",
+    )  # fmt: skip

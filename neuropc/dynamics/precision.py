@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import DivergenceError
 from ..model.distributions import Precision
 from ..model.network import Network
 from .plan import Plan
@@ -98,6 +99,29 @@ class PrecisionState:
         """Keep a proposal of :meth:`update`: ``Pi`` and the rule's state advance together."""
         for k, v in proposal.items():
             setattr(self, k, v)
+
+
+def learn(states: dict[str, PrecisionState], out, plan: Plan, backend, undo, phase: str) -> None:
+    """After a learning batch: each learned precision takes its rule's step from the settled
+    errors of ``out`` (a backend's RunOutput) and the backend gets the new values. A non-finite or
+    non-positive result calls ``undo`` (which puts the batch's weight update back) and raises
+    :class:`~neuropc.errors.DivergenceError` naming the population; nothing is kept then."""
+    new = {}
+    for name, st in states.items():
+        if not st.learned:
+            continue
+        eps = out.errors[:, plan.error_slice(name)]
+        proposal = st.update(st.prediction_errors(eps, out.fast_precision.get(st.index)))
+        try:
+            check_value(st, proposal["pi"], "learning:")
+        except ValueError:
+            undo()
+            raise DivergenceError(out.steps, name, phase, precision=True) from None
+        new[name] = proposal
+    for name, proposal in new.items():  # all valid: keep them
+        st = states[name]
+        st.commit(proposal)
+        backend.set_precision(st.index, st.per_unit())
 
 
 def rule_step(pi, cov, second, ema: bool, lr, decay, damping, lo, hi, scale):

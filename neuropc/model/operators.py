@@ -39,6 +39,9 @@ class Dense:
     a = g sqrt(3 / n_pre); ``normal`` N(0, g^2 / n_pre); ``zeros``; ``ones`` (all equal to g)."""
 
     name = "dense"
+    # the gradient is an outer product eps^T f_pre, so the Fisher block of W factorises as
+    # E[f f^T] (x) E[eps eps^T] (natural gradient, neuropc.dynamics.natural_gradient)
+    kronecker = True
 
     @staticmethod
     def param_shapes(n_pre: int, n_post: int) -> dict[str, tuple[int, ...]]:

@@ -1,0 +1,296 @@
+"""Natural-gradient weight updates for predictive coding (Ofner et al. 2021), in Kronecker form.
+
+For a dense connection ``pre -> post`` with weights ``W`` ``(n_post, n_pre)`` and the local
+gradient ``G = dF/dW = -<eps_post f(x_pre)^T>`` (batch mean), one step is::
+
+    W <- W - lr [ (C_out + damping_out I)^-1  G  (C_in + damping_in I)^-1  +  weight_decay W ]
+
+* ``C_in = E[f(x_pre) f(x_pre)^T]``, the presynaptic second moment, one per presynaptic population
+  (shared by its outgoing connections): the first learning batch sets it to that batch's
+  ``<f f^T>``, later ones move it by ``C_in <- (1 - decay) C_in + decay <f f^T>``.
+* ``C_out``, the output factor, one per postsynaptic population (``c_out``):
+
+  - ``"precision"`` (default): the post population's precision ``Pi`` (fixed, or its learned
+    ``Precision``, scalar / diag / full), read locally. This is the output factor of the Fisher
+    information of a Gaussian layer ``N(x_post; mu, Pi^-1)``, ``F = E[f f^T] (x) Pi``
+    (``E[eps eps^T] = Pi Sigma Pi = Pi`` for errors drawn from the model), so with no damping
+    the step is ``-lr Sigma G C_in^-1 = lr <d f^T> C_in^-1`` in the prediction errors
+    ``d = Sigma eps``: the precision weighting of the PC gradient is undone and replaced by the
+    input whitening. (Inverting the error *covariance* ``Sigma`` instead would weight the
+    gradient by ``Pi`` twice and is not the natural gradient: the exact-Fisher test in
+    ``tests/test_natural_gradient.py`` pins this choice.)
+  - ``"empirical"``: an EMA (same rule and ``decay`` as ``C_in``) of ``<eps eps^T>``, the second
+    moment of the post's own error neurons; local too. This is PredProp's ``C_err`` and, under
+    the fixed-prediction assumption (errors = backprop's deltas), standard K-FAC.
+  - ``"identity"``: ``C_out = I``, input whitening only.
+
+* A bias is a connection from a constant input 1 (``C_in = 1``):
+  ``b <- b - lr [(C_out + damping_out I)^-1 g_b / (1 + damping_in) + weight_decay b]``.
+* ``refresh = k`` recomputes the inverses every k learning batches (the factors themselves move
+  every batch); ``k = 1`` is exact.
+
+Frozen parameters (``trainable=False``) keep their values: the preconditioned update is masked.
+The step runs in the backend's own array library (numpy for numba, torch on its device), from
+the gradient state's ``f(x_pre)`` and errors; :class:`NGDState` holds the factors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import validation as _v
+from ..errors import DivergenceError
+from .plan import Plan
+
+OPT_NGD = 3
+C_OUT = ("precision", "empirical", "identity")
+
+
+@dataclass(frozen=True)
+class NaturalGradient:
+    """Natural-gradient optimiser for PC's local weight gradients (see the module docstring for
+    the exact update). ``damping_in`` / ``damping_out`` > 0 (PredProp's defaults 0.005 / 0.1),
+    ``decay`` in (0, 1], ``refresh`` >= 1 batches between inversions, ``c_out`` one of
+    ``"precision"``, ``"empirical"``, ``"identity"``; ``require_learned=True`` (with
+    ``c_out="precision"``) refuses a post population without a learned ``Precision``.
+    Usable as ``Simulator(optimizer=...)`` on both backends and as the optimiser of the backprop
+    twin (``neuropc.reference.natural_gradient``)."""
+
+    lr: float = 0.1
+    damping_in: float = 0.005
+    damping_out: float = 0.1
+    decay: float = 0.05
+    refresh: int = 10
+    c_out: str = "precision"
+    require_learned: bool = False
+    weight_decay: float = 0.0
+    kind: int = OPT_NGD
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        for f, bounds in (
+            ("lr", {"low": 0.0}),
+            ("damping_in", {"low": 0.0, "low_open": True}),
+            ("damping_out", {"low": 0.0, "low_open": True}),
+            ("decay", {"low": 0.0, "low_open": True, "high": 1.0}),
+            ("weight_decay", {}),
+        ):
+            object.__setattr__(self, f, _v.number(getattr(self, f), f"{name}.{f}", **bounds))
+        _v.integer(self.refresh, f"{name}.refresh", low=1)
+        if self.c_out not in C_OUT:
+            raise ValueError(f"{name}.c_out must be one of {', '.join(C_OUT)}; got {self.c_out!r}")
+        object.__setattr__(
+            self, "require_learned", _v.flag(self.require_learned, f"{name}.require_learned")
+        )
+        if self.kind != OPT_NGD:
+            raise ValueError(f"{name}.kind is fixed to {OPT_NGD}; got {self.kind!r}")
+
+    def check(self, plan: Plan) -> None:
+        """Refuse what the update is not defined for: connections without a Kronecker-factored
+        Fisher block, and (``require_learned``) posts without a learned precision."""
+        from ..model import operators
+
+        for conn, kind in zip(plan.conn_names, plan.conn_kinds):
+            if not getattr(operators.get(kind), "kronecker", False):
+                raise ValueError(
+                    f"NaturalGradient: connection {conn!r} is of kind {kind!r}, whose Fisher "
+                    "block has no Kronecker form; natural-gradient kinds: "
+                    + ", ".join(k for k, op in operators.OPERATORS.items() if op.kronecker)
+                )
+        if self.require_learned and self.c_out == "precision":
+            for p in sorted({int(q) for q in plan.cpost}):
+                if not plan.prec_rule[p]:
+                    raise ValueError(
+                        f"NaturalGradient(require_learned=True): population {plan.names[p]!r} "
+                        "has no learned precision (give it npc.Gaussian(precision="
+                        "npc.Precision(..., learn='gradient' or 'ema')))"
+                    )
+
+
+class ArrayOps:
+    """The few operations the update needs, for numpy or torch arrays."""
+
+    def __init__(self, like) -> None:
+        self.torch = not isinstance(like, np.ndarray)
+        if self.torch:
+            import torch
+
+            self._torch = torch
+        self.dtype = like.dtype
+        self.device = getattr(like, "device", None)
+
+    def inv(self, a):
+        # row-major, as a restored checkpoint's copy is: the products that use it then run the
+        # same BLAS call, and a resumed run stays bit-identical (LAPACK returns column-major)
+        if self.torch:
+            return self._torch.linalg.inv(a).contiguous()
+        return np.ascontiguousarray(np.linalg.inv(a))
+
+    def eye(self, n: int):
+        if self.torch:
+            return self._torch.eye(n, dtype=self.dtype, device=self.device)
+        return np.eye(n, dtype=self.dtype)
+
+    def asarray(self, a):
+        if self.torch:
+            return self._torch.as_tensor(np.asarray(a), dtype=self.dtype, device=self.device)
+        return np.asarray(a, dtype=self.dtype)
+
+
+@dataclass
+class NGDViews:
+    """What a backend lends the update, in its own array library: writable views of every
+    connection's weights and gradient (``W[c]``, ``Gw[c]``, ``(n_post, n_pre)``) and of every
+    population's bias and its gradient (``b[p]``, ``Gb[p]``, None without a bias), the gradient
+    state's ``fx[p]`` ``(B, n)`` (presynaptic populations) and errors ``eps[p]`` (posts), each
+    post's precision ``pi[p]`` (``(n,)``, ``(n, n)`` or None for 1), and the trainable masks
+    (``mask_w[c]``, ``mask_b[p]``, None when all trainable)."""
+
+    W: list
+    Gw: list
+    b: list
+    Gb: list
+    fx: dict
+    eps: dict
+    pi: list
+    mask_w: list
+    mask_b: list
+
+
+class NGDState:
+    """The factors of one simulator's natural-gradient optimiser: ``C_in`` per presynaptic
+    population, ``C_out`` (empirical) per post, their damped inverses and the batch count."""
+
+    def __init__(self, spec: NaturalGradient, plan: Plan) -> None:
+        spec.check(plan)
+        self.spec = spec
+        self.plan = plan
+        self.c_in: dict[int, object] = {}
+        self.c_out: dict[int, object] = {}
+        self.inv_in: dict[int, object] = {}
+        self.inv_out: dict[int, object] = {}
+        self.count = 0
+
+    def step(self, v: NGDViews) -> None:
+        """One natural-gradient step, in place through the views."""
+        s, pl = self.spec, self.plan
+        some = v.W[0] if v.W else next(b for b in v.b if b is not None)
+        ops = ArrayOps(some)
+        pres = sorted({int(q) for q in pl.cpre})
+        posts = sorted({int(p) for p in pl.cpost} | {p for p, b in enumerate(v.b) if b is not None})
+        for q in pres:
+            self.c_in[q] = _ema(self.c_in.get(q), _moment(v.fx[q]), s.decay)
+        if s.c_out == "empirical":
+            for p in posts:
+                self.c_out[p] = _ema(self.c_out.get(p), _moment(v.eps[p]), s.decay)
+        if self.count % s.refresh == 0:
+            for q in pres:
+                n = self.c_in[q].shape[0]
+                self.inv_in[q] = ops.inv(self.c_in[q] + s.damping_in * ops.eye(n))
+            for p in posts:
+                self.inv_out[p] = self._out_inverse(p, v, ops)
+        self.count += 1
+        for c, (q, p) in enumerate(zip(pl.cpre, pl.cpost)):
+            u = _left(self.inv_out[int(p)], v.Gw[c]) @ self.inv_in[int(q)]
+            _apply(v.W[c], u, s, v.mask_w[c])
+        for p, b in enumerate(v.b):
+            if b is not None:
+                u = _left(self.inv_out[p], v.Gb[p]) * (1.0 / (1.0 + s.damping_in))
+                _apply(b, u, s, v.mask_b[p])
+
+    def _out_inverse(self, p: int, v: NGDViews, ops: ArrayOps):
+        """``(C_out + damping_out I)^-1``: a number, a per-unit vector or a matrix."""
+        s = self.spec
+        if s.c_out == "empirical":
+            n = self.c_out[p].shape[0]
+            return ops.inv(self.c_out[p] + s.damping_out * ops.eye(n))
+        pi = v.pi[p] if s.c_out == "precision" else None
+        if pi is None:  # unit precision, or the identity factor
+            return 1.0 / (1.0 + s.damping_out)
+        if pi.ndim == 2:
+            return ops.inv(pi + s.damping_out * ops.eye(pi.shape[0]))
+        return 1.0 / (pi + s.damping_out)
+
+    # ---- checkpoints ------------------------------------------------------------------------
+    def state(self) -> dict[str, np.ndarray]:
+        """The factors as float64 host arrays (``"in/<pop>"``, ``"out/<pop>"``, inverses as
+        ``"inv_in/<pop>"``, ``"inv_out/<pop>"``) and ``"count"``."""
+        out: dict[str, np.ndarray] = {"count": np.array(self.count)}
+        for tag, d in (("in", self.c_in), ("out", self.c_out), ("inv_in", self.inv_in),
+                       ("inv_out", self.inv_out)):  # fmt: skip
+            for p, a in d.items():
+                out[f"{tag}/{self.plan.names[p]}"] = _host(a)
+        return out
+
+    def load(self, state: dict[str, np.ndarray], like) -> None:
+        """Restore :meth:`state` (arrays converted like ``like``, a backend array)."""
+        ops = ArrayOps(like)
+        self.count = int(state["count"])
+        for tag, d in (("in", self.c_in), ("out", self.c_out), ("inv_in", self.inv_in),
+                       ("inv_out", self.inv_out)):  # fmt: skip
+            d.clear()
+            for k, a in state.items():
+                if k.startswith(tag + "/"):
+                    d[self.plan.index(k[len(tag) + 1 :])] = (
+                        float(a) if np.ndim(a) == 0 else ops.asarray(a)
+                    )
+
+
+def _moment(a):
+    """``<a a^T>``: the batch-mean second moment of the rows of ``a`` ``(B, n)``."""
+    return (a.T @ a) * (1.0 / a.shape[0])
+
+
+def _ema(old, new, decay: float):
+    return new if old is None else old * (1.0 - decay) + new * decay
+
+
+def _left(inv, m):
+    """``inv @ m`` for a matrix, a per-row scaling for a vector, a product for a number."""
+    if isinstance(inv, float):
+        return m * inv
+    if inv.ndim == 1:
+        return m * (inv[:, None] if m.ndim == 2 else inv)
+    return inv @ m
+
+
+def _apply(p, u, s: NaturalGradient, mask) -> None:
+    if s.weight_decay != 0.0:
+        u = u + s.weight_decay * p
+    if mask is not None:
+        u = u * mask
+    p -= s.lr * u
+
+
+def _host(a) -> np.ndarray:
+    if isinstance(a, float):
+        return np.array(a)
+    if isinstance(a, np.ndarray):
+        return a.astype(np.float64)
+    return a.detach().to("cpu").double().numpy()
+
+
+def host_step(state: NGDState, backend, phase: str):
+    """Apply one natural-gradient step to ``backend``'s parameters (its ``ngd_views``, from the
+    batch it just ran with gradients). A step that leaves a parameter non-finite is undone and
+    raises :class:`~neuropc.errors.DivergenceError` (``source="optimizer"``) naming it, with the
+    factors as before. Returns a function that undoes the step (for a later failure)."""
+    saved = backend.get_params()
+    factors = (dict(state.c_in), dict(state.c_out), dict(state.inv_in), dict(state.inv_out),
+               state.count)  # fmt: skip
+
+    def undo() -> None:
+        backend.set_params(saved)
+        state.c_in, state.c_out, state.inv_in, state.inv_out, state.count = (
+            dict(factors[0]), dict(factors[1]), dict(factors[2]), dict(factors[3]), factors[4]
+        )  # fmt: skip
+
+    state.step(backend.ngd_views())
+    bad = np.flatnonzero(~np.isfinite(backend.get_params()))
+    if len(bad):
+        undo()
+        name, index = state.plan.locate(int(bad[0]))
+        raise DivergenceError(None, None, phase, parameter=name, index=index)
+    return undo
