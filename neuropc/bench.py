@@ -29,7 +29,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from .dynamics.inference import Inference
-from .dynamics.optim import Adam
+from .dynamics.natural_gradient import NaturalGradient
+from .dynamics.optim import SGD, Adam
 from .model.distributions import Bernoulli, Categorical, Gaussian, Precision
 from .model.network import mlp
 from .simulator import Simulator
@@ -39,6 +40,13 @@ NOTES = {
     "pc_over_bp": "median over rounds of round_ms_per_batch / bp_ms_per_batch",
     "pc_over_handwritten": "median over rounds of round_ms_per_batch / handwritten_pc_ms_per_batch",
     "record_overhead": "median over pairs of record_ms_per_batch / record_none_ms_per_batch",
+}
+
+
+OPTIMIZERS = {
+    "adam": lambda: Adam(1e-3),
+    "sgd": lambda: SGD(0.01),
+    "ngd": lambda: NaturalGradient(lr=0.01),
 }
 
 
@@ -218,6 +226,24 @@ def references(pc_step, sizes, activation, batch, steps, rate, dtype, device, n)
     }
 
 
+def _against_adam(sim: Simulator, adam: Simulator, data: dict, n: int) -> dict:
+    """``sim`` and the same network learning with Adam, timed in ``n`` alternating rounds."""
+    steps_ = [lambda: sim.learn(data, state=False), lambda: adam.learn(data, state=False)]
+    for _ in range(3):
+        for f in steps_:
+            f()
+    t = np.zeros((n, 2))
+    for i in range(n):
+        for j, f in enumerate(steps_):
+            t0 = time.perf_counter()
+            f()
+            t[i, j] = time.perf_counter() - t0
+    return {
+        "adam_ms_per_batch": 1000.0 * float(np.median(t[:, 1])),
+        "over_adam": float(np.median(t[:, 0] / t[:, 1])),
+    }
+
+
 def record_overhead(sim: Simulator, data: dict, preset: str, timed: int) -> dict:
     """Cost of recording with ``preset`` (:func:`neuropc.record.probes.defaults`: energies plus settled
     states, or full per-step traces) to a temporary HDF5 file. Batches with and without
@@ -281,6 +307,7 @@ def run(
     output: str = "gaussian",
     precision: str = "fixed",
     timescale: str = "slow",
+    optimizer: str = "adam",
 ) -> dict:
     """Measure one configuration; returns the JSON-ready metrics (see the module docstring).
     ``output``: the output population's distribution, ``"gaussian"`` (unit precision),
@@ -288,7 +315,10 @@ def run(
     Gaussian output. ``precision``: ``"fixed"`` (unit), or a learned ``"scalar"`` / ``"diag"`` /
     ``"full"`` :class:`~neuropc.model.distributions.Precision` (EMA rule) on every hidden
     population (and a Gaussian output), learned across batches (``timescale="slow"``) or also
-    re-estimated at every inference step (``"fast"``)."""
+    re-estimated at every inference step (``"fast"``). ``optimizer``: ``"adam"`` (lr 1e-3),
+    ``"sgd"`` (lr 0.01) or ``"ngd"`` (:class:`~neuropc.dynamics.natural_gradient.NaturalGradient`,
+    lr 0.01, its default damping and refresh); other than Adam, the same network learning with
+    Adam is timed in alternating rounds, and ``over_adam`` is the median per-round ratio."""
     if timed < 1:
         raise ValueError(f"timed must be >= 1; got {timed}")
     if batch < 1:
@@ -306,11 +336,18 @@ def run(
                 prec = Precision(precision, learn="ema", timescale=timescale)
                 learned = Gaussian(precision=prec)
                 net.update(name, distribution=learned)
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {optimizer!r}")
+
+    def build(opt: str) -> Simulator:
+        return Simulator(
+            net, backend=backend, device=device, dtype=dtype, seed=seed,
+            inference=Inference(steps=steps, rate=rate), optimizer=OPTIMIZERS[opt](),
+            compile=compile,
+        )  # fmt: skip
+
     t0 = time.perf_counter()
-    sim = Simulator(
-        net, backend=backend, device=device, dtype=dtype, seed=seed,
-        inference=Inference(steps=steps, rate=rate), optimizer=Adam(1e-3), compile=compile,
-    )  # fmt: skip
+    sim = build(optimizer)
     rng = np.random.default_rng(seed)
     data = {
         "input": rng.random((batch, sizes[0])).astype(dtype),
@@ -344,6 +381,9 @@ def run(
         "efficiency": blas_ms / ms,
         "compile_s": compile_s,
     }
+    out["optimizer"] = optimizer
+    if optimizer != "adam":
+        out.update(_against_adam(sim, build("adam"), data, timed))
     if record != "none":
         out.update(record_overhead(sim, data, record, timed))
     if bp:

@@ -100,6 +100,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="a learned precision (EMA rule) on every Gaussian population (default: fixed)",
     )  # fmt: skip
     b.add_argument(
+        "--optimizer", default="adam", choices=["adam", "sgd", "ngd"],
+        help="adam (default), sgd or ngd (natural gradient); other than adam, also times the "
+        "same network learning with Adam and reports over_adam",
+    )  # fmt: skip
+    b.add_argument(
         "--timescale", default="slow", choices=["slow", "fast"],
         help="with --precision: learned across batches, or also re-estimated at every step",
     )  # fmt: skip
@@ -188,7 +193,7 @@ def _bench(args: argparse.Namespace) -> int:
         args.sizes, activation=args.activation, batch=args.batch, steps=args.steps,
         rate=args.rate, backend=args.backend, device=args.device, dtype=args.dtype, timed=args.timed,
         bp=not args.no_bp, record=args.record, compile=args.compile, output=args.output,
-        precision=args.precision, timescale=args.timescale,
+        precision=args.precision, timescale=args.timescale, optimizer=args.optimizer,
     )  # fmt: skip
     if args.json:
         print(json.dumps(res, sort_keys=True))

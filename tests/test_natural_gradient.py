@@ -248,3 +248,37 @@ def test_bad_settings_are_refused(monkeypatch) -> None:
     plan = dataclasses.replace(sim.plan, conn_kinds=("lowrank",) * len(sim.plan.conn_kinds))
     with pytest.raises(ValueError, match=r"connection 'input->h1' is of kind 'lowrank'"):
         NaturalGradient().check(plan)
+
+
+@pytest.mark.parametrize("be", BACKEND_PARAMS)
+@pytest.mark.parametrize("c_out", ["precision", "empirical", "identity"])
+def test_fpa_pc_ngd_equals_backprop_kfac(be: dict, c_out: str) -> None:
+    """Under FPA with unit hidden precision, PC's local gradients are backprop's, its errors are
+    backprop's deltas and its f(x_pre) the feed-forward activations: PC-NGD's steps equal the
+    backprop twin's K-FAC (neuropc.reference.natural_gradient, written independently) over
+    several batches (EMA, refresh every 2, weight decay), on a random MLP with a skip."""
+    from neuropc.reference.backprop import BackpropModel
+
+    net = npc.Network()
+    net.population("input", 6, role="input")
+    net.population("h1", 5, activation="tanh")
+    net.population("h2", 4, activation="sigmoid")
+    net.population("output", 3, role="target", precision=(0.5, 2.0, 1.0))
+    for a, b in (("input", "h1"), ("h1", "h2"), ("h2", "output"), ("input", "h2")):
+        net.connect(a, b)
+    ngd = NaturalGradient(lr=0.3, damping_in=DIN, damping_out=DOUT, refresh=2, decay=0.3,
+                          c_out=c_out, weight_decay=0.01)  # fmt: skip
+    # 3 = the longest path to the target: FPA's fixed point, exactly, at rate 1
+    inf = npc.Inference(mode="fpa", steps=3, rate=1.0)
+    sim = npc.Simulator(net, **be, dtype="float64", seed=4, optimizer=ngd, inference=inf)
+    twin = BackpropModel.from_simulator(sim)
+    start = sim.parameters()
+    for s in range(4):
+        rng = np.random.default_rng(s)
+        batch = {"input": rng.normal(size=(7, 6)), "output": rng.normal(size=(7, 3))}
+        sim.learn(batch)
+        twin.step(batch)
+    pc, bp = sim.parameters(), twin.parameters()
+    assert min(np.abs(pc[k] - start[k]).max() for k in pc) > 1e-3  # every parameter moved
+    for k in pc:
+        np.testing.assert_allclose(pc[k], bp[k], rtol=0, atol=1e-12, err_msg=k)

@@ -121,12 +121,53 @@ class ArrayOps:
         self.dtype = like.dtype
         self.device = getattr(like, "device", None)
 
+    # numpy arrays (the numba backend) go through scipy's BLAS and LAPACK, the library the numba
+    # kernels call: numpy's own OpenBLAS would start a second thread pool that fights the first
+    # one for the cores (on 2 cores a batch then took 20x longer)
     def inv(self, a):
-        # row-major, as a restored checkpoint's copy is: the products that use it then run the
-        # same BLAS call, and a resumed run stays bit-identical (LAPACK returns column-major)
+        """The inverse of a symmetric positive definite ``a`` (a damped factor), by Cholesky;
+        row-major, as a restored checkpoint's copy is, so that the products that use it run the
+        same BLAS call and a resumed run stays bit-identical."""
         if self.torch:
-            return self._torch.linalg.inv(a).contiguous()
-        return np.ascontiguousarray(np.linalg.inv(a))
+            t = self._torch
+            return t.cholesky_inverse(t.linalg.cholesky(a)).contiguous()
+        from scipy.linalg import lapack
+
+        potrf, potri = lapack.get_lapack_funcs(("potrf", "potri"), (a,))
+        c, info = potrf(a, lower=False, clean=False)
+        if info == 0:
+            c, info = potri(c, lower=False)
+        if info != 0:  # not positive definite (a non-finite factor): let the check report it
+            return np.full_like(a, np.nan)
+        upper = np.triu(c)  # potri fills the upper triangle
+        return np.ascontiguousarray(upper + np.triu(c, 1).T)
+
+    def moment(self, a, old, decay: float):
+        """``<a a^T>`` of the rows of ``a`` ``(B, n)``, or its EMA step
+        ``(1 - decay) old + decay <a a^T>``, as one gemm into a new array (``old`` is kept)."""
+        alpha = (1.0 if old is None else decay) / a.shape[0]
+        beta = 0.0 if old is None else 1.0 - decay
+        if self.torch:
+            if old is None:
+                return (a.T @ a) * alpha
+            return self._torch.addmm(old, a.T, a, beta=beta, alpha=alpha)
+        import scipy.linalg.blas as blas
+
+        gemm = blas.dgemm if a.dtype == np.float64 else blas.sgemm
+        if old is None:
+            return gemm(alpha, a.T, a.T, trans_b=True)
+        # column-major C = alpha A^T A + beta C; the result is symmetric, so its layout is moot
+        return gemm(alpha, a.T, a.T, beta=beta, c=old, trans_b=True, overwrite_c=False)
+
+    def matmul(self, a, b):
+        """``a @ b``; ``a`` and ``b`` may be transposed views."""
+        if self.torch:
+            return a @ b
+        import scipy.linalg.blas as blas
+
+        gemm = blas.dgemm if a.dtype == np.float64 else blas.sgemm
+        # row-major C = A B is column-major C^T = B^T A^T: pass the transposed views (no copy)
+        return gemm(1.0, b.T, a.T).T
 
     def eye(self, n: int):
         if self.torch:
@@ -181,10 +222,10 @@ class NGDState:
         pres = sorted({int(q) for q in pl.cpre})
         posts = sorted({int(p) for p in pl.cpost} | {p for p, b in enumerate(v.b) if b is not None})
         for q in pres:
-            self.c_in[q] = _ema(self.c_in.get(q), _moment(v.fx[q]), s.decay)
+            self.c_in[q] = ops.moment(v.fx[q], self.c_in.get(q), s.decay)
         if s.c_out == "empirical":
             for p in posts:
-                self.c_out[p] = _ema(self.c_out.get(p), _moment(v.eps[p]), s.decay)
+                self.c_out[p] = ops.moment(v.eps[p], self.c_out.get(p), s.decay)
         if self.count % s.refresh == 0:
             for q in pres:
                 n = self.c_in[q].shape[0]
@@ -193,11 +234,11 @@ class NGDState:
                 self.inv_out[p] = self._out_inverse(p, v, ops)
         self.count += 1
         for c, (q, p) in enumerate(zip(pl.cpre, pl.cpost)):
-            u = _left(self.inv_out[int(p)], v.Gw[c]) @ self.inv_in[int(q)]
+            u = ops.matmul(_left(self.inv_out[int(p)], v.Gw[c], ops), self.inv_in[int(q)])
             _apply(v.W[c], u, s, v.mask_w[c])
         for p, b in enumerate(v.b):
             if b is not None:
-                u = _left(self.inv_out[p], v.Gb[p]) * (1.0 / (1.0 + s.damping_in))
+                u = _left(self.inv_out[p], v.Gb[p], ops) * (1.0 / (1.0 + s.damping_in))
                 _apply(b, u, s, v.mask_b[p])
 
     def _out_inverse(self, p: int, v: NGDViews, ops: ArrayOps):
@@ -238,22 +279,13 @@ class NGDState:
                     )
 
 
-def _moment(a):
-    """``<a a^T>``: the batch-mean second moment of the rows of ``a`` ``(B, n)``."""
-    return (a.T @ a) * (1.0 / a.shape[0])
-
-
-def _ema(old, new, decay: float):
-    return new if old is None else old * (1.0 - decay) + new * decay
-
-
-def _left(inv, m):
+def _left(inv, m, ops: ArrayOps):
     """``inv @ m`` for a matrix, a per-row scaling for a vector, a product for a number."""
     if isinstance(inv, float):
         return m * inv
     if inv.ndim == 1:
         return m * (inv[:, None] if m.ndim == 2 else inv)
-    return inv @ m
+    return ops.matmul(inv, m if m.ndim == 2 else m[:, None]).reshape(m.shape)
 
 
 def _apply(p, u, s: NaturalGradient, mask) -> None:

@@ -2,10 +2,21 @@
 
 :mod:`neuropc.reference.backprop` is the backprop twin of any :class:`~neuropc.model.network.Network`:
 the same predictions computed feed-forward, trained by automatic differentiation.
+:mod:`neuropc.reference.natural_gradient` is its K-FAC optimiser (the update of
+``npc.NaturalGradient``) and the exact Fisher natural gradient of tiny networks.
 """
 
 from __future__ import annotations
 
 from .backprop import BackpropModel, feedforward, gradients, loss, torch_optimizer
+from .natural_gradient import KFAC, exact_natural_gradient
 
-__all__ = ["BackpropModel", "feedforward", "gradients", "loss", "torch_optimizer"]
+__all__ = [
+    "KFAC",
+    "BackpropModel",
+    "exact_natural_gradient",
+    "feedforward",
+    "gradients",
+    "loss",
+    "torch_optimizer",
+]

@@ -17,7 +17,8 @@ local gradients at that state equal backprop's for the parameters of the targets
 makes PC approximate backprop (Whittington & Bogacz 2017).
 
 Public API: :func:`feedforward`, :func:`loss`, :func:`gradients`, :func:`torch_optimizer` and
-:class:`BackpropModel`.
+:class:`BackpropModel` (whose ``optimizer=npc.NaturalGradient(...)`` steps with the K-FAC of
+:mod:`neuropc.reference.natural_gradient`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 
 from ..analysis import metrics as _metrics
+from ..dynamics.natural_gradient import NaturalGradient
 from ..dynamics.optim import SGD, Adam, Optimizer
 from ..model import operators
 from ..model.distributions import Precision, energy_torch
@@ -248,6 +250,10 @@ class BackpropModel:
     ``rng.permutation(n)`` per epoch, as ``Simulator.fit`` does from ``sim.shuffle_rng`` (a stream
     used for nothing else); ``from_simulator`` copies ``sim.shuffle_rng``. Frozen parameters
     (``trainable=False``, ``trainable_bias=False``) are not learned.
+
+    ``optimizer=npc.NaturalGradient(...)`` trains with :class:`neuropc.reference.natural_gradient.
+    KFAC` (``self.kfac``; ``self.torch_optimizer`` is None): the twin's side of a PC-vs-BP
+    natural-gradient comparison with one settings object.
     """
 
     def __init__(
@@ -272,7 +278,14 @@ class BackpropModel:
         }
         self.optimizer = optimizer or Adam()
         learned = [p for p in self.params.values() if p.requires_grad]
-        self.torch_optimizer = torch_optimizer(self.optimizer, learned) if learned else None
+        self.kfac = None
+        self.torch_optimizer = None
+        if isinstance(self.optimizer, NaturalGradient):
+            from .natural_gradient import KFAC
+
+            self.kfac = KFAC(network, self.optimizer)
+        elif learned:
+            self.torch_optimizer = torch_optimizer(self.optimizer, learned)
         self.rng = rng if rng is not None else np.random.default_rng(0)
 
     @classmethod
@@ -296,6 +309,8 @@ class BackpropModel:
     def step(self, data: Mapping[str, np.ndarray]) -> float:
         """One optimiser step on a batch (arrays for every population clamped in ``"train"``);
         returns the loss before the step."""
+        if self.kfac is not None:
+            return self.kfac.step(self.params, data)
         value = loss(self.network, self.params, data)
         if self.torch_optimizer is not None and value.requires_grad:
             self.torch_optimizer.zero_grad()
