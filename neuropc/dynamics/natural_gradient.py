@@ -153,11 +153,13 @@ class ArrayOps:
             return self._torch.addmm(old, a.T, a, beta=beta, alpha=alpha)
         import scipy.linalg.blas as blas
 
-        gemm = blas.dgemm if a.dtype == np.float64 else blas.sgemm
+        # a symmetric rank-k update fills the upper triangle only (half a gemm's work): the
+        # factor is only ever read through a Cholesky factorisation of its upper triangle
+        # (inv), and state() symmetrises it
+        syrk = blas.dsyrk if a.dtype == np.float64 else blas.ssyrk
         if old is None:
-            return gemm(alpha, a.T, a.T, trans_b=True)
-        # column-major C = alpha A^T A + beta C; the result is symmetric, so its layout is moot
-        return gemm(alpha, a.T, a.T, beta=beta, c=old, trans_b=True, overwrite_c=False)
+            return syrk(alpha, a.T)
+        return syrk(alpha, a.T, beta=beta, c=old, overwrite_c=False)
 
     def matmul(self, a, b):
         """``a @ b``; ``a`` and ``b`` may be transposed views."""
@@ -300,6 +302,8 @@ def _host(a) -> np.ndarray:
     if isinstance(a, float):
         return np.array(a)
     if isinstance(a, np.ndarray):
+        if a.ndim == 2:  # a factor kept as its upper triangle (ArrayOps.moment): symmetrise
+            a = np.triu(a) + np.triu(a, 1).T
         return a.astype(np.float64)
     return a.detach().to("cpu").double().numpy()
 
