@@ -13,22 +13,23 @@ weights, on the same corrupted training set, and is scored on the test set:
   training and test);
 * arms: ``bp_sgd``, ``bp_adam``, ``bp_ngd`` (the backprop twin with K-FAC,
   ``npc.NaturalGradient(c_out="empirical")``), ``pc_sgd``, ``pc_adam``, ``pc_precision_<kind>``
-  (learned precision on the hidden and output populations, EMA rule, decay 0.05, damping 0.05
-  so that Pi <= 20, trained with SGD: Adam would normalise the precision's scaling of the
-  gradients away) for kind scalar / diag / full, each also with ``_fast`` (re-estimated at every
-  inference step), and ``pc_ngd`` (learned diagonal precision, ``npc.NaturalGradient`` with
-  ``c_out="precision"``). PC runs 20 strict inference steps (rate 0.1) per batch. Full
+  (learned precision on the hidden and output populations, EMA rule, decay 0.05, damping
+  searched in 0.2/0.5/1 so that Pi <= 1 / damping, trained with SGD: Adam would normalise the
+  precision's scaling of the gradients away) for kind scalar / diag / full, each also with ``_fast`` (re-estimated at every
+  inference step), and ``pc_ngd`` (learned diagonal precision with damping 0.5,
+  ``npc.NaturalGradient`` with ``c_out="precision"``). PC runs 20 strict inference steps (rate 0.1) per batch. Full
   precisions run on the torch backend, the other PC arms on ``--backend``.
 * learning rates: each arm's from a grid (SGD 0.01/0.03/0.1, Adam 3e-4/1e-3/3e-3, SGD with a
-  learned precision 0.001/0.003/0.01/0.03, NGD 1e-4/3e-4/1e-3/3e-3), the one with the best accuracy on a validation split (the last
+  learned precision 0.003/0.01/0.03 with each damping, NGD 0.001/0.003/0.01/0.03/0.1), the one with the best accuracy on a validation split (the last
   ``n_val`` training images, corrupted like the rest: labels there are noisy too), never on the
   test set. The default run selects once per arm on the clean setting; ``--full`` per arm and
-  setting. ``--quick`` uses the second value of each grid (no search).
+  setting. ``--quick`` uses the middle of each grid (no search).
 
 Data: Fashion-MNIST (the complete 60k / 10k set of the Debian package
 ``dataset-fashion-mnist``) when installed, else the embedded MNIST subset (8k / 2k); the JSON's
 ``data`` says which. Metrics: ``acc_<setting>_<arm>`` (mean test accuracy over seeds),
-``sd_<setting>_<arm>``, ``lr_<arm>`` (or ``lr_<setting>_<arm>``), ``seconds``. The table goes to
+``sd_<setting>_<arm>``, ``lr_<arm>`` and ``damping_<arm>`` (``--full``: ``lr_<setting>_<arm>``
+...), ``seconds``. The table goes to
 ``--out/precision_noise.md`` (and docs/precision.md quotes it), the figure (accuracy against
 noise level per arm) to ``--out/precision_noise.png``. Measured numbers and conclusions:
 docs/precision.md.
@@ -59,11 +60,16 @@ ARMS = (
 GRIDS = {
     "sgd": (0.01, 0.03, 0.1),
     "adam": (3e-4, 1e-3, 3e-3),
-    # a learned precision rescales the gradients (Pi up to 1 / damping = 20), so its SGD needs
-    # smaller steps; the natural gradient's whitening amplifies weak input directions as well
-    "precision": (0.001, 0.003, 0.01, 0.03),
-    "ngd": (1e-4, 3e-4, 1e-3, 3e-3),
+    # a learned precision rescales the gradients (Pi up to 1 / damping), so its SGD needs smaller
+    # steps; the natural gradients' scale depends on their output factor
+    "precision": (0.003, 0.01, 0.03),
+    "ngd": (1e-3, 3e-3, 0.01, 0.03, 0.1),
 }
+# the EMA precision's damping: Pi = 1 / (running error variance + damping) <= 1 / damping. Hidden
+# errors settle near 0, so hidden precisions sit at that cap, and inference at rate 0.1 needs
+# rate * Pi < 2 to converge: the damping is searched with the learning rate
+DAMPINGS = (0.2, 0.5, 1.0)
+NGD_DAMPING = 0.5  # pc_ngd's diagonal precision
 
 
 @dataclass(frozen=True)
@@ -118,8 +124,10 @@ def corrupt(setting: str, train: tuple, test: tuple, seed: int) -> tuple[tuple, 
     return (x, y), (xt, yt)
 
 
-def arm_parts(arm: str, lr: float) -> tuple[str, npc.Network, object, str | None]:
-    """``(family, network, optimiser, backend override)`` of ``arm`` at learning rate ``lr``."""
+def arm_parts(arm: str, hp: dict) -> tuple[str, npc.Gaussian | None, object, str | None]:
+    """``(family, hidden/output distribution, optimiser, backend override)`` of ``arm`` with
+    hyper-parameters ``hp`` (``lr``, and ``damping`` for the learned-precision arms)."""
+    lr = hp["lr"]
     if arm.startswith("bp_"):
         opt = {"bp_sgd": npc.SGD(lr), "bp_adam": npc.Adam(lr),
                "bp_ngd": npc.NaturalGradient(lr=lr, c_out="empirical")}[arm]  # fmt: skip
@@ -127,23 +135,30 @@ def arm_parts(arm: str, lr: float) -> tuple[str, npc.Network, object, str | None
     if arm in ("pc_sgd", "pc_adam"):
         return "pc", None, npc.SGD(lr) if arm == "pc_sgd" else npc.Adam(lr), None
     kind = "diag" if arm == "pc_ngd" else arm.split("_")[2]
-    fast = arm.endswith("_fast")
-    prec = npc.Precision(kind, learn="ema", decay=0.05, damping=0.05,
-                         timescale="fast" if fast else "slow")  # fmt: skip
+    prec = npc.Precision(kind, learn="ema", decay=0.05, damping=hp.get("damping", NGD_DAMPING),
+                         timescale="fast" if arm.endswith("_fast") else "slow")  # fmt: skip
     opt = npc.NaturalGradient(lr=lr) if arm == "pc_ngd" else npc.SGD(lr)
     return "pc", npc.Gaussian(precision=prec), opt, "torch" if kind == "full" else None
 
 
-def grid(arm: str) -> tuple[float, ...]:
+def grid(arm: str) -> list[dict]:
+    """The hyper-parameters searched for ``arm``."""
     if arm.endswith("ngd"):
-        return GRIDS["ngd"]
-    return GRIDS["adam" if arm.endswith("adam") else "precision" if "precision" in arm else "sgd"]
+        return [{"lr": lr} for lr in GRIDS["ngd"]]
+    if "precision" in arm:
+        return [{"lr": lr, "damping": d} for d in DAMPINGS for lr in GRIDS["precision"]]
+    return [{"lr": lr} for lr in GRIDS["adam" if arm.endswith("adam") else "sgd"]]
 
 
-def train_eval(arm: str, lr: float, train: tuple, evaluate: tuple, cfg: Config, seed: int,
+def middle(arm: str) -> dict:
+    g = grid(arm)
+    return g[len(g) // 2]
+
+
+def train_eval(arm: str, hp: dict, train: tuple, evaluate: tuple, cfg: Config, seed: int,
                backend: str) -> float:  # fmt: skip
-    """Train ``arm`` on ``train`` and return its accuracy on ``evaluate``."""
-    family, dist, opt, override = arm_parts(arm, lr)
+    """Train ``arm`` with ``hp`` on ``train`` and return its accuracy on ``evaluate``."""
+    family, dist, opt, override = arm_parts(arm, hp)
     net = npc.mlp([784, cfg.hidden, 10], activation="tanh")
     if dist is not None:
         for name in ("h1", "output"):
@@ -158,7 +173,7 @@ def train_eval(arm: str, lr: float, train: tuple, evaluate: tuple, cfg: Config, 
     try:
         sim.fit(data, epochs=cfg.epochs, batch_size=cfg.batch_size, progress=False)
     except npc.DivergenceError as err:  # a learning rate too high for this arm: chance level
-        print(f"  {arm} lr={lr:g}: diverged ({str(err).splitlines()[0][:80]})")
+        print(f"  {arm} {hp}: diverged ({str(err).splitlines()[0][:80]})")
         return 0.1
     return float(sim.accuracy({"input": evaluate[0]}, evaluate[1]))
 
@@ -168,13 +183,19 @@ def split(train: tuple, n_val: int) -> tuple[tuple, tuple]:
     return (x[:-n_val], y[:-n_val]), (x[-n_val:], y[-n_val:])
 
 
-def select_lr(arm: str, train: tuple, cfg: Config, backend: str) -> float:
-    """The grid value with the best validation accuracy (seed 0)."""
+def select(arm: str, train: tuple, cfg: Config, backend: str) -> dict:
+    """The hyper-parameters of ``arm``'s grid with the best validation accuracy (seed 0; ties
+    to the smaller learning rate)."""
     if cfg.search == "none":
-        return grid(arm)[1]
+        return middle(arm)
     fit, val = split(train, cfg.n_val)
-    scores = {lr: train_eval(arm, lr, fit, val, cfg, 0, backend) for lr in grid(arm)}
-    return max(scores, key=lambda lr: (scores[lr], -lr))
+    scores = [(train_eval(arm, hp, fit, val, cfg, 0, backend), -hp["lr"], i)
+              for i, hp in enumerate(grid(arm))]  # fmt: skip
+    return grid(arm)[max(scores)[2]]
+
+
+def _hp_metrics(key: str, hp: dict) -> dict:
+    return {f"{name}_{key}": v for name, v in hp.items()}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -193,23 +214,23 @@ def main(argv: list[str] | None = None) -> dict:
     metrics: dict = {"data": name, "n_train": len(train[1]) - cfg.n_val, "n_test": len(test[1]),
                      "epochs": cfg.epochs, "hidden": cfg.hidden, "seeds": list(cfg.seeds),
                      "search": cfg.search, "quick": args.quick}  # fmt: skip
-    lrs: dict[tuple[str, str], float] = {}
+    hps: dict[tuple[str, str], dict] = {}
     if cfg.search in ("none", "clean"):
         clean = corrupt("label0", train, test, cfg.seeds[0])[0]
         for arm in ARMS:
-            lr = select_lr(arm, clean, cfg, args.backend)
-            lrs.update({(s, arm): lr for s in SETTINGS})
-            metrics[f"lr_{arm}"] = lr
+            hp = select(arm, clean, cfg, args.backend)
+            hps.update({(s, arm): hp for s in SETTINGS})
+            metrics.update(_hp_metrics(arm, hp))
     results: dict[tuple[str, str], list[float]] = {}
     for setting in SETTINGS:
         for arm in ARMS:
             accs = []
             for seed in cfg.seeds:
                 tr, te = corrupt(setting, train, test, seed)
-                if (setting, arm) not in lrs:  # --full: per setting, on its own noisy split
-                    lrs[setting, arm] = select_lr(arm, tr, cfg, args.backend)
-                    metrics[f"lr_{setting}_{arm}"] = lrs[setting, arm]
-                accs.append(train_eval(arm, lrs[setting, arm], split(tr, cfg.n_val)[0], te, cfg,
+                if (setting, arm) not in hps:  # --full: per setting, on its own noisy split
+                    hps[setting, arm] = select(arm, tr, cfg, args.backend)
+                    metrics.update(_hp_metrics(f"{setting}_{arm}", hps[setting, arm]))
+                accs.append(train_eval(arm, hps[setting, arm], split(tr, cfg.n_val)[0], te, cfg,
                                        seed, args.backend))  # fmt: skip
             results[setting, arm] = accs
             metrics[f"acc_{setting}_{arm}"] = float(np.mean(accs))
@@ -254,12 +275,12 @@ def figure(results: dict, path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     label = [s for s in SETTINGS if s.startswith("label")]
     inputs = ["label0", "gauss05", "gauss10", "hetero"]
-    for arm in ARMS:
-        style = "--" if arm.startswith("bp") else "-"
+    for i, arm in enumerate(ARMS):
+        kw = {"ls": "--" if arm.startswith("bp") else "-", "marker": "o",
+              "color": plt.cm.tab20(i / len(ARMS))}  # fmt: skip
         ax1.plot([SETTINGS[s][1] * 100 for s in label],
-                 [100 * np.mean(results[s, arm]) for s in label], style, marker="o", label=arm)  # fmt: skip
-        ax2.plot(range(len(inputs)), [100 * np.mean(results[s, arm]) for s in inputs], style,
-                 marker="o")  # fmt: skip
+                 [100 * np.mean(results[s, arm]) for s in label], label=arm, **kw)  # fmt: skip
+        ax2.plot(range(len(inputs)), [100 * np.mean(results[s, arm]) for s in inputs], **kw)
     ax1.set(xlabel="symmetric label noise (%)", ylabel="test accuracy (%)")
     ax2.set(xticks=range(len(inputs)), xticklabels=["clean", "gauss 0.5", "gauss 1.0", "hetero"])
     ax1.legend(fontsize=7, ncol=2)
