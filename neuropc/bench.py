@@ -208,15 +208,7 @@ def references(pc_step, sizes, activation, batch, steps, rate, dtype, device, n)
         _synced(torch_bp_step(sizes, activation, batch, dtype, device), device),
         _synced(torch_pc_step(layers, opt, x, y, activation, steps, rate), device),
     ]
-    for f in steps_:
-        for _ in range(3):
-            f()
-    t = np.zeros((n, 3))
-    for i in range(n):
-        for j, f in enumerate(steps_):
-            t0 = time.perf_counter()
-            f()
-            t[i, j] = time.perf_counter() - t0
+    t = _rounds(steps_, n)
     return {
         "round_ms_per_batch": 1000.0 * float(np.median(t[:, 0])),
         "bp_ms_per_batch": 1000.0 * float(np.median(t[:, 1])),
@@ -226,18 +218,24 @@ def references(pc_step, sizes, activation, batch, steps, rate, dtype, device, n)
     }
 
 
-def _against_adam(sim: Simulator, adam: Simulator, data: dict, n: int) -> dict:
-    """``sim`` and the same network learning with Adam, timed in ``n`` alternating rounds."""
-    steps_ = [lambda: sim.learn(data, state=False), lambda: adam.learn(data, state=False)]
+def _rounds(steps: list, n: int) -> np.ndarray:
+    """Seconds of each of ``steps`` in ``n`` rounds that call them in turn (after 3 warm-up
+    rounds): ``(n, len(steps))``. A slow phase of a shared machine hits every step alike."""
     for _ in range(3):
-        for f in steps_:
+        for f in steps:
             f()
-    t = np.zeros((n, 2))
+    t = np.zeros((n, len(steps)))
     for i in range(n):
-        for j, f in enumerate(steps_):
+        for j, f in enumerate(steps):
             t0 = time.perf_counter()
             f()
             t[i, j] = time.perf_counter() - t0
+    return t
+
+
+def _against_adam(sim: Simulator, adam: Simulator, data: dict, n: int) -> dict:
+    """``sim`` and the same network learning with Adam, timed in ``n`` alternating rounds."""
+    t = _rounds([lambda: sim.learn(data, state=False), lambda: adam.learn(data, state=False)], n)
     return {
         "adam_ms_per_batch": 1000.0 * float(np.median(t[:, 1])),
         "over_adam": float(np.median(t[:, 0] / t[:, 1])),
