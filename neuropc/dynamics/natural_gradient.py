@@ -62,7 +62,7 @@ class NaturalGradient:
     damping_in: float = 0.005
     damping_out: float = 0.1
     decay: float = 0.05
-    refresh: int = 10
+    refresh: int = 20
     c_out: str = "precision"
     require_learned: bool = False
     weight_decay: float = 0.0
@@ -298,6 +298,12 @@ def _apply(p, u, s: NaturalGradient, mask) -> None:
     p -= s.lr * u
 
 
+def _finite(a) -> bool:
+    if isinstance(a, np.ndarray):
+        return bool(np.isfinite(a.sum()))  # a NaN or inf anywhere makes the sum non-finite
+    return bool(a.isfinite().all()) if a.numel() < 4096 else bool(a.sum().isfinite())
+
+
 def _host(a) -> np.ndarray:
     if isinstance(a, float):
         return np.array(a)
@@ -323,10 +329,15 @@ def host_step(state: NGDState, backend, phase: str):
             dict(factors[0]), dict(factors[1]), dict(factors[2]), dict(factors[3]), factors[4]
         )  # fmt: skip
 
-    state.step(backend.ngd_views())
-    bad = np.flatnonzero(~np.isfinite(backend.get_params()))
-    if len(bad):
-        undo()
-        name, index = state.plan.locate(int(bad[0]))
-        raise DivergenceError(None, None, phase, parameter=name, index=index)
+    views = backend.ngd_views()
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverging step is reported below
+        state.step(views)
+    # a quick test of what the step wrote (a sum per array), then the exact one if it fails (a
+    # sum of finite values can overflow)
+    if not all(_finite(p) for p in (*views.W, *(b for b in views.b if b is not None))):
+        bad = np.flatnonzero(~np.isfinite(backend.get_params()))
+        if len(bad):
+            undo()
+            name, index = state.plan.locate(int(bad[0]))
+            raise DivergenceError(None, None, phase, parameter=name, index=index)
     return undo
