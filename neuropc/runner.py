@@ -268,6 +268,8 @@ class ScriptRecordings:
         if self.path is None:
             return None
         self.count += 1
+        # --record was checked to be creatable (check_output_file): create its folder now
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         if self.count == 1:
             return self.path
         stem, ext = os.path.splitext(self.path)

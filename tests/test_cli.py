@@ -240,6 +240,20 @@ def test_script_recordings_are_explicit_state(tmp_path: Path, capsys) -> None:
     assert plain.recordings.attach(sim) is None and sim.recorder is None
 
 
+def test_record_into_a_folder_that_does_not_exist_yet(tmp_path: Path) -> None:
+    """``--record new/dir/run.h5`` passes the option check (the folder can be created), so the
+    recording creates the folder rather than failing when the first simulator is attached."""
+    import neuropc as npc
+    from neuropc.runner import script_args
+
+    path = tmp_path / "new" / "dir" / "run.h5"
+    args = script_args("t", ["--out", str(tmp_path / "o"), "--record", str(path)])
+    rec = args.recordings.attach(npc.Simulator(npc.mlp([4, 3, 2]), dtype="float64"))
+    assert rec is not None and rec.path == str(path)
+    args.recordings.close()
+    assert path.is_file()
+
+
 def test_record_that_the_script_never_attaches_is_a_warning(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
