@@ -31,7 +31,9 @@ Data: Fashion-MNIST (the complete 60k / 10k set of the Debian package
 ``sd_<setting>_<arm>``, ``lr_<arm>`` and ``damping_<arm>`` (``--full``: ``lr_<setting>_<arm>``
 ...), ``seconds``. The table goes to
 ``--out/precision_noise.md`` (and docs/precision.md quotes it), the figure (accuracy against
-noise level per arm) to ``--out/precision_noise.png``. Measured numbers and conclusions:
+noise level per arm) to ``--out/precision_noise.png``. ``--record PATH`` records the learned
+precisions and energies of the first seed's ``pc_precision_diag`` training in every setting
+(``PATH``, then ``PATH-2`` ... in the order of the settings above) for ``analysis/precision.py``. Measured numbers and conclusions:
 docs/precision.md.
 """
 
@@ -70,6 +72,7 @@ GRIDS = {
 # rate * Pi < 2 to converge: the damping is searched with the learning rate
 DAMPINGS = (0.2, 0.5, 1.0)
 NGD_DAMPING = 0.5  # pc_ngd's diagonal precision
+RECORDED = "pc_precision_diag"  # the arm --record records (first seed, every setting)
 
 
 @dataclass(frozen=True)
@@ -156,8 +159,10 @@ def middle(arm: str) -> dict:
 
 
 def train_eval(arm: str, hp: dict, train: tuple, evaluate: tuple, cfg: Config, seed: int,
-               backend: str) -> float:  # fmt: skip
-    """Train ``arm`` with ``hp`` on ``train`` and return its accuracy on ``evaluate``."""
+               backend: str, record: str | None = None) -> float:  # fmt: skip
+    """Train ``arm`` with ``hp`` on ``train`` and return its accuracy on ``evaluate``. With
+    ``record`` (a PC arm), the training's learned precisions (``Probe(p, "precision")``) and
+    energies go to that HDF5 file (``analysis/precision.py`` draws them)."""
     family, dist, opt, override = arm_parts(arm, hp)
     net = npc.mlp([784, cfg.hidden, 10], activation="tanh")
     if dist is not None:
@@ -170,11 +175,17 @@ def train_eval(arm: str, hp: dict, train: tuple, evaluate: tuple, cfg: Config, s
         twin = BackpropModel.from_simulator(sim)
         twin.fit(data, epochs=cfg.epochs, batch_size=cfg.batch_size)
         return float(twin.accuracy({"input": evaluate[0]}, evaluate[1]))
+    if record is not None:
+        probes = [npc.Probe(p, "precision", phases=("train",)) for p in ("h1", "output")]
+        sim.record(record, probes if dist is not None else ())
     try:
         sim.fit(data, epochs=cfg.epochs, batch_size=cfg.batch_size, progress=False)
     except npc.DivergenceError as err:  # a learning rate too high for this arm: chance level
         print(f"  {arm} {hp}: diverged ({str(err).splitlines()[0][:80]})")
         return 0.1
+    finally:
+        if sim.recorder is not None:
+            sim.recorder.close()
     return float(sim.accuracy({"input": evaluate[0]}, evaluate[1]))
 
 
@@ -230,8 +241,11 @@ def main(argv: list[str] | None = None) -> dict:
                 if (setting, arm) not in hps:  # --full: per setting, on its own noisy split
                     hps[setting, arm] = select(arm, tr, cfg, args.backend)
                     metrics.update(_hp_metrics(f"{setting}_{arm}", hps[setting, arm]))
+                # --record: the first seed's diagonal-precision run of every setting
+                rec = args.recordings.next_path() if (
+                    arm == RECORDED and seed == cfg.seeds[0]) else None  # fmt: skip
                 accs.append(train_eval(arm, hps[setting, arm], split(tr, cfg.n_val)[0], te, cfg,
-                                       seed, args.backend))  # fmt: skip
+                                       seed, args.backend, rec))  # fmt: skip
             results[setting, arm] = accs
             metrics[f"acc_{setting}_{arm}"] = float(np.mean(accs))
             metrics[f"sd_{setting}_{arm}"] = float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0
