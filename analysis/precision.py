@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
         s = tr.summary()
         print(f"{tr.population:<8} final precision: mean {s['mean'][-1]:.4g}, "
               f"10/50/90th percentile {s['p10'][-1]:.4g} / {s['p50'][-1]:.4g} / "
-              f"{s['p90'][-1]:.4g} after {tr.time[-1]:.4g} {tr.time_label}s")  # fmt: skip
+              f"{s['p90'][-1]:.4g} after {tr.time[-1]:.4g} {tr.time_label.replace('batch', 'batche')}s")  # fmt: skip
     written = [draw(traces, out)]
     for p in written:
         wrote(p)
