@@ -72,6 +72,10 @@ def test_zil_ipc_nudge_langevin_and_zero_init_schedules() -> None:
     assert s.nudge == 0.25 and s.grad_scale == 4.0 and s.nudged[sim.plan.index("output")]
     s = S.build(sim.plan, cl, cl, npc.Inference(temperature=2.0, rate=0.05))
     assert s.noise_sd == pytest.approx(np.sqrt(0.2))
+    s = S.build(sim.plan, cl, cl, npc.Inference(steps=6, temperature=1.0, burn_in=2, collect=2),
+                learning=True)  # fmt: skip
+    assert (s.grad_at == S.COLLECTED).all() and s.zero_grads and s.steps_each
+    assert list(np.flatnonzero(s.collect)) == [2, 4, 6] and s.collect_weight == 1 / 3
     s = S.build(sim.plan, cl, cl, npc.Inference(init="zero"))
     assert (s.init[~cl] == S.ZERO).all() and (s.init[cl] == S.KEEP).all()
 

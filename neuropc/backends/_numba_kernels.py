@@ -513,7 +513,7 @@ def _fast_precision(EPS, PI, SF, eo, n, rule, hp):
 
 
 INIT_ZERO, INIT_FORWARD = _sched.ZERO, _sched.FORWARD
-GRAD_END, GRAD_EVERY = _sched.END, _sched.EVERY
+GRAD_END, GRAD_EVERY, GRAD_COLLECTED = _sched.END, _sched.EVERY, _sched.COLLECTED
 OPT_NEVER, OPT_END, OPT_EVERY = _sched.NEVER, _sched.AT_END, _sched.EACH_STEP
 
 
@@ -552,7 +552,8 @@ def infer(
     sizes, voff, eoff, has_err, act_code, act_param, cpre, cpost, cwoff, boff, trainable, dist,
     clamped, init, frozen, var_pred, is_pre, refresh_act, leaks, backproj, first_bp, receives_bp,
     grad_at, T, rate, noise_sd, tol, err_rate, seed, energies, want_grads, zero_grads, opt_when,
-    nudge, nudged, grad_scale, fast_rule, fast_hp, SF, opt_kind, hp, opt_t,
+    nudge, nudged, grad_scale, fast_rule, fast_hp, SF, collect, collect_weight, opt_kind, hp,
+    opt_t,
     rec_every, rec_rows, rec_vcols, rec_ecols, rec_ncols, VT, ET, NT, NZ,
 ):  # fmt: skip
     """Execute one run's schedule (:mod:`neuropc.dynamics.schedule`, whose docstring gives the
@@ -630,6 +631,7 @@ def infer(
         end_grads = end_grads or grad_at[p] == GRAD_END
     any_step_grads = any_step_grads and want_grads
     every_grads = every_grads and want_grads
+    collecting = want_grads and collect.shape[0] > 0 and np.any(collect)
     steps_taken = 0
 
     rown = np.zeros(nb_)
@@ -659,7 +661,10 @@ def infer(
                     return t, t, p, steps_taken, -1
         if any_step_grads:  # the connections into populations scheduled at step t learn now
             weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, trainable,
-                         grad_at, t, grad_scale)  # fmt: skip
+                         grad_at, t, grad_scale, False)  # fmt: skip
+        if collecting and collect[t]:  # a collected sample: its gradient joins the average
+            weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, trainable,
+                         grad_at, GRAD_COLLECTED, grad_scale * collect_weight, True)  # fmt: skip
         if rec_every > 0 and t % rec_every == 0:
             _gather(X, rec_rows, rec_vcols, VT, t // rec_every)
             _gather(EPS, rec_rows, rec_ecols, ET, t // rec_every)
@@ -681,7 +686,7 @@ def infer(
                      P[cwoff[c]:], sizes[q], 0.0 if first_bp[c] else 1.0, BP[0:, voff[q]:], NV)  # fmt: skip
         if every_grads:  # gradients from the same state as the value step
             weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, trainable,
-                         grad_at, GRAD_EVERY, grad_scale)  # fmt: skip
+                         grad_at, GRAD_EVERY, grad_scale, False)  # fmt: skip
         # value (and leaky error) updates
         for b in range(nb_):
             rown[b] = 0.0
@@ -736,7 +741,7 @@ def infer(
                         X[b, o + j] = mu + nudge * (X[b, o + j] - mu)
     if want_grads and end_grads:
         weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, trainable, grad_at,
-                     GRAD_END, grad_scale)  # fmt: skip
+                     GRAD_END, grad_scale, False)  # fmt: skip
     if learn and opt_when == OPT_END:
         bad_i = optimizer_step(opt_kind, P, G, S1, S2, hp, opt_t + steps_taken + 1, trainable, BK)
         if bad_i >= 0:
@@ -750,14 +755,16 @@ def infer(
 # ---------------------------------------------------------------------------------------------
 @nb.njit(**_JIT_REDUCE)
 def weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, trainable, grad_at, sel,
-                 scale):  # fmt: skip
+                 scale, acc):  # fmt: skip
     """Gradient of the batch-mean energy w.r.t. the parameters (local, Hebbian form)::
 
         dF/dW_c = -1/B sum_b eps_post f(x_pre)^T,    dF/db_p = -1/B sum_b eps_p
 
     so a descent step ``W -= lr * G`` is the Hebbian update ``dW ∝ eps_post f(x_pre)^T``. Times
     ``scale`` (1/beta when nudging). Only the connections into, and the biases of, populations
-    with ``grad_at == sel`` are computed (the schedule's timing). Frozen entries are zeroed.
+    with ``grad_at == sel`` are computed (the schedule's timing); with ``acc`` they are added to
+    ``G`` (a collected sample of Langevin learning) instead of replacing it. Frozen entries are
+    zeroed.
     """
     nb_ = FX.shape[0]
     NV = FX.shape[1]
@@ -768,13 +775,14 @@ def weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, traina
         if grad_at[p] != sel:
             continue
         gemm(True, False, sizes[p], sizes[q], nb_, -scale / nb_, EPS[0:, eoff[p]:], NE,
-             FX[0:, voff[q]:], NV, 0.0, G[cwoff[c]:], sizes[q])  # fmt: skip
+             FX[0:, voff[q]:], NV, 1.0 if acc else 0.0, G[cwoff[c]:], sizes[q])  # fmt: skip
     for p in range(sizes.shape[0]):
         bo = boff[p]
         if bo >= 0 and grad_at[p] == sel:
             eo = eoff[p]
             n = sizes[p]
             g_ = G[bo : bo + n]
+            old = g_.copy() if acc else g_[:0]
             for j in range(n):
                 g_[j] = 0.0
             for b in range(nb_):
@@ -783,6 +791,9 @@ def weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, traina
                     g_[j] -= e_[j]
             for j in range(n):
                 g_[j] *= scale / nb_
+            if acc:  # a collected sample: add to the average so far
+                for j in range(n):
+                    g_[j] += old[j]
     for i in range(G.shape[0]):
         G[i] *= trainable[i]
 

@@ -132,7 +132,8 @@ class NumbaBackend(Backend):
             sched.refresh_act, sched.leaks, sched.backproj, sched.first_bp, sched.receives_bp,
             sched.grad_at, sched.steps, sched.rate, sched.noise_sd, sched.tol, sched.err_rate,
             int(seed), energies, sched.grads, sched.zero_grads, sched.opt_when, sched.nudge,
-            sched.nudged, sched.grad_scale, sched.fast_rule, pl.prec_hp, self.SF,
+            sched.nudged, sched.grad_scale, sched.fast_rule, pl.prec_hp, self.SF, sched.collect,
+            sched.collect_weight,
         )  # fmt: skip
         if len(self._fast):
             self.PI[:] = self.PI_slow

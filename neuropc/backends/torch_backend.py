@@ -16,7 +16,16 @@ import torch
 from ..dynamics.natural_gradient import NGDViews
 from ..dynamics.optim import OPT_ADAM, OPT_SGD, Optimizer
 from ..dynamics.plan import Plan
-from ..dynamics.schedule import AT_END, EACH_STEP, END, EVERY, FORWARD, ZERO, Schedule
+from ..dynamics.schedule import (
+    AT_END,
+    COLLECTED,
+    EACH_STEP,
+    END,
+    EVERY,
+    FORWARD,
+    ZERO,
+    Schedule,
+)  # fmt: skip
 from ..model.activations import NAMES, get
 from ..model.distributions import by_code, error_own_torch
 from .base import Backend, RunOutput, TraceSpec, ngd_views
@@ -172,6 +181,7 @@ class TorchBackend(Backend):
         if sched.zero_grads:
             self.G.zero_()
         step_grads = sched.grads and bool(np.any(sched.grad_at >= 0))
+        collected = sched.grads_at(COLLECTED) if sched.grads and sched.collect.any() else None
         every_grads = sched.grads and bool(np.any(sched.grad_at == EVERY))
         opt_steps = 0
         hooks = sched.steps_each  # something acts between steps: one step per call
@@ -186,6 +196,8 @@ class TorchBackend(Backend):
         while True:
             if step_grads:
                 self._weight_grads(fx, eps, batch, scale, sched.grads_at(t))
+            if collected is not None and sched.collect[t]:  # a sample joins the average
+                self._weight_grads(fx, eps, batch, scale * sched.collect_weight, collected, True)
             if t == sched.steps or stop:
                 break
             if self._fast:  # (a fast precision makes every step a call of its own)
@@ -361,17 +373,24 @@ class TorchBackend(Backend):
                 rec.noise(t // rec.every, p, xi[p])
         return xi
 
-    def _weight_grads(self, fx, eps, batch: int, scale: float = 1.0, sel=None) -> None:
+    def _weight_grads(self, fx, eps, batch: int, scale=1.0, sel=None, acc=False) -> None:
         """dF/dW_c = -1/B eps_post^T f(x_pre), dF/db = -1/B sum_b eps, times ``scale``; with
-        ``sel`` only the connections into (and biases of) the selected populations (Z-IL)."""
+        ``sel`` only the connections into (and biases of) the selected populations; with ``acc``
+        added to the gradients (a collected sample of Langevin learning)."""
         pl = self.plan
         a = -scale / batch
         for c in range(len(self.W)):
             if sel is None or sel[pl.cpost[c]]:
+                if acc:
+                    self.Gw[c].addmm_(eps[pl.cpost[c]].T, fx[pl.cpre[c]], alpha=a)
+                    continue
                 torch.mm(eps[pl.cpost[c]].T, fx[pl.cpre[c]], out=self.Gw[c])
                 self.Gw[c].mul_(a)
         for p in range(pl.n_pops):
             if self.Gb[p] is not None and (sel is None or sel[p]):
+                if acc:
+                    self.Gb[p].add_(eps[p].sum(dim=0), alpha=a)
+                    continue
                 torch.sum(eps[p], dim=0, out=self.Gb[p])
                 self.Gb[p].mul_(a)
         if not self.all_trainable:

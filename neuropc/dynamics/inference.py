@@ -42,6 +42,16 @@ class Inference:
     (``gradients()``, ``learn()``) use it, so they equal ``dF/dtheta`` of the reported energy
     (which is computed from ``x - mu``) only once the error neurons have settled.
 
+    ``burn_in`` and ``collect`` (Langevin learning, Zahid et al. 2023): the weight gradient is
+    the average of the local gradients ``dF/dtheta`` over the *collected* states of the chain,
+    ``G = 1/|S| sum_{t in S} dF/dtheta (x_t)``, which is the gradient of the (negative) ELBO
+    ``E_q[F(x, theta)]`` with ``q`` the chain's empirical distribution over ``S``. ``collect``:
+    ``"last"`` (default: ``S = {steps}``, the final state, today's PC), ``"mean"`` (every state
+    from step ``burn_in`` to ``steps``) or an integer ``k`` (states ``burn_in``,
+    ``burn_in + k``, ... up to ``steps``). ``"mean"`` and ``k`` need Langevin noise
+    (``temperature > 0``; without it the states are a deterministic relaxation, not samples)
+    and mode ``"strict"``; ``burn_in < steps``.
+
     ``mode``: ``"strict"`` PC (default), ``"fpa"`` (fixed-prediction assumption), ``"zil"``
     (zero-divergence inference learning) or ``"ipc"`` (incremental PC); ``nudge = beta`` nudges the
     targets instead of clamping them. Their exact conditions are in :mod:`neuropc.dynamics.modes`.
@@ -57,6 +67,8 @@ class Inference:
     error_rate: float | None = None
     mode: str = "strict"
     nudge: float | None = None
+    burn_in: int = 0
+    collect: str | int = "last"
 
     def __post_init__(self) -> None:
         _v.integer(self.steps, "Inference.steps", low=0, high=_v.MAX_STEPS)
@@ -100,10 +112,49 @@ class Inference:
                 f"mode {self.mode!r} is deterministic (it equals backprop exactly); got "
                 f"temperature={self.temperature!r}: Langevin sampling needs mode 'strict' or 'ipc'"
             )
+        _v.integer(self.burn_in, "Inference.burn_in", low=0)
+        if self.burn_in and self.burn_in >= self.steps:
+            raise ValueError(
+                f"Inference.burn_in must be < steps ({self.steps}); got {self.burn_in!r}"
+            )
+        if self.collect not in ("last", "mean"):
+            if isinstance(self.collect, str) or isinstance(self.collect, bool):
+                raise ValueError(
+                    f"Inference.collect must be 'last', 'mean' or a step interval k >= 1; got "
+                    f"{self.collect!r}"
+                )
+            _v.integer(self.collect, "Inference.collect", low=1)
+        if self.collect != "last" and self.temperature == 0:
+            raise ValueError(
+                f"Inference.collect={self.collect!r} averages the gradient over the chain's "
+                "samples: it needs Langevin noise (temperature > 0); without noise use "
+                "collect='last'"
+            )
+        if self.collect != "last" and self.mode != "strict":
+            raise ValueError(
+                f"Inference.collect={self.collect!r} needs mode 'strict'; got {self.mode!r}"
+            )
+        if self.collect != "last" and self.tol > 0:
+            raise ValueError(
+                f"Inference.collect={self.collect!r} averages over scheduled steps and cannot "
+                f"stop early; got tol={self.tol!r} (use tol=0)"
+            )
+        if self.burn_in and self.collect == "last":
+            raise ValueError(
+                "Inference.burn_in only matters with collect='mean' or an interval k; got "
+                f"burn_in={self.burn_in!r} with collect='last'"
+            )
         if self.nudge is not None and self.errors != "instant":
             raise ValueError("nudge needs errors='instant'")
         if self.mode == "zil" and self.nudge is not None:
             raise ValueError("mode 'zil' does not combine with nudge")
+
+    def collected(self) -> list[int]:
+        """The steps whose states the weight gradient averages (see ``collect``)."""
+        if self.collect == "last":
+            return [self.steps]
+        k = 1 if self.collect == "mean" else int(self.collect)
+        return list(range(self.burn_in, self.steps + 1, k))
 
     def replace(self, **kw: object) -> Inference:
         """A copy with some fields changed."""

@@ -17,6 +17,7 @@ optimiser's timing themselves. Every backend walks the same skeleton::
         errors and energies of state t; the variable part of mu_p where var_pred[p]
         (a fast precision's energy includes its -1/2 log det Pi)
         gradients of the connections into, and biases of, p where grad_at[p] == t
+        gradients where grad_at[p] == COLLECTED and collect[t], added with collect_weight
         (record state t; stop after t == steps or an early stop)
         a fast precision's rule takes one step on the errors of state t where fast_rule[p]
         back-projections eps_post W_c to the free pre of every connection with backproj[c]
@@ -31,6 +32,8 @@ optimiser's timing themselves. Every backend walks the same skeleton::
 The modes are nothing but schedules: FPA freezes every free population's prediction at the
 forward pass and never refreshes ``f``; Z-IL sets ``grad_at`` to the distance to the targets; iPC
 sets ``grad_at = EVERY`` and ``opt_when = EACH_STEP``. Their conditions are in :mod:`.modes`.
+Langevin learning (``Inference(collect="mean" or k)``) sets ``grad_at = COLLECTED``: the
+gradient is the average over the collected states.
 """
 
 from __future__ import annotations
@@ -44,7 +47,9 @@ from .inference import Inference
 from .plan import Plan
 
 KEEP, ZERO, FORWARD = 0, 1, 2  # init[p]
-END, EVERY = -1, -2  # grad_at[p]: after inference, or at every step (else: that step)
+# grad_at[p]: after inference, at every step (iPC), averaged over the collected steps
+# (Langevin learning), else at that step (Z-IL)
+END, EVERY, COLLECTED = -1, -2, -3
 NEVER, AT_END, EACH_STEP = 0, 1, 2  # opt_when: when the optimiser steps
 
 
@@ -79,6 +84,10 @@ class Schedule:
     # (P,) int64: a fast precision's rule (0 none, 1 gradient, 2 ema), stepped on the errors of
     # every state that another value step follows (neuropc.dynamics.precision.rule_step)
     fast_rule: np.ndarray
+    # (steps + 1,) bool: the states whose gradients are averaged (grad_at == COLLECTED), and the
+    # weight of each, 1 / their number
+    collect: np.ndarray
+    collect_weight: float
 
     @property
     def steps_each(self) -> bool:
@@ -133,8 +142,12 @@ def build(
         KEEP,
         np.where((cfg.init == "zero") | ~has_err, ZERO, FORWARD),
     ).astype(np.int64)
+    collect = np.zeros(cfg.steps + 1, np.bool_)
     if cfg.mode == "zil":
         grad_at = np.asarray(ms.depth, np.int64).copy()
+    elif cfg.collect != "last":
+        grad_at = np.full(n, COLLECTED, np.int64)
+        collect[cfg.collected()] = True
     else:
         grad_at = np.full(n, EVERY if cfg.mode == "ipc" else END, np.int64)
     want = bool(learning or grads)
@@ -159,10 +172,12 @@ def build(
         receives_bp=receives,
         grad_at=grad_at,
         grads=want,
-        zero_grads=want and cfg.mode == "zil",
+        zero_grads=want and (cfg.mode == "zil" or bool(collect.any())),
         opt_when=opt_when,
         nudge=float(ms.nudge),
         nudged=np.asarray(ms.nudged, np.bool_) & (ms.nudge != 0.0),
         grad_scale=1.0 / ms.nudge if ms.nudge != 0.0 else 1.0,
         fast_rule=np.where(plan.prec_fast, plan.prec_rule, 0).astype(np.int64),
+        collect=collect,
+        collect_weight=1.0 / max(int(collect.sum()), 1),
     )
