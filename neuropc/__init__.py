@@ -15,7 +15,7 @@ from .analysis.alignment import gradient_alignment
 from .checkpoint import load
 from .data import one_hot
 from .dynamics import modes, schedule
-from .dynamics.inference import Inference
+from .dynamics.inference import Inference, Preconditioner
 from .dynamics.natural_gradient import NaturalGradient
 from .dynamics.optim import SGD, Adam, AdamW
 from .dynamics.plan import Plan, lower
@@ -52,6 +52,7 @@ __all__ = [
     "Plan",
     "Population",
     "Precision",
+    "Preconditioner",
     "Probe",
     "Recorder",
     "Recording",

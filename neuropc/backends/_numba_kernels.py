@@ -417,11 +417,13 @@ def _update_block(X, DFX, BP, EPS, o, eo, n, has_err, has_bp, rate, rown):
 @nb.njit(**_JIT)
 def _update_block_general(
     X, DFX, BP, EPS, MUC, MUV, PI, o, eo, n, has_err, has_bp, has_var, free, leaky, rate,
-    err_rate, noise_sd, rown, NZ, keep_noise,
+    err_rate, noise_sd, rown, NZ, keep_noise, V, precond, beta2, peps, bc,
 ):  # fmt: skip
     """General value step: optional Langevin noise x += sqrt(2 rate T) xi, and leaky error neurons
     (Bogacz 2017 eqs 12-14) eps <- eps + err_rate ((x - mu) - eps / Pi), both from the old state.
-    With ``keep_noise`` the noise added is also written to ``NZ`` (for recording)."""
+    With ``precond`` the diagonal preconditioner scales drift and noise: ``v <- beta2 v +
+    (1 - beta2) g^2`` (in ``V``), ``M = 1 / (peps + sqrt(v bc))``, ``dx = -rate M g +
+    sqrt(M) noise``. With ``keep_noise`` the noise added is also written to ``NZ`` (recording)."""
     e0 = max(eo, 0)
     pi = PI[e0 : e0 + n]
     for b in range(X.shape[0]):
@@ -446,10 +448,15 @@ def _update_block_general(
                 e = e_[j]
                 e_[j] = e + err_rate * ((x - mu) - e / pi[j])
             if free:
-                dx = -rate * g
+                m = 1.0
+                if precond:
+                    v = beta2 * V[b, o + j] + (1.0 - beta2) * g * g
+                    V[b, o + j] = v
+                    m = 1.0 / (peps + np.sqrt(v * bc))
+                dx = -rate * m * g
                 s += dx * dx
                 if noise_sd > 0.0:
-                    xi = noise_sd * np.random.standard_normal()
+                    xi = noise_sd * np.sqrt(m) * np.random.standard_normal()
                     dx += xi
                     if keep_noise:
                         NZ[b, o + j] = xi
@@ -552,8 +559,8 @@ def infer(
     sizes, voff, eoff, has_err, act_code, act_param, cpre, cpost, cwoff, boff, trainable, dist,
     clamped, init, frozen, var_pred, is_pre, refresh_act, leaks, backproj, first_bp, receives_bp,
     grad_at, T, rate, noise_sd, tol, err_rate, seed, energies, want_grads, zero_grads, opt_when,
-    nudge, nudged, grad_scale, fast_rule, fast_hp, SF, collect, collect_weight, opt_kind, hp,
-    opt_t,
+    nudge, nudged, grad_scale, fast_rule, fast_hp, SF, collect, collect_weight, V, precond,
+    beta2, peps, bias_correction, opt_kind, hp, opt_t,
     rec_every, rec_rows, rec_vcols, rec_ecols, rec_ncols, VT, ET, NT, NZ,
 ):  # fmt: skip
     """Execute one run's schedule (:mod:`neuropc.dynamics.schedule`, whose docstring gives the
@@ -586,6 +593,10 @@ def infer(
     nconn = cpre.shape[0]
     if noise_sd > 0.0:
         np.random.seed(seed)
+    if precond:  # the preconditioner's statistics start at 0 in every run
+        for b in range(nb_):
+            for j in range(NV):
+                V[b, j] = 0.0
     for p in range(npop):  # a fast precision's rule starts from the slow value
         if fast_rule[p] == 2:
             eo = eoff[p]
@@ -696,10 +707,12 @@ def infer(
                 continue
             # the own term dF/dx: the error itself for a Gaussian, else computed with the errors
             own = EPS if dist[p] == 0 else OWN
-            if leaks[p] or noise_sd > 0.0:
+            if leaks[p] or noise_sd > 0.0 or precond:
+                bc = 1.0 / (1.0 - beta2 ** (t + 1)) if bias_correction else 1.0
                 _update_block_general(X, DFX, BP, own, MUC, MUV, PI, voff[p], eoff[p], sizes[p],
                                       has_err[p], receives_bp[p], var_pred[p], free, leaks[p],
-                                      rate, err_rate, noise_sd, rown, NZ, keep_noise)  # fmt: skip
+                                      rate, err_rate, noise_sd, rown, NZ, keep_noise, V, precond,
+                                      beta2, peps, bc)  # fmt: skip
             else:
                 _update_block(X, DFX, BP, own, voff[p], eoff[p], sizes[p], has_err[p],
                               receives_bp[p], rate, rown)  # fmt: skip

@@ -104,6 +104,15 @@ class NumbaBackend(Backend):
             self._bufs[batch] = bufs
         return bufs
 
+    def _precond_buffer(self, batch: int, on: bool) -> np.ndarray:
+        """The preconditioner's per-chain statistics ``(batch, n_value)`` (a dummy when off)."""
+        if not on:
+            return np.zeros((1, 1), self.dtype)
+        v = getattr(self, "_v", None)
+        if v is None or v.shape[0] != batch:
+            v = self._v = np.zeros((batch, self.plan.n_value), self.dtype)
+        return v
+
     def values_buffer(self, batch: int) -> np.ndarray:
         return self._buffers(batch)[0]
 
@@ -133,7 +142,8 @@ class NumbaBackend(Backend):
             sched.grad_at, sched.steps, sched.rate, sched.noise_sd, sched.tol, sched.err_rate,
             int(seed), energies, sched.grads, sched.zero_grads, sched.opt_when, sched.nudge,
             sched.nudged, sched.grad_scale, sched.fast_rule, pl.prec_hp, self.SF, sched.collect,
-            sched.collect_weight,
+            sched.collect_weight, self._precond_buffer(batch, sched.precond), sched.precond,
+            sched.beta2, sched.precond_eps, sched.bias_correction,
         )  # fmt: skip
         if len(self._fast):
             self.PI[:] = self.PI_slow

@@ -8,7 +8,6 @@ set). Divergence is detected after the loop from the energy table, before any pa
 from __future__ import annotations
 
 import math
-import types
 
 import numpy as np
 import torch
@@ -27,9 +26,9 @@ from ..dynamics.schedule import (
     Schedule,
 )  # fmt: skip
 from ..model.activations import NAMES, get
-from ..model.distributions import by_code, error_own_torch
 from .base import Backend, RunOutput, TraceSpec, ngd_views
 from .torch_precision import FastPrecisions
+from .torch_relaxation import Relaxation, predict
 from .torch_trace import TraceBuffers
 
 # steps per call of the step function: compiled, a chunk of 5 steps fuses the elementwise work
@@ -105,7 +104,7 @@ class TorchBackend(Backend):
             [c for c in range(len(plan.cpre)) if plan.cpre[c] == p] for p in range(len(sizes))
         ]
         self._host: dict[int, np.ndarray] = {}
-        self._relax_cache: dict[tuple, _Relaxation] = {}
+        self._relax_cache: dict[tuple, Relaxation] = {}
 
     # ---- parameters -------------------------------------------------------------------------
     def get_params(self) -> np.ndarray:
@@ -177,6 +176,7 @@ class TorchBackend(Backend):
                 fx[p], dfx[p] = self.acts[p].torch_forward(x[p])
         eps: list = [torch.zeros_like(x[p]) if sched.leaks[p] else None for p in range(npop)]
         R = self._relaxation(sched, var_in)
+        R.start()
         W = self.W
         if sched.zero_grads:
             self.G.zero_()
@@ -203,9 +203,20 @@ class TorchBackend(Backend):
             if self._fast:  # (a fast precision makes every step a call of its own)
                 self._fast.step(d)
             k = 1 if hooks else min(sched.steps - t, COMPILE_CHUNK)
-            noise = [self._draw(R.free, sched.noise_sd, gen, batch, rec, t + i) for i in range(k)]
+            # a preconditioned step scales its noise: that is what gets recorded (below)
+            drec = None if sched.precond else rec
+            noise = [self._draw(R.free, sched.noise_sd, gen, batch, drec, t + i) for i in range(k)]
             if hooks:
+                R.tick()
                 x, fx1, dfx, eps1, rown = R.relax(x, fx, dfx, d, eps, W, noise[0])
+                if (
+                    sched.precond
+                    and rec is not None
+                    and noise[0] is not None
+                    and t % rec.every == 0
+                ):
+                    for p in R.free:
+                        rec.noise(t // rec.every, p, R.noise_added[p])
                 if every_grads:  # gradients from the state the value step started from
                     self._weight_grads(fx, eps, batch, scale, sched.grads_at(EVERY))
                 if each_step:
@@ -342,21 +353,22 @@ class TorchBackend(Backend):
         return m
 
     def _with_var(self, mu: torch.Tensor, conns, fx: list) -> torch.Tensor:
-        return _predict(mu, conns, fx, self.W, self.plan.cpre)
+        return predict(mu, conns, fx, self.W, self.plan.cpre)
 
     def _relaxation(self, sched: Schedule, var_in):
-        """The run's :class:`_Relaxation`, one object per static structure, so that the compiled
+        """The run's :class:`Relaxation`, one object per static structure, so that the compiled
         chunks it holds (whose guards check its identity) are reused from batch to batch."""
         key = (
             sched.clamped.tobytes(), sched.var_pred.tobytes(), sched.refresh_act.tobytes(),
             sched.leaks.tobytes(), sched.nudged.tobytes(), sched.nudge, sched.rate,
-            sched.err_rate, sched.tol > 0, sched.fast_rule.tobytes(),
+            sched.err_rate, sched.tol > 0, sched.fast_rule.tobytes(), sched.precond, sched.beta2,
+            sched.precond_eps, sched.bias_correction,
         )  # fmt: skip
         R = self._relax_cache.get(key)
         if R is None:
             if len(self._relax_cache) >= 16:
                 self._relax_cache.pop(next(iter(self._relax_cache)))
-            R = self._relax_cache[key] = _Relaxation(self, sched, var_in)
+            R = self._relax_cache[key] = Relaxation(self, sched, var_in)
         return R
 
     def _draw(self, free, sd: float, gen, batch: int, rec, t: int) -> list | None:
@@ -421,169 +433,3 @@ class TorchBackend(Backend):
             if dec != 0.0 and wd != 0.0:
                 P.sub_(P * tr, alpha=lr * wd)
             P.addcdiv_(m, denom, value=-lr / (1.0 - b1**t))
-
-
-def _predict(mu, conns, fx: list, W: list, cpre) -> torch.Tensor:
-    """``mu + sum_c f(x_pre_c) W_c^T`` over the connections ``conns`` (from free populations)."""
-    for c in conns:
-        mu = torch.addmm(mu, fx[cpre[c]], W[c].T)
-    return mu
-
-
-class _Relaxation:
-    """One run's inference dynamics as pure functions of torch tensors (no host synchronisation,
-    no in-place change of an argument): the static structure (free populations, the connections
-    that feed variable predictions and back-projections, the mode's switches) and the two halves
-    of an inference step, :meth:`relax` (values) and :meth:`errors`. :meth:`chunk` runs k steps
-    with the same code, eagerly or through ``torch.compile`` when the backend was built with
-    ``compile``: that is the only difference between the two paths."""
-
-    def __init__(self, be: TorchBackend, sched: Schedule, var_in):
-        pl = be.plan
-        n = pl.n_pops
-        cl = sched.clamped
-        self.acts, self.pi = be.acts, be.pi
-        self.cpre = [int(q) for q in pl.cpre]
-        self.err_pops = [p for p in range(n) if pl.has_err[p]]
-        self.free = [p for p in range(n) if not cl[p]]
-        self.clamped = [bool(cl[p]) for p in range(n)]
-        # None for Gaussians (errors Pi (x - mu)), else the population's distribution
-        self.dist = [None if int(c) == 0 else by_code(int(c)) for c in pl.dist]
-        self.var_in = [tuple(var_in[p]) for p in range(n)]
-        # per free population: (post, connection) pairs whose errors it receives
-        self.bp_in = [
-            tuple((int(pl.cpost[c]), c) for c in be.out[q] if sched.backproj[c]) for q in range(n)
-        ]
-        self.refresh = [bool(v) for v in sched.refresh_act]
-        self.beta = float(sched.nudge)
-        self.nudged = [bool(v) for v in sched.nudged]
-        self.leaks = [p for p in range(n) if sched.leaks[p]]
-        self.leaky = bool(self.leaks)
-        self.rate = float(sched.rate)
-        self.err_rate = float(sched.err_rate)
-        self.tol = sched.tol > 0
-        self.fast = [bool(v) for v in sched.fast_rule]
-        self.compile = be.compile
-        self.cudagraphs = be.device.type == "cuda" and _uses_cudagraphs(be.compile)
-        self._chunks: dict[tuple[int, bool], object] = {}
-
-    def errors(self, x, fx, muc, eps, W):
-        """Gaussian populations: ``d_p = x_p - mu_p`` with ``mu_p = muc_p + sum_c f(x_pre) W_c^T``
-        (times ``beta`` where nudged), ``eps_p = Pi_p d_p`` (instant errors; leaky ones keep their
-        own state) and ``d . Pi d`` summed over the batch. Other distributions: ``eps_p =
-        -dF/dmu_p``, ``d_p`` their own term ``dF/dx_p`` and twice their energy (so that every
-        entry of the stack, populations with errors, is twice the batch's energy)."""
-        d = [None] * len(x)
-        eps = list(eps)
-        e = []
-        for p in self.err_pops:
-            mu = _predict(muc[p], self.var_in[p], fx, W, self.cpre)
-            if self.dist[p] is not None:
-                eps[p], d[p], f = error_own_torch(self.dist[p], x[p], mu, self.clamped[p])
-                e.append(2.0 * f)
-                continue
-            dp = x[p] - mu
-            if self.nudged[p]:  # the target follows mu + beta (y - mu)
-                dp = self.beta * dp
-            pi = self.pi[p]
-            pe = dp if pi is None else dp @ pi if pi.ndim == 2 else pi * dp
-            if not self.leaky:
-                eps[p] = pe
-            d[p] = dp
-            ep = torch.vdot(dp.reshape(-1), pe.reshape(-1))
-            if self.fast[p]:  # the normaliser of a precision that changes per step
-                ep = ep - dp.shape[0] * (torch.logdet(pi) if pi.ndim == 2 else torch.log(pi).sum())
-            e.append(ep)
-        return d, eps, torch.stack(e) if e else x[0].new_zeros(0)
-
-    def relax(self, x, fx, dfx, d, eps, W, xi):
-        """One value step of the free populations, ``x <- x - rate dF/dx (+ xi)`` with
-        ``dF/dx = eps - f'(x) * sum_post eps_post W`` (the error term only where the population
-        has errors), then ``f(x)``; leaky errors step ``eps <- eps + err_rate (d - eps / Pi)`` from
-        the same state. With ``tol``, also the per-sample squared norm of the value step."""
-        x, fx, dfx = list(x), list(fx), list(dfx)
-        rown = None
-        for p in self.free:
-            bp = None
-            for post, c in self.bp_in[p]:
-                bp = eps[post] @ W[c] if bp is None else torch.addmm(bp, eps[post], W[c])
-            own = eps[p] if self.dist[p] is None else d[p]  # dF/dx's own term
-            g = None
-            if bp is not None:
-                fb = self.acts[p].torch_vjp(dfx[p], bp)
-                g = -fb if own is None else own - fb
-            elif own is not None:
-                g = own
-            if g is not None:
-                if self.tol:
-                    rn = (g * g).sum(dim=1) * (self.rate * self.rate)
-                    rown = rn if rown is None else rown + rn
-                x[p] = x[p].add(g, alpha=-self.rate)
-            if xi is not None:
-                x[p] = x[p] + xi[p]
-            if self.refresh[p]:
-                fx[p], dfx[p] = self.acts[p].torch_forward(x[p])
-        if self.leaky:
-            eps = list(eps)
-            for p in self.leaks:
-                pi_e = eps[p] if self.pi[p] is None else eps[p] / self.pi[p]
-                eps[p] = eps[p] + self.err_rate * (d[p] - pi_e)
-        return x, fx, dfx, eps, rown
-
-    def chunk(self, k: int, collect: bool):
-        """``steps(x, fx, dfx, d, eps, muc, W, noise) -> (x, fx, dfx, d, eps, energies (k, P_err),
-        states)``: k whole steps (value step, then the errors of the new state); ``states`` holds
-        each new ``(x, eps)`` when ``collect`` (for the recorder), else is empty. Compiled once
-        per (k, collect) and structure when the backend compiles."""
-        fn = self._chunks.get((k, collect))
-        if fn is None:
-
-            def steps(x, fx, dfx, d, eps, muc, W, noise):
-                es, states = [], []
-                for i in range(k):
-                    x, fx, dfx, eps, _ = self.relax(x, fx, dfx, d, eps, W, noise[i])
-                    d, eps, e = self.errors(x, fx, muc, eps, W)
-                    es.append(e)
-                    if collect:
-                        states.append((x, eps))
-                return x, fx, dfx, d, eps, torch.stack(es), states
-
-            fn = steps
-            if self.compile is not None:
-                # a code object of its own: dynamo caches (and limits recompilations) per code
-                # object, and every structure and chunk length is a separate graph
-                own = types.FunctionType(
-                    steps.__code__.replace(), steps.__globals__, steps.__name__, None,
-                    steps.__closure__,
-                )  # fmt: skip
-                fn = torch.compile(own, dynamic=False, fullgraph=True, **self.compile)
-                if self.cudagraphs:
-                    fn = _graph_safe(fn)
-            self._chunks[(k, collect)] = fn
-        return fn
-
-
-def _uses_cudagraphs(compile_kw: dict | None) -> bool:
-    """Whether ``torch.compile(**compile_kw)`` replays CUDA graphs on a CUDA device: the modes
-    ``reduce-overhead`` and ``max-autotune``, or the inductor option ``triton.cudagraphs``."""
-    if compile_kw is None:
-        return False
-    opts = compile_kw.get("options") or {}
-    return compile_kw.get("mode") in ("reduce-overhead", "max-autotune") or bool(
-        opts.get("triton.cudagraphs", False)
-    )
-
-
-def _graph_safe(fn):
-    """A CUDA-graph chunk whose outputs survive the next replay. The relaxation feeds each chunk's
-    outputs into the next call; CUDA graphs write their outputs into memory that the next replay
-    overwrites, so reading them then raises ("accessing tensor output of CUDAGraphs that has been
-    overwritten"). Marking a new step and cloning the outputs (a few batch x width copies per
-    chunk of steps) keeps the chained calls correct."""
-    from torch.utils._pytree import tree_map
-
-    def run(*args):
-        torch.compiler.cudagraph_mark_step_begin()
-        return tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, fn(*args))
-
-    return run

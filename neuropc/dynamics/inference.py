@@ -12,6 +12,34 @@ ERROR_DYNAMICS = ("instant", "leaky")
 
 
 @dataclass(frozen=True)
+class Preconditioner:
+    """A diagonal, RMSprop-like preconditioner of the inference dynamics (Zahid et al. 2023)::
+
+        v <- beta2 v + (1 - beta2) g^2,    vhat = v / (1 - beta2^t)   (bias_correction)
+        M = 1 / (eps + sqrt(vhat))
+        x <- x - rate M g + sqrt(2 rate temperature M) xi
+
+    with ``g = dF/dx`` and ``t`` the step (from 1). The statistics ``v`` are kept per chain
+    (sample) and unit, and start at 0 in every run (batch). The metric-divergence term
+    ``Gamma`` of preconditioned Langevin dynamics is omitted, so with noise the chain targets
+    ``exp(-F)`` only as far as ``M`` changes slowly."""
+
+    beta2: float = 0.99
+    eps: float = 1e-8
+    bias_correction: bool = True
+
+    def __post_init__(self) -> None:
+        v = _v.number(self.beta2, "Preconditioner.beta2", low=0.0, high=1.0, high_open=True)
+        object.__setattr__(self, "beta2", v)
+        object.__setattr__(
+            self, "eps", _v.number(self.eps, "Preconditioner.eps", low=0.0, low_open=True)
+        )
+        object.__setattr__(
+            self, "bias_correction", _v.flag(self.bias_correction, "Preconditioner.bias_correction")
+        )
+
+
+@dataclass(frozen=True)
 class Inference:
     """Settings of PC inference (gradient descent, or Langevin sampling, of the energy F).
 
@@ -52,6 +80,9 @@ class Inference:
     (``temperature > 0``; without it the states are a deterministic relaxation, not samples)
     and mode ``"strict"``; ``burn_in < steps``.
 
+    ``preconditioner``: a :class:`Preconditioner` scales each unit's drift by ``M`` and its noise
+    by ``sqrt(M)``.
+
     ``mode``: ``"strict"`` PC (default), ``"fpa"`` (fixed-prediction assumption), ``"zil"``
     (zero-divergence inference learning) or ``"ipc"`` (incremental PC); ``nudge = beta`` nudges the
     targets instead of clamping them. Their exact conditions are in :mod:`neuropc.dynamics.modes`.
@@ -69,6 +100,7 @@ class Inference:
     nudge: float | None = None
     burn_in: int = 0
     collect: str | int = "last"
+    preconditioner: Preconditioner | None = None
 
     def __post_init__(self) -> None:
         _v.integer(self.steps, "Inference.steps", low=0, high=_v.MAX_STEPS)
@@ -134,6 +166,14 @@ class Inference:
             raise ValueError(
                 f"Inference.collect={self.collect!r} needs mode 'strict'; got {self.mode!r}"
             )
+        if self.preconditioner is not None:
+            _v.instance(self.preconditioner, Preconditioner, "Inference.preconditioner",
+                        "an npc.Preconditioner(...)")  # fmt: skip
+            if self.mode in ("fpa", "zil") or self.errors != "instant":
+                raise ValueError(
+                    "Inference.preconditioner needs mode 'strict' or 'ipc' with instant errors; "
+                    f"got mode={self.mode!r}, errors={self.errors!r}"
+                )
         if self.collect != "last" and self.tol > 0:
             raise ValueError(
                 f"Inference.collect={self.collect!r} averages over scheduled steps and cannot "

@@ -22,7 +22,8 @@ optimiser's timing themselves. Every backend walks the same skeleton::
         a fast precision's rule takes one step on the errors of state t where fast_rule[p]
         back-projections eps_post W_c to the free pre of every connection with backproj[c]
         gradients where grad_at[p] == EVERY
-        value step of every free population (noise noise_sd); leaky error step where leaks[p];
+        value step of every free population (noise noise_sd; drift and noise scaled by the
+        preconditioner's M and sqrt(M) when precond); leaky error step where leaks[p];
         f(x_p), f'(x_p) again where refresh_act[p]
         optimiser step if opt_when == EACH_STEP (then the constant parts of mu again)
         early stop test (tol)
@@ -88,6 +89,11 @@ class Schedule:
     # weight of each, 1 / their number
     collect: np.ndarray
     collect_weight: float
+    # the diagonal preconditioner (Inference.preconditioner): on, beta2, eps, bias correction
+    precond: bool = False
+    beta2: float = 0.0
+    precond_eps: float = 1.0
+    bias_correction: bool = False
 
     @property
     def steps_each(self) -> bool:
@@ -97,6 +103,7 @@ class Schedule:
             self.tol > 0
             or self.opt_when == EACH_STEP
             or bool(self.fast_rule.any())
+            or self.precond
             or (self.grads and bool(np.any(self.grad_at != END)))
         )
 
@@ -180,4 +187,13 @@ def build(
         fast_rule=np.where(plan.prec_fast, plan.prec_rule, 0).astype(np.int64),
         collect=collect,
         collect_weight=1.0 / max(int(collect.sum()), 1),
+        **_preconditioner(cfg),
     )
+
+
+def _preconditioner(cfg: Inference) -> dict:
+    pc = cfg.preconditioner
+    if pc is None:
+        return {}
+    return {"precond": True, "beta2": float(pc.beta2), "precond_eps": float(pc.eps),
+            "bias_correction": bool(pc.bias_correction)}  # fmt: skip

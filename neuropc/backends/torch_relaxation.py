@@ -1,0 +1,204 @@
+"""The torch backend's inference dynamics as pure functions of torch tensors
+(:class:`Relaxation`): the errors of a state and one value step, and chunks of steps run eagerly
+or through ``torch.compile`` (with CUDA graphs made safe to chain)."""
+
+from __future__ import annotations
+
+import types
+
+import torch
+
+from ..dynamics.schedule import Schedule
+from ..model.distributions import by_code, error_own_torch
+
+
+def predict(mu, conns, fx: list, W: list, cpre) -> torch.Tensor:
+    """``mu + sum_c f(x_pre_c) W_c^T`` over the connections ``conns`` (from free populations)."""
+    for c in conns:
+        mu = torch.addmm(mu, fx[cpre[c]], W[c].T)
+    return mu
+
+
+class Relaxation:
+    """One run's inference dynamics as pure functions of torch tensors (no host synchronisation,
+    no in-place change of an argument): the static structure (free populations, the connections
+    that feed variable predictions and back-projections, the mode's switches) and the two halves
+    of an inference step, :meth:`relax` (values) and :meth:`errors`. :meth:`chunk` runs k steps
+    with the same code, eagerly or through ``torch.compile`` when the backend was built with
+    ``compile``: that is the only difference between the two paths."""
+
+    def __init__(self, be, sched: Schedule, var_in):
+        pl = be.plan
+        n = pl.n_pops
+        cl = sched.clamped
+        self.acts, self.pi = be.acts, be.pi
+        self.cpre = [int(q) for q in pl.cpre]
+        self.err_pops = [p for p in range(n) if pl.has_err[p]]
+        self.free = [p for p in range(n) if not cl[p]]
+        self.clamped = [bool(cl[p]) for p in range(n)]
+        # None for Gaussians (errors Pi (x - mu)), else the population's distribution
+        self.dist = [None if int(c) == 0 else by_code(int(c)) for c in pl.dist]
+        self.var_in = [tuple(var_in[p]) for p in range(n)]
+        # per free population: (post, connection) pairs whose errors it receives
+        self.bp_in = [
+            tuple((int(pl.cpost[c]), c) for c in be.out[q] if sched.backproj[c]) for q in range(n)
+        ]
+        self.refresh = [bool(v) for v in sched.refresh_act]
+        self.beta = float(sched.nudge)
+        self.nudged = [bool(v) for v in sched.nudged]
+        self.leaks = [p for p in range(n) if sched.leaks[p]]
+        self.leaky = bool(self.leaks)
+        self.rate = float(sched.rate)
+        self.err_rate = float(sched.err_rate)
+        self.tol = sched.tol > 0
+        self.fast = [bool(v) for v in sched.fast_rule]
+        self.precond = bool(sched.precond)
+        self.beta2, self.peps = float(sched.beta2), float(sched.precond_eps)
+        self.bias_correction = bool(sched.bias_correction)
+        self.noise_added: dict = {}
+        self.compile = be.compile
+        self.cudagraphs = be.device.type == "cuda" and _uses_cudagraphs(be.compile)
+        self._chunks: dict[tuple[int, bool], object] = {}
+        self.start()
+
+    def start(self) -> None:
+        """A new run: the preconditioner's statistics start at 0 (and its step count at 1)."""
+        self._v: dict = {}
+        self._t = 0
+        self._bc = 1.0
+
+    def tick(self) -> None:
+        """Before a value step: the preconditioner's bias correction ``1 / (1 - beta2^t)``."""
+        self._t += 1
+        self._bc = 1.0 / (1.0 - self.beta2**self._t) if self.bias_correction else 1.0
+
+    def errors(self, x, fx, muc, eps, W):
+        """Gaussian populations: ``d_p = x_p - mu_p`` with ``mu_p = muc_p + sum_c f(x_pre) W_c^T``
+        (times ``beta`` where nudged), ``eps_p = Pi_p d_p`` (instant errors; leaky ones keep their
+        own state) and ``d . Pi d`` summed over the batch. Other distributions: ``eps_p =
+        -dF/dmu_p``, ``d_p`` their own term ``dF/dx_p`` and twice their energy (so that every
+        entry of the stack, populations with errors, is twice the batch's energy)."""
+        d = [None] * len(x)
+        eps = list(eps)
+        e = []
+        for p in self.err_pops:
+            mu = predict(muc[p], self.var_in[p], fx, W, self.cpre)
+            if self.dist[p] is not None:
+                eps[p], d[p], f = error_own_torch(self.dist[p], x[p], mu, self.clamped[p])
+                e.append(2.0 * f)
+                continue
+            dp = x[p] - mu
+            if self.nudged[p]:  # the target follows mu + beta (y - mu)
+                dp = self.beta * dp
+            pi = self.pi[p]
+            pe = dp if pi is None else dp @ pi if pi.ndim == 2 else pi * dp
+            if not self.leaky:
+                eps[p] = pe
+            d[p] = dp
+            ep = torch.vdot(dp.reshape(-1), pe.reshape(-1))
+            if self.fast[p]:  # the normaliser of a precision that changes per step
+                ep = ep - dp.shape[0] * (torch.logdet(pi) if pi.ndim == 2 else torch.log(pi).sum())
+            e.append(ep)
+        return d, eps, torch.stack(e) if e else x[0].new_zeros(0)
+
+    def relax(self, x, fx, dfx, d, eps, W, xi):
+        """One value step of the free populations, ``x <- x - rate dF/dx (+ xi)`` with
+        ``dF/dx = eps - f'(x) * sum_post eps_post W`` (the error term only where the population
+        has errors), then ``f(x)``; leaky errors step ``eps <- eps + err_rate (d - eps / Pi)`` from
+        the same state. With ``tol``, also the per-sample squared norm of the value step."""
+        x, fx, dfx = list(x), list(fx), list(dfx)
+        rown = None
+        for p in self.free:
+            bp = None
+            for post, c in self.bp_in[p]:
+                bp = eps[post] @ W[c] if bp is None else torch.addmm(bp, eps[post], W[c])
+            own = eps[p] if self.dist[p] is None else d[p]  # dF/dx's own term
+            g = None
+            if bp is not None:
+                fb = self.acts[p].torch_vjp(dfx[p], bp)
+                g = -fb if own is None else own - fb
+            elif own is not None:
+                g = own
+            m = None
+            if g is not None:
+                if self.precond:  # RMSprop-like statistics per chain and unit
+                    v = self._v.get(p)
+                    v = (1.0 - self.beta2) * g * g if v is None else v * self.beta2 + (
+                        1.0 - self.beta2) * g * g  # fmt: skip
+                    self._v[p] = v
+                    m = 1.0 / (self.peps + (v * self._bc).sqrt())
+                    g = m * g
+                if self.tol:
+                    rn = (g * g).sum(dim=1) * (self.rate * self.rate)
+                    rown = rn if rown is None else rown + rn
+                x[p] = x[p].add(g, alpha=-self.rate)
+            if xi is not None:
+                noise = xi[p] if m is None else xi[p] * m.sqrt()
+                self.noise_added[p] = noise
+                x[p] = x[p] + noise
+            if self.refresh[p]:
+                fx[p], dfx[p] = self.acts[p].torch_forward(x[p])
+        if self.leaky:
+            eps = list(eps)
+            for p in self.leaks:
+                pi_e = eps[p] if self.pi[p] is None else eps[p] / self.pi[p]
+                eps[p] = eps[p] + self.err_rate * (d[p] - pi_e)
+        return x, fx, dfx, eps, rown
+
+    def chunk(self, k: int, collect: bool):
+        """``steps(x, fx, dfx, d, eps, muc, W, noise) -> (x, fx, dfx, d, eps, energies (k, P_err),
+        states)``: k whole steps (value step, then the errors of the new state); ``states`` holds
+        each new ``(x, eps)`` when ``collect`` (for the recorder), else is empty. Compiled once
+        per (k, collect) and structure when the backend compiles."""
+        fn = self._chunks.get((k, collect))
+        if fn is None:
+
+            def steps(x, fx, dfx, d, eps, muc, W, noise):
+                es, states = [], []
+                for i in range(k):
+                    x, fx, dfx, eps, _ = self.relax(x, fx, dfx, d, eps, W, noise[i])
+                    d, eps, e = self.errors(x, fx, muc, eps, W)
+                    es.append(e)
+                    if collect:
+                        states.append((x, eps))
+                return x, fx, dfx, d, eps, torch.stack(es), states
+
+            fn = steps
+            if self.compile is not None:
+                # a code object of its own: dynamo caches (and limits recompilations) per code
+                # object, and every structure and chunk length is a separate graph
+                own = types.FunctionType(
+                    steps.__code__.replace(), steps.__globals__, steps.__name__, None,
+                    steps.__closure__,
+                )  # fmt: skip
+                fn = torch.compile(own, dynamic=False, fullgraph=True, **self.compile)
+                if self.cudagraphs:
+                    fn = _graph_safe(fn)
+            self._chunks[(k, collect)] = fn
+        return fn
+
+
+def _uses_cudagraphs(compile_kw: dict | None) -> bool:
+    """Whether ``torch.compile(**compile_kw)`` replays CUDA graphs on a CUDA device: the modes
+    ``reduce-overhead`` and ``max-autotune``, or the inductor option ``triton.cudagraphs``."""
+    if compile_kw is None:
+        return False
+    opts = compile_kw.get("options") or {}
+    return compile_kw.get("mode") in ("reduce-overhead", "max-autotune") or bool(
+        opts.get("triton.cudagraphs", False)
+    )
+
+
+def _graph_safe(fn):
+    """A CUDA-graph chunk whose outputs survive the next replay. The relaxation feeds each chunk's
+    outputs into the next call; CUDA graphs write their outputs into memory that the next replay
+    overwrites, so reading them then raises ("accessing tensor output of CUDAGraphs that has been
+    overwritten"). Marking a new step and cloning the outputs (a few batch x width copies per
+    chunk of steps) keeps the chained calls correct."""
+    from torch.utils._pytree import tree_map
+
+    def run(*args):
+        torch.compiler.cudagraph_mark_step_begin()
+        return tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, fn(*args))
+
+    return run
