@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .dynamics.inference import Inference
+from .dynamics.inference import Inference, Preconditioner
 from .dynamics.natural_gradient import NaturalGradient
 from .dynamics.optim import SGD, Adam
 from .model.distributions import Bernoulli, Categorical, Gaussian, Precision
@@ -306,6 +306,8 @@ def run(
     precision: str = "fixed",
     timescale: str = "slow",
     optimizer: str = "adam",
+    temperature: float = 0.0,
+    precondition: bool = False,
 ) -> dict:
     """Measure one configuration; returns the JSON-ready metrics (see the module docstring).
     ``output``: the output population's distribution, ``"gaussian"`` (unit precision),
@@ -316,7 +318,10 @@ def run(
     re-estimated at every inference step (``"fast"``). ``optimizer``: ``"adam"`` (lr 1e-3),
     ``"sgd"`` (lr 0.01) or ``"ngd"`` (:class:`~neuropc.dynamics.natural_gradient.NaturalGradient`,
     lr 0.01, its default damping and refresh); other than Adam, the same network learning with
-    Adam is timed in alternating rounds, and ``over_adam`` is the median per-round ratio."""
+    Adam is timed in alternating rounds, and ``over_adam`` is the median per-round ratio.
+    ``temperature`` > 0 runs Langevin inference, ``precondition`` adds the default
+    :class:`~neuropc.dynamics.inference.Preconditioner`; with either, the plain PC step of the same
+    network is timed in alternating rounds, and ``over_plain`` is the median per-round ratio."""
     if timed < 1:
         raise ValueError(f"timed must be >= 1; got {timed}")
     if batch < 1:
@@ -337,15 +342,20 @@ def run(
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {optimizer!r}")
 
-    def build(opt: str) -> Simulator:
+    pc = Preconditioner() if precondition else None
+
+    def build(opt: str, plain: bool = False) -> Simulator:
+        inf = Inference(steps=steps, rate=rate)
+        if not plain:
+            inf = inf.replace(temperature=float(temperature), preconditioner=pc)
         return Simulator(
-            net, backend=backend, device=device, dtype=dtype, seed=seed,
-            inference=Inference(steps=steps, rate=rate), optimizer=OPTIMIZERS[opt](),
-            compile=compile,
+            net, backend=backend, device=device, dtype=dtype, seed=seed, inference=inf,
+            optimizer=OPTIMIZERS[opt](), compile=compile,
         )  # fmt: skip
 
     t0 = time.perf_counter()
     sim = build(optimizer)
+    plain = build(optimizer, plain=True) if temperature > 0 or precondition else None
     rng = np.random.default_rng(seed)
     data = {
         "input": rng.random((batch, sizes[0])).astype(dtype),
@@ -379,9 +389,14 @@ def run(
         "efficiency": blas_ms / ms,
         "compile_s": compile_s,
     }
-    out["optimizer"] = optimizer
+    out.update(optimizer=optimizer, temperature=float(temperature), precondition=precondition)
     if optimizer != "adam":
         out.update(_against_adam(sim, build("adam"), data, timed))
+    if temperature > 0 or precondition:
+        t = _rounds([lambda: sim.learn(data, state=False),
+                     lambda: plain.learn(data, state=False)], timed)  # fmt: skip
+        out.update(plain_ms_per_batch=1000.0 * float(np.median(t[:, 1])),
+                   over_plain=float(np.median(t[:, 0] / t[:, 1])))  # fmt: skip
     if record != "none":
         out.update(record_overhead(sim, data, record, timed))
     if bp:

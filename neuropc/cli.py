@@ -105,6 +105,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "same network learning with Adam and reports over_adam",
     )  # fmt: skip
     b.add_argument(
+        "--temperature", type=float, default=0.0,
+        help="Langevin inference at this temperature; reports over_plain (against plain PC)",
+    )  # fmt: skip
+    b.add_argument(
+        "--precondition", action="store_true",
+        help="precondition inference (npc.Preconditioner()); reports over_plain",
+    )  # fmt: skip
+    b.add_argument(
         "--timescale", default="slow", choices=["slow", "fast"],
         help="with --precision: learned across batches, or also re-estimated at every step",
     )  # fmt: skip
@@ -194,6 +202,7 @@ def _bench(args: argparse.Namespace) -> int:
         rate=args.rate, backend=args.backend, device=args.device, dtype=args.dtype, timed=args.timed,
         bp=not args.no_bp, record=args.record, compile=args.compile, output=args.output,
         precision=args.precision, timescale=args.timescale, optimizer=args.optimizer,
+        temperature=args.temperature, precondition=args.precondition,
     )  # fmt: skip
     if args.json:
         print(json.dumps(res, sort_keys=True))
