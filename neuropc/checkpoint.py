@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .dynamics.inference import Inference
+from .dynamics.inference import Inference, Preconditioner
 from .dynamics.natural_gradient import NaturalGradient, NGDState
 from .dynamics.optim import SGD, Adam
 from .errors import CheckpointError
@@ -253,7 +253,10 @@ def read(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"{str(path)!r}: unknown optimiser {attrs['optimizer']!r}")
     try:
         optimizer = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in opt.items()})
-        inference = Inference(**attrs["inference"])
+        inf = dict(attrs["inference"])
+        if isinstance(inf.get("preconditioner"), dict):  # a nested settings object (asdict)
+            inf["preconditioner"] = Preconditioner(**inf["preconditioner"])
+        inference = Inference(**inf)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{str(path)!r}: bad settings ({e})") from None
     return Checkpoint(

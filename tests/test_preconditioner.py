@@ -113,3 +113,11 @@ def test_ula_beyond_h_2_diverges(be: dict) -> None:
     with pytest.raises(npc.DivergenceError, match="population 'z'"):
         sim.infer({}, batch_size=10, inference=npc.Inference(
             steps=2000, rate=1.1, temperature=1.0, init="zero", seed=9))  # fmt: skip
+
+
+def test_checkpoint_keeps_a_preconditioned_langevin_inference(tmp_path) -> None:
+    inf = npc.Inference(steps=6, temperature=0.5, burn_in=2, collect=2,
+                        preconditioner=npc.Preconditioner(beta2=0.9, eps=1e-6))  # fmt: skip
+    sim = npc.Simulator(npc.mlp([5, 4, 3]), dtype="float64", inference=inf)
+    sim.save(tmp_path / "ck.h5")
+    assert npc.load(tmp_path / "ck.h5").inference == inf
