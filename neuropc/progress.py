@@ -37,3 +37,15 @@ def progress_bars() -> bool:
     stream = sys.stderr
     tty = bool(stream is not None and hasattr(stream, "isatty") and stream.isatty())
     return tty or "ipykernel" in sys.modules
+
+
+def batch_bar(it, enabled: bool, desc: str):
+    """``it`` wrapped in a tqdm bar of batches when ``enabled``, on a terminal, and tqdm (an
+    optional extra) is installed; else ``it`` (logs and pipes get the per-epoch lines only)."""
+    if not enabled or not progress_bars():
+        return it
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return it
+    return tqdm(it, desc=desc, leave=False, unit="batch")

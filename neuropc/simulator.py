@@ -13,6 +13,7 @@ import numpy as np
 
 from . import backends as _backends
 from . import inputs as _in
+from . import sampling as _sampling
 from . import validation as _v
 from .analysis import metrics as _metrics
 from .dynamics import natural_gradient as _ngd
@@ -25,7 +26,7 @@ from .dynamics.plan import Plan, lower
 from .errors import DivergenceError
 from .model.initializers import init_parameters
 from .model.network import Network
-from .progress import print_progress, progress_bars
+from .progress import batch_bar, print_progress
 from .record import probes as _probes
 from .record import recording as _recording
 
@@ -174,6 +175,10 @@ class Simulator:
         if st is not None:
             return st.pi.copy()
         return np.asarray(self.network[population].precision, np.float64).copy()
+
+    def sample(self, n: int, **kw) -> dict[str, np.ndarray]:
+        """``n`` ancestral samples of the generative model (:func:`neuropc.sampling.sample`)."""
+        return _sampling.sample(self, n, **kw)
 
     def load_parameters(self, params: Mapping[str, np.ndarray]) -> None:
         """Set parameters from a mapping shaped like :meth:`parameters` (missing keys are kept).
@@ -375,7 +380,7 @@ class Simulator:
             order = self.shuffle_rng.permutation(n) if shuffle else np.arange(n)
             energies = []
             starts = range(0, n, batch_size)
-            for s in _progress(starts, progress, f"epoch {ep}/{epochs}"):
+            for s in batch_bar(starts, progress, f"epoch {ep}/{epochs}"):
                 idx = order[s : s + batch_size]
                 out = self._run_checked(
                     {k: v[idx] for k, v in arrays.items()}, "train", None, cfg, self.optimizer,
@@ -585,15 +590,3 @@ class Simulator:
                 errors[n] = np.array(out.errors[:, pl.error_slice(n)], dtype=self.dtype)
                 energies[n] = out.energies[:, i].copy()
         return State(values, errors, energies, out.steps, phase)
-
-
-def _progress(it, enabled: bool, desc: str):
-    if not enabled:
-        return it
-    if not progress_bars():  # in logs and pipes: only the per-epoch lines
-        return it
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # tqdm is an optional extra; fall back to per-epoch lines only
-        return it
-    return tqdm(it, desc=desc, leave=False, unit="batch")
