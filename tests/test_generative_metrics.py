@@ -90,3 +90,14 @@ def test_prdc_on_constructed_point_sets() -> None:
     assert 0.5 < got["coverage"] < 0.75
     with pytest.raises(ValueError, match="k must be in"):
         gm.prdc(real[:3], half[:3], k=5)
+
+
+def test_sample_grid_places_each_image() -> None:
+    imgs = np.arange(5 * 6, dtype=float).reshape(5, 6)  # five 2 x 3 images
+    g = gm.sample_grid(imgs, 2, 3, shape=(2, 3), pad=1, fill=-1.0)
+    assert g.shape == (2 * 3 - 1, 3 * 4 - 1)
+    np.testing.assert_array_equal(g[0:2, 4:7], imgs[1].reshape(2, 3))  # row 0, column 1
+    np.testing.assert_array_equal(g[3:5, 0:3], imgs[3].reshape(2, 3))  # row 1, column 0
+    assert np.all(g[3:5, 8:11] == -1.0) and np.all(g[2] == -1.0)  # the missing sixth, the pad
+    with pytest.raises(ValueError, match="rows, cols >= 1"):
+        gm.sample_grid(imgs, 0, 3, shape=(2, 3))

@@ -82,3 +82,26 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5) -> dict[str, float]:
         "density": float(inside.sum() / (k * len(fake))),
         "coverage": float((d.min(axis=1) <= r_real).mean()),
     }
+
+
+def sample_grid(
+    images: np.ndarray,
+    rows: int,
+    cols: int,
+    shape: tuple[int, int] = (28, 28),
+    pad: int = 1,
+    fill: float = 1.0,
+) -> np.ndarray:
+    """Tile the first ``rows * cols`` images (rows of ``shape[0] * shape[1]`` pixels, or arrays of
+    ``shape``) into one ``(rows (h + pad) - pad, cols (w + pad) - pad)`` array, row-major, with
+    ``pad`` pixels of ``fill`` between them; missing images are left as ``fill``. For figures:
+    ``plt.imshow(sample_grid(sim.sample(64)["image"], 8, 8), cmap="gray")``."""
+    h, w = shape
+    images = np.asarray(images, np.float64).reshape(-1, h, w)
+    if rows < 1 or cols < 1 or pad < 0:
+        raise ValueError(f"sample_grid: rows, cols >= 1 and pad >= 0; got {rows}, {cols}, {pad}")
+    out = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad), fill)
+    for i, img in enumerate(images[: rows * cols]):
+        r, c = divmod(i, cols)
+        out[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = img
+    return out
