@@ -65,9 +65,9 @@ def sample(
                 "pass its values with given={...}"
             )
         mu = np.zeros((n, size)) + params.get(f"{name}:bias", 0.0)
-        for c, post in zip(pl.conn_names, pl.cpost):
+        for c, q, post in zip(pl.conn_names, pl.cpre, pl.cpost):
             if int(post) == i:
-                pre = c.split("->")[0]
+                pre = pl.names[int(q)]
                 mu = mu + net[pre].activation.numpy(values[pre]) @ params[c].T
         pi = np.asarray(sim.precision(name), np.float64)
         pi = pi if pi.ndim == 2 else np.broadcast_to(pi, (size,))

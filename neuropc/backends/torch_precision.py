@@ -16,9 +16,11 @@ class FastPrecisions:
     (updated in place); the slow values are kept aside, with each rule's running state."""
 
     def __init__(self, plan: Plan, pi: list) -> None:
-        self.plan = plan
         self.pi = pi
         self.pops = [int(p) for p in np.flatnonzero(plan.prec_fast)]
+        # per population: its rule's options and whether it is the EMA (read once, not per step)
+        self.rules = {p: ([float(v) for v in plan.prec_hp[p]], int(plan.prec_rule[p]) == 2)
+                      for p in self.pops}  # fmt: skip
         self.slow = {p: pi[p].clone() for p in self.pops}
         self.state: dict[int, torch.Tensor] = {}
 
@@ -41,10 +43,11 @@ class FastPrecisions:
         for p in self.pops:
             pi = self.pi[p]
             pi.copy_(self.slow[p])
-            damping = float(self.plan.prec_hp[p, 2])
+            hp, ema = self.rules[p]
+            damping = hp[2]
             if pi.ndim == 1:
                 self.state[p] = rule_start(pi, damping)
-            elif int(self.plan.prec_rule[p]) == 2:
+            elif ema:
                 eye = torch.eye(pi.shape[0], dtype=pi.dtype, device=pi.device)
                 self.state[p] = torch.linalg.inv(pi) - damping * eye
             else:
@@ -54,8 +57,7 @@ class FastPrecisions:
         """One step of every fast precision's rule (``precision.rule_step``) on the batch errors
         ``d`` of the current state, in place (the relaxation reads these tensors)."""
         for p in self.pops:
-            hp = [float(v) for v in self.plan.prec_hp[p]]
-            ema = int(self.plan.prec_rule[p]) == 2
+            hp, ema = self.rules[p]
             pi = self.pi[p]
             if pi.ndim == 2:  # full: the factor (gradient) or the covariance (EMA) in state
                 second = d[p].T @ d[p] / d[p].shape[0]

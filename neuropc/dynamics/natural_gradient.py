@@ -215,14 +215,34 @@ class NGDState:
         self.inv_in: dict[int, object] = {}
         self.inv_out: dict[int, object] = {}
         self.count = 0
+        self.pres = sorted({int(q) for q in plan.cpre})
+        # posts: populations with an incoming connection or a bias
+        self.posts = sorted(
+            {int(p) for p in plan.cpost} | set(np.flatnonzero(plan.boff >= 0).tolist())
+        )
+
+    def _tables(self) -> tuple[tuple[str, dict], ...]:
+        """The factor tables by their checkpoint tag."""
+        return (("in", self.c_in), ("out", self.c_out), ("inv_in", self.inv_in),
+                ("inv_out", self.inv_out))  # fmt: skip
+
+    def snapshot(self) -> tuple:
+        """The factors as they are (the tables hold new arrays after every step, so shallow
+        copies suffice), for :meth:`restore`."""
+        return tuple(dict(d) for _, d in self._tables()), self.count
+
+    def restore(self, snap: tuple) -> None:
+        tables, self.count = snap
+        for (_, d), saved in zip(self._tables(), tables):
+            d.clear()
+            d.update(saved)
 
     def step(self, v: NGDViews) -> None:
         """One natural-gradient step, in place through the views."""
         s, pl = self.spec, self.plan
         some = v.W[0] if v.W else next(b for b in v.b if b is not None)
         ops = ArrayOps(some)
-        pres = sorted({int(q) for q in pl.cpre})
-        posts = sorted({int(p) for p in pl.cpost} | {p for p, b in enumerate(v.b) if b is not None})
+        pres, posts = self.pres, self.posts
         for q in pres:
             self.c_in[q] = ops.moment(v.fx[q], self.c_in.get(q), s.decay)
         if s.c_out == "empirical":
@@ -261,8 +281,7 @@ class NGDState:
         """The factors as float64 host arrays (``"in/<pop>"``, ``"out/<pop>"``, inverses as
         ``"inv_in/<pop>"``, ``"inv_out/<pop>"``) and ``"count"``."""
         out: dict[str, np.ndarray] = {"count": np.array(self.count)}
-        for tag, d in (("in", self.c_in), ("out", self.c_out), ("inv_in", self.inv_in),
-                       ("inv_out", self.inv_out)):  # fmt: skip
+        for tag, d in self._tables():
             for p, a in d.items():
                 out[f"{tag}/{self.plan.names[p]}"] = _host(a)
         return out
@@ -271,8 +290,7 @@ class NGDState:
         """Restore :meth:`state` (arrays converted like ``like``, a backend array)."""
         ops = ArrayOps(like)
         self.count = int(state["count"])
-        for tag, d in (("in", self.c_in), ("out", self.c_out), ("inv_in", self.inv_in),
-                       ("inv_out", self.inv_out)):  # fmt: skip
+        for tag, d in self._tables():
             d.clear()
             for k, a in state.items():
                 if k.startswith(tag + "/"):
@@ -319,15 +337,11 @@ def host_step(state: NGDState, backend, phase: str):
     batch it just ran with gradients). A step that leaves a parameter non-finite is undone and
     raises :class:`~neuropc.errors.DivergenceError` (``source="optimizer"``) naming it, with the
     factors as before. Returns a function that undoes the step (for a later failure)."""
-    saved = backend.get_params()
-    factors = (dict(state.c_in), dict(state.c_out), dict(state.inv_in), dict(state.inv_out),
-               state.count)  # fmt: skip
+    saved, factors = backend.get_params(), state.snapshot()
 
     def undo() -> None:
         backend.set_params(saved)
-        state.c_in, state.c_out, state.inv_in, state.inv_out, state.count = (
-            dict(factors[0]), dict(factors[1]), dict(factors[2]), dict(factors[3]), factors[4]
-        )  # fmt: skip
+        state.restore(factors)
 
     views = backend.ngd_views()
     with np.errstate(over="ignore", invalid="ignore"):  # a diverging step is reported below
