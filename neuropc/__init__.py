@@ -21,8 +21,9 @@ from .dynamics.optim import SGD, Adam, AdamW
 from .dynamics.plan import Plan, lower
 from .errors import CheckpointError, DivergenceError, RecordingError
 from .model import activations, energy
+from .model.builders import mlp
 from .model.distributions import Bernoulli, Categorical, Gaussian, Precision
-from .model.network import Connection, Network, Population, mlp
+from .model.network import Connection, Network, Population
 from .record.probes import Probe
 from .record.reader import (
     LabelledArray,

@@ -31,8 +31,8 @@ import numpy as np
 from .dynamics.inference import Inference, Preconditioner
 from .dynamics.natural_gradient import NaturalGradient
 from .dynamics.optim import SGD, Adam
+from .model.builders import mlp
 from .model.distributions import Bernoulli, Categorical, Gaussian, Precision
-from .model.network import mlp
 from .simulator import Simulator
 
 #: How the ratios are formed, printed beside them by ``neuropc bench``.

@@ -12,18 +12,19 @@ from pathlib import Path
 import numpy as np
 
 from . import backends as _backends
+from . import batch as _batch
 from . import inputs as _in
 from . import sampling as _sampling
 from . import validation as _v
 from .analysis import metrics as _metrics
+from .dynamics import amortised as _amortised
 from .dynamics import natural_gradient as _ngd
 from .dynamics import precision as _precision
-from .dynamics import schedule as _schedule
 from .dynamics.inference import Inference
 from .dynamics.natural_gradient import NaturalGradient
 from .dynamics.optim import Adam, Optimizer, check_optimizer
 from .dynamics.plan import Plan, lower
-from .errors import DivergenceError
+from .model import encoder as _encoder
 from .model.initializers import init_parameters
 from .model.network import Network
 from .progress import batch_bar, print_progress
@@ -130,7 +131,7 @@ class Simulator:
             self.optimizer.check(self.plan)
         # independent streams, so that e.g. the minibatch order does not depend on how many noise
         # seeds were drawn: weight initialisation, shuffling, per-call noise seeds
-        init_ss, shuffle_ss, noise_ss = np.random.SeedSequence(self.seed).spawn(3)
+        init_ss, shuffle_ss, noise_ss, enc_ss = np.random.SeedSequence(self.seed).spawn(4)
         self.shuffle_rng = np.random.default_rng(shuffle_ss)
         self.noise_rng = np.random.default_rng(noise_ss)
         self.backend.set_params(init_parameters(network, self.plan, np.random.default_rng(init_ss)))
@@ -141,6 +142,12 @@ class Simulator:
         self._masks: dict[str, np.ndarray] = {}
         self._recorder: _recording.Recorder | None = None
         self._ngd: dict[NaturalGradient, _ngd.NGDState] = {}  # natural-gradient factors
+        self._encoder = None  # the amortised encoder's parameters and optimiser state
+        if network.encoder_spec is not None:
+            _encoder.check(network, network.encoder_spec)  # populations may have changed since
+            self._encoder = _amortised.AmortisedEncoder(
+                network, network.encoder_spec, self.dtype, np.random.default_rng(enc_ss)
+            )
 
     # ---- parameters ---------------------------------------------------------------------------
     def get_weights(self, connection: str) -> np.ndarray:
@@ -162,9 +169,12 @@ class Simulator:
     def parameters(self) -> dict[str, np.ndarray]:
         """All parameters as float64 copies: ``"pre->post"`` weights, ``"pop:bias"`` biases and
         ``"pop:precision"`` (``Pi`` itself: ``()``, ``(n,)`` or ``(n, n)``) of populations with a
-        :class:`~neuropc.model.distributions.Precision`."""
+        :class:`~neuropc.model.distributions.Precision`, and ``"encoder:..."`` of an encoder
+        (:mod:`neuropc.model.encoder`)."""
         out = self.plan.unflatten(self.backend.get_params())
         out.update({f"{n}:precision": st.pi.copy() for n, st in self._precisions.items()})
+        if self._encoder is not None:
+            out.update(self._encoder.parameters())
         return out
 
     def precision(self, population: str) -> np.ndarray:
@@ -184,9 +194,13 @@ class Simulator:
         """Set parameters from a mapping shaped like :meth:`parameters` (missing keys are kept).
         Every entry is validated before anything changes."""
         flat = self.backend.get_params()
-        precisions = {}
+        precisions, encoder = {}, {}
         for k, v in params.items():
-            if k.endswith(":precision"):
+            if k.startswith(_encoder.PREFIX):
+                if self._encoder is None:
+                    raise ValueError(f"parameter {k!r}: the network has no encoder")
+                encoder[k] = self._encoder.check(k, v)
+            elif k.endswith(":precision"):
                 pop = k[: -len(":precision")]
                 self.network[pop]
                 st = self._precisions.get(pop)
@@ -218,6 +232,8 @@ class Simulator:
                 _in.check_finite(k, w, "connection {!r}: weights")
                 flat[sl] = w.ravel()
         self.backend.set_params(flat)
+        if encoder:
+            self._encoder.set(encoder)
         for pop, value in precisions.items():
             st = self._precisions[pop]
             st.set(value)
@@ -449,72 +465,7 @@ class Simulator:
         return self._run_checked(arrays, phase, vals, cfg, learn, grads, b, labels)
 
     def _run_checked(self, arrays, phase, vals, cfg, learn, grads=False, b=None, trials=None):
-        if self.network.version != self._version:
-            raise ValueError(
-                "the network changed after the Simulator was built; build a new Simulator "
-                "(parameters can be carried over with sim.parameters() / load_parameters())"
-            )
-        b = b or _in.batch_len(arrays)
-        buf = self.backend.values_buffer(b)
-        clamped = self._masks.get(phase)
-        if clamped is None:
-            clamped = self._masks[phase] = self.plan.clamped_mask(phase)
-        keep = clamped.copy()
-        for name, a in arrays.items():
-            buf[:, self.plan.value_slice(name)] = a
-        for name, a in (vals or {}).items():
-            buf[:, self.plan.value_slice(name)] = a
-            keep[self.plan.index(name)] = True
-        seed = cfg.seed if cfg.seed is not None else int(self.noise_rng.integers(0, 2**31 - 1))
-        # a natural-gradient step runs on the host after the kernels' gradients
-        kernel_learn = None if isinstance(learn, NaturalGradient) else learn
-        rec = self._recorder
-        if rec is not None and rec.active(phase):
-            learned = learn is not None
-            ctx = _recording.batch_context(rec, self, arrays, phase, cfg, seed, learned)
-            sched = _schedule.build(
-                self.plan, clamped, keep, cfg, learning=kernel_learn is not None,
-                grads=grads or learned or "P0" in ctx,
-            )  # fmt: skip
-            out = self.backend.run(
-                b, sched, seed, learn=kernel_learn, trace=rec.trace_spec(phase, b)
-            )
-            self._check_run(out, phase)
-            if learn is not None:
-                self._learned(out, phase, learn)
-            rows = _recording.batch_rows(rec, self, ctx, out, learned)
-            rec.consume(out, phase, b, cfg, seed, trials, learned, rows)
-            return out
-        sched = _schedule.build(
-            self.plan, clamped, keep, cfg, learning=learn is not None, grads=grads
-        )
-        out = self.backend.run(b, sched, seed, learn=kernel_learn)
-        self._check_run(out, phase)
-        if learn is not None:
-            self._learned(out, phase, learn)
-        return out
-
-    def _learned(self, out, phase: str, learn: Optimizer) -> None:
-        """After a learning batch's run: a natural-gradient step (the kernels ran none), then the
-        learned precisions' steps; a diverging precision undoes the batch's weight update."""
-        undo = self.backend.undo_step
-        if isinstance(learn, NaturalGradient):  # its factors, kept per settings
-            state = self._ngd.setdefault(learn, _ngd.NGDState(learn, self.plan))
-            undo = _ngd.host_step(state, self.backend, phase)
-        _precision.learn(self._precisions, out, self.plan, self.backend, undo, phase)
-
-    def _check_run(self, out, phase: str) -> None:
-        """Raise :class:`DivergenceError` for a non-finite energy (inference) or an optimiser step
-        that would have made a parameter non-finite (the backend left it unapplied). Adds the
-        ``-1/2 log det Pi`` of Precision parameters to the reported energies."""
-        for st in self._precisions.values():
-            if st.spec.timescale == "slow":  # (the kernels add a fast precision's, per step)
-                out.energies[:, st.index] -= 0.5 * st.logdet()
-        if out.bad_step >= 0:
-            raise DivergenceError(out.bad_step, self.plan.names[out.bad_pop], phase)
-        if out.bad_param >= 0:
-            name, index = self.plan.locate(out.bad_param)
-            raise DivergenceError(None, None, phase, parameter=name, index=index)
+        return _batch.run(self, arrays, phase, vals, cfg, learn, grads, b, trials)
 
     # ---- recording ------------------------------------------------------------------------------
     def record(

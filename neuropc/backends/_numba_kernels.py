@@ -554,13 +554,24 @@ def _var_prediction(p, FX, OUT, o_out, P, sizes, voff, clamped, cpre, cpost, cwo
 
 
 @nb.njit(**_JIT)
+def _add_moments(X, MOM, clamped, voff, sizes, w):
+    for p in range(sizes.shape[0]):
+        if not clamped[p]:
+            for b in range(X.shape[0]):
+                for j in range(voff[p], voff[p] + sizes[p]):
+                    x = X[b, j]
+                    MOM[0, b, j] += w * x
+                    MOM[1, b, j] += w * x * x
+
+
+@nb.njit(**_JIT)
 def infer(
     X, FX, DFX, BP, MUC, MUV, EPS, OWN, P, PI, G, S1, S2, BK,
     sizes, voff, eoff, has_err, act_code, act_param, cpre, cpost, cwoff, boff, trainable, dist,
     clamped, init, frozen, var_pred, is_pre, refresh_act, leaks, backproj, first_bp, receives_bp,
     grad_at, T, rate, noise_sd, tol, err_rate, seed, energies, want_grads, zero_grads, opt_when,
-    nudge, nudged, grad_scale, fast_rule, fast_hp, SF, collect, collect_weight, V, precond,
-    beta2, peps, bias_correction, opt_kind, hp, opt_t,
+    nudge, nudged, grad_scale, fast_rule, fast_hp, SF, collect, collect_weight, MOM, moments,
+    V, precond, beta2, peps, bias_correction, opt_kind, hp, opt_t,
     rec_every, rec_rows, rec_vcols, rec_ecols, rec_ncols, VT, ET, NT, NZ,
 ):  # fmt: skip
     """Execute one run's schedule (:mod:`neuropc.dynamics.schedule`, whose docstring gives the
@@ -631,6 +642,8 @@ def infer(
     if zero_grads:
         for i in range(G.shape[0]):
             G[i] = 0.0
+    if moments:
+        MOM[:] = 0.0
     learn = opt_kind != OPT_NONE and opt_when != OPT_NEVER
     keep_noise = rec_every > 0 and rec_ncols.shape[0] > 0 and noise_sd > 0.0
     any_step_grads = False
@@ -676,6 +689,8 @@ def infer(
         if collecting and collect[t]:  # a collected sample: its gradient joins the average
             weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, trainable,
                          grad_at, GRAD_COLLECTED, grad_scale * collect_weight, True)  # fmt: skip
+        if moments and collect[t]:  # the free values' mean and mean square over the samples
+            _add_moments(X, MOM, clamped, voff, sizes, collect_weight)
         if rec_every > 0 and t % rec_every == 0:
             _gather(X, rec_rows, rec_vcols, VT, t // rec_every)
             _gather(EPS, rec_rows, rec_ecols, ET, t // rec_every)

@@ -55,6 +55,9 @@ class RunOutput:
     # population index -> the per-unit precision a fast precision ended the run with (the one in
     # the final errors); the slow values are the backend's set_precision ones
     fast_precision: dict[int, np.ndarray] = field(default_factory=dict)
+    # with Schedule.moments: the mean and the mean square of every free value over the collected
+    # states, each (B, n_value) (columns of clamped populations are 0)
+    moments: tuple[np.ndarray, np.ndarray] | None = None
 
 
 class Backend(ABC):

@@ -132,6 +132,7 @@ class NumbaBackend(Backend):
         sizes, voff, eoff = self._i64
         cpre, cpost, cwoff, boff = self._conn
         energies = np.zeros((sched.steps + 1, pl.n_pops), np.float64)
+        mom = np.zeros((2, batch, pl.n_value) if sched.moments else (2, 1, 1), self.dtype)
         structure = (
             sizes, voff, eoff, pl.has_err, pl.act_code, pl.act_param, cpre, cpost, cwoff, boff,
             self.trainable, self._dist,
@@ -142,7 +143,8 @@ class NumbaBackend(Backend):
             sched.grad_at, sched.steps, sched.rate, sched.noise_sd, sched.tol, sched.err_rate,
             int(seed), energies, sched.grads, sched.zero_grads, sched.opt_when, sched.nudge,
             sched.nudged, sched.grad_scale, sched.fast_rule, pl.prec_hp, self.SF, sched.collect,
-            sched.collect_weight, self._precond_buffer(batch, sched.precond), sched.precond,
+            sched.collect_weight, mom, sched.moments,
+            self._precond_buffer(batch, sched.precond), sched.precond,
             sched.beta2, sched.precond_eps, sched.bias_correction,
         )  # fmt: skip
         if len(self._fast):
@@ -174,6 +176,7 @@ class NumbaBackend(Backend):
         return RunOutput(
             X, EPS, energies[: done + 1], int(done), int(bad_t), int(bad_p), out_grads, traces,
             bad_param=int(bad_param), fast_precision=fast,
+            moments=(mom[0], mom[1]) if sched.moments else None,
         )  # fmt: skip
 
     def _trace_buffers(self, trace: TraceSpec | None, steps: int, batch: int) -> tuple:

@@ -187,6 +187,7 @@ class TorchBackend(Backend):
         hooks = sched.steps_each  # something acts between steps: one step per call
         rec = TraceBuffers(self, trace, sched) if trace is not None else None
 
+        mom = [[torch.zeros_like(v), torch.zeros_like(v)] for v in x] if sched.moments else None
         d, eps, e = R.errors(x, fx, muc, eps, W)
         energies = [e[None]]
         if rec is not None:
@@ -198,6 +199,10 @@ class TorchBackend(Backend):
                 self._weight_grads(fx, eps, batch, scale, sched.grads_at(t))
             if collected is not None and sched.collect[t]:  # a sample joins the average
                 self._weight_grads(fx, eps, batch, scale * sched.collect_weight, collected, True)
+            if mom is not None and sched.collect[t]:  # the free values' moments over the samples
+                for p in R.free:
+                    mom[p][0].add_(x[p], alpha=sched.collect_weight)
+                    mom[p][1].addcmul_(x[p], x[p], value=sched.collect_weight)
             if t == sched.steps or stop:
                 break
             if self._fast:  # (a fast precision makes every step a call of its own)
@@ -290,6 +295,8 @@ class TorchBackend(Backend):
         return RunOutput(
             values, errors, etab[: done + 1], int(done), bad_t, bad_p, out_grads, traces,
             bad_param=bad_param, fast_precision=fast,
+            moments=tuple(torch.cat([m[i] for m in mom], 1).cpu().numpy() for i in (0, 1))
+            if sched.moments else None,
         )  # fmt: skip
 
     # ---- optimiser state ----------------------------------------------------------------------

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 from .. import validation as _v
 
-INITS = ("forward", "zero", "given")
+INITS = ("forward", "zero", "given", "amortised")
 MODES = ("strict", "fpa", "zil", "ipc")
 ERROR_DYNAMICS = ("instant", "leaky")
 
@@ -57,7 +57,11 @@ class Inference:
 
     ``init``: ``"forward"`` sets free values to their predictions in topological order (free roots
     to their prior mean, or zero when they have none); ``"zero"`` sets them to 0; ``"given"`` uses
-    values passed to the call and forward-initialises the rest.
+    values passed to the call and forward-initialises the rest; ``"amortised"`` starts the
+    network's encoder targets (:meth:`Network.encoder <neuropc.model.network.Network.encoder>`)
+    at ``z_0 ~ q_phi(z | x)`` (``init_sample=True``, the default) or at its mean ``mu_phi(x)``
+    (``init_sample=False``) and forward-initialises the rest; in a training batch the encoder
+    then learns from the chain's collected samples (:mod:`neuropc.dynamics.amortised`).
 
     ``tol``: stop early once the largest per-sample update norm ``|dx|_2`` is below ``tol``
     (0 disables; refused in mode ``"zil"``). ``errors``: ``"instant"`` computes
@@ -101,6 +105,7 @@ class Inference:
     burn_in: int = 0
     collect: str | int = "last"
     preconditioner: Preconditioner | None = None
+    init_sample: bool | None = None
 
     def __post_init__(self) -> None:
         _v.integer(self.steps, "Inference.steps", low=0, high=_v.MAX_STEPS)
@@ -184,6 +189,13 @@ class Inference:
                 "Inference.burn_in only matters with collect='mean' or an interval k; got "
                 f"burn_in={self.burn_in!r} with collect='last'"
             )
+        if self.init_sample is not None:
+            _v.flag(self.init_sample, "Inference.init_sample")
+            if self.init != "amortised":
+                raise ValueError(
+                    f"Inference.init_sample chooses how an amortised warm start draws z_0; it "
+                    f"needs init='amortised'; got init={self.init!r}"
+                )
         if self.nudge is not None and self.errors != "instant":
             raise ValueError("nudge needs errors='instant'")
         if self.mode == "zil" and self.nudge is not None:

@@ -6,6 +6,7 @@ They follow torch.optim's definitions exactly (tests check this against torch), 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,3 +119,31 @@ def check_optimizer(opt: object, name: str = "optimizer") -> None:
         opt, (SGD, Adam, NaturalGradient), name,
         "an optimiser: npc.SGD(...), npc.Adam(...), npc.AdamW(...) or npc.NaturalGradient(...)",
     )  # fmt: skip
+
+
+def torch_optimizer(optimizer: Optimizer, params: Iterable) -> object:
+    """The torch optimiser that :mod:`neuropc.dynamics.optim`'s ``optimizer`` mirrors, same
+    hyper-parameters: ``Adam`` -> ``torch.optim.Adam`` (``AdamW`` when ``decoupled``), ``SGD`` ->
+    ``torch.optim.SGD``."""
+    import torch
+
+    params = list(params)
+    if isinstance(optimizer, Adam):
+        cls = torch.optim.AdamW if optimizer.decoupled else torch.optim.Adam
+        return cls(
+            params,
+            lr=optimizer.lr,
+            betas=tuple(optimizer.betas),
+            eps=optimizer.eps,
+            weight_decay=optimizer.weight_decay,
+        )
+    if isinstance(optimizer, SGD):
+        return torch.optim.SGD(
+            params,
+            lr=optimizer.lr,
+            momentum=optimizer.momentum,
+            dampening=optimizer.dampening,
+            weight_decay=optimizer.weight_decay,
+            nesterov=optimizer.nesterov,
+        )
+    raise ValueError(f"no torch optimiser mirrors {type(optimizer).__name__}; valid: SGD, Adam")

@@ -18,6 +18,7 @@ optimiser's timing themselves. Every backend walks the same skeleton::
         (a fast precision's energy includes its -1/2 log det Pi)
         gradients of the connections into, and biases of, p where grad_at[p] == t
         gradients where grad_at[p] == COLLECTED and collect[t], added with collect_weight
+        (and, if moments, collect_weight x and x^2 of the free values added to their moments)
         (record state t; stop after t == steps or an early stop)
         a fast precision's rule takes one step on the errors of state t where fast_rule[p]
         back-projections eps_post W_c to the free pre of every connection with backproj[c]
@@ -94,6 +95,9 @@ class Schedule:
     beta2: float = 0.0
     precond_eps: float = 1.0
     bias_correction: bool = False
+    # gather the mean and mean square of every free value over the collected states (an
+    # amortised encoder's forward-KL objective needs them): RunOutput.moments
+    moments: bool = False
 
     @property
     def steps_each(self) -> bool:
@@ -104,6 +108,7 @@ class Schedule:
             or self.opt_when == EACH_STEP
             or bool(self.fast_rule.any())
             or self.precond
+            or self.moments
             or (self.grads and bool(np.any(self.grad_at != END)))
         )
 
@@ -121,10 +126,12 @@ def build(
     *,
     learning: bool = False,
     grads: bool = False,
+    moments: bool = False,
 ) -> Schedule:
     """The schedule of one run: ``clamped`` populations never step, ``keep`` ones (clamped, or
     given values) keep the values written into the backend's buffer; ``learning`` adds an
-    optimiser step, ``grads`` asks for the gradients without one. Validates ``cfg`` against the
+    optimiser step, ``grads`` asks for the gradients without one, ``moments`` for the moments of
+    the free values over the collected states (``collect`` "mean" or k). Validates ``cfg`` against the
     plan (:func:`.modes.setup`)."""
     ms = _modes.setup(plan, clamped, cfg, learning=learning)
     n = plan.n_pops
@@ -187,6 +194,7 @@ def build(
         fast_rule=np.where(plan.prec_fast, plan.prec_rule, 0).astype(np.int64),
         collect=collect,
         collect_weight=1.0 / max(int(collect.sum()), 1),
+        moments=bool(moments and collect.any()),
         **_preconditioner(cfg),
     )
 

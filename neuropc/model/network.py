@@ -31,6 +31,7 @@ import numpy as np
 from .. import validation as _v
 from . import activations as _act
 from . import distributions as _dist
+from . import encoder as _enc
 from . import operators as _ops
 from .operators import WEIGHT_INITS
 
@@ -99,6 +100,7 @@ class Network:
     populations: dict[str, Population] = field(default_factory=dict)
     connections: list[Connection] = field(default_factory=list)
     _clamps: dict[str, set[str]] = field(default_factory=dict)
+    encoder_spec: _enc.Encoder | None = None  # the recognition network, if declared
     version: int = 0  # bumped by every change, so simulators can notice they are stale
 
     # ---- building -------------------------------------------------------------------------
@@ -221,6 +223,17 @@ class Network:
         self.version += 1
         return conn
 
+    def encoder(self, source: str | Sequence[str], targets: str | Sequence[str],
+                **settings: object) -> _enc.Encoder:  # fmt: skip
+        """Declare the amortised recognition network ``q(targets | source)``
+        (:mod:`neuropc.model.encoder`: ``hidden=(256,)``, ``activation="tanh"``,
+        ``objective="jeffreys"``, ``reverse_samples=1``, ``init_logvar=0``); one per network."""
+        if self.encoder_spec is not None:
+            raise ValueError("the network already has an encoder (one per network)")
+        self.encoder_spec = _enc.declare(self, source, targets, **settings)
+        self.version += 1
+        return self.encoder_spec
+
     def clamp(self, name: str, phases: str | Iterable[str]) -> None:
         """Clamp population ``name`` to data in the given phase(s), in addition to its role."""
         self._require(name)
@@ -340,6 +353,7 @@ class Network:
                 for c in self.connections
             ],
             "clamps": {k: sorted(v) for k, v in self._clamps.items()},
+            **({"encoder": self.encoder_spec.spec()} if self.encoder_spec else {}),
         }  # fmt: skip
 
     @classmethod
@@ -366,6 +380,8 @@ class Network:
             for phase, names in spec.get("clamps", {}).items():
                 for n in names:
                     net.clamp(n, phase)
+            if spec.get("encoder"):
+                net.encoder_spec = _enc.from_spec(net, spec["encoder"])
         except (KeyError, TypeError) as e:
             raise ValueError(f"not a valid network description: missing or bad field {e}") from None
         return net
@@ -552,47 +568,3 @@ def _find_cycle(net: Network) -> list[str]:
             if r:
                 return r
     return []
-
-
-def mlp(
-    sizes: Sequence[int],
-    *,
-    activation: str = "tanh",
-    input_activation: str = "linear",
-    output_activation: str = "linear",
-    names: Sequence[str] | None = None,
-    precision: float = 1.0,
-    output_precision: float | None = None,
-    output_distribution: _dist.Distribution | None = None,
-    init: str = "xavier_uniform",
-) -> Network:
-    """A chain ``input -> h1 -> ... -> output`` of dense layers.
-
-    ``sizes = [784, 256, 256, 10]`` gives populations ``input`` (clamped in every phase), ``h1``,
-    ``h2`` and ``output`` (the target: clamped in training, free at test time). ``activation`` is
-    applied to the hidden values when they predict the next layer, ``input_activation`` (default
-    linear) to the input, so ``mu_1 = W_1 x_0 + b_1`` and ``mu_l = W_l f(x_{l-1}) + b_l`` above.
-    ``output_activation`` is the output's own activation (it predicts nothing in a chain).
-    ``output_distribution``: e.g. ``npc.Categorical()`` for a softmax output trained on the
-    cross-entropy (PCX's PC-CE); the default is a Gaussian of precision ``output_precision``.
-    """
-    sizes = list(sizes)
-    if len(sizes) < 2:
-        raise ValueError(f"mlp needs at least two sizes (input and output); got {sizes}")
-    if names is None:
-        names = ["input"] + [f"h{i}" for i in range(1, len(sizes) - 1)] + ["output"]
-    if len(names) != len(sizes):
-        raise ValueError(f"mlp: {len(names)} names for {len(sizes)} sizes")
-    net = Network()
-    last = len(sizes) - 1
-    for i, (n, s) in enumerate(zip(names, sizes)):
-        role = "input" if i == 0 else ("target" if i == last else "hidden")
-        prec = output_precision if (i == last and output_precision is not None) else precision
-        act = input_activation if i == 0 else (output_activation if i == last else activation)
-        dist = output_distribution if i == last else None
-        if dist is not None and output_precision is None:
-            prec = 1.0  # the hidden precision is not the output's: only a Gaussian has one
-        net.population(n, s, activation=act, role=role, precision=prec, distribution=dist)
-    for a, b in zip(names[:-1], names[1:]):
-        net.connect(a, b, init=init)
-    return net

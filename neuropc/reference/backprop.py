@@ -33,7 +33,7 @@ import torch
 
 from ..analysis import metrics as _metrics
 from ..dynamics.natural_gradient import NaturalGradient
-from ..dynamics.optim import SGD, Adam, Optimizer
+from ..dynamics.optim import Adam, Optimizer, torch_optimizer
 from ..model import operators
 from ..model.distributions import Precision, energy_torch
 from ..model.network import Network
@@ -210,32 +210,6 @@ def gradients(
 
 
 # ---- optimisers -------------------------------------------------------------------------------
-def torch_optimizer(optimizer: Optimizer, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
-    """The torch optimiser that :mod:`neuropc.dynamics.optim`'s ``optimizer`` mirrors, same
-    hyper-parameters: ``Adam`` -> ``torch.optim.Adam`` (``AdamW`` when ``decoupled``), ``SGD`` ->
-    ``torch.optim.SGD``."""
-    params = list(params)
-    if isinstance(optimizer, Adam):
-        cls = torch.optim.AdamW if optimizer.decoupled else torch.optim.Adam
-        return cls(
-            params,
-            lr=optimizer.lr,
-            betas=tuple(optimizer.betas),
-            eps=optimizer.eps,
-            weight_decay=optimizer.weight_decay,
-        )
-    if isinstance(optimizer, SGD):
-        return torch.optim.SGD(
-            params,
-            lr=optimizer.lr,
-            momentum=optimizer.momentum,
-            dampening=optimizer.dampening,
-            weight_decay=optimizer.weight_decay,
-            nesterov=optimizer.nesterov,
-        )
-    raise ValueError(f"no torch optimiser mirrors {type(optimizer).__name__}; valid: SGD, Adam")
-
-
 # ---- the trainable twin -----------------------------------------------------------------------
 class BackpropModel:
     """A network's predictions as a torch model, trained by backprop on :func:`loss`.
