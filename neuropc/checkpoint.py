@@ -11,7 +11,8 @@ holds:
 * the optimiser state (first and second moments in the flat parameter layout, and the step count);
 * the random streams (minibatch shuffling and the per-batch noise seeds) as bit-generator states;
 * the state of learned precisions' rules (the EMA's running covariance, a full precision's
-  Cholesky factor), beside ``"pop:precision"`` among the parameters.
+  Cholesky factor), beside ``"pop:precision"`` among the parameters;
+* an encoder's parameters (``"encoder:..."``, among the parameters) and its optimiser's state.
 
 Training 2 batches, saving, loading (in another process) and training 2 more gives parameters
 bit-identical to 4 batches without a break, on every backend. Reading parses JSON and numbers only:
@@ -25,6 +26,7 @@ that was there. Layout (schema version 1)::
     /optimizer/m, /optimizer/v   float64 (n_params,), attr t (steps taken)
     /rng              attrs: shuffle, noise (JSON bit-generator states)
     /precision_rules/POP/{cov, chol}   float64, where a learned precision has them
+    /encoder_optimizer/PARAM/KEY       float64, where an encoder has learned (e.g. exp_avg, step)
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ class Checkpoint:
     neuropc_version: str
     created: str
     ngd: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # NGDState.state()
+    # an encoder's optimiser state ("<param>/<key>", AmortisedEncoder.optimizer_state())
+    encoder_opt: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 # ---- writing ----------------------------------------------------------------------------------
@@ -116,13 +120,13 @@ def save(sim: Simulator, path: str | os.PathLike, *, overwrite: bool | str = Tru
     # the factors of the default optimiser's natural gradient (else of the last one used)
     st = sim._ngd.get(sim.optimizer) or next(reversed(sim._ngd.values()), None)
     ngd = st.state() if st is not None else {}
-    _atomic_write(path, lambda f: _write(f, attrs, sim.parameters(), opt, rng, rules, ngd))
+    enc = sim._encoder.optimizer_state() if sim._encoder is not None else {}
+    _atomic_write(path, lambda f: _write(f, attrs, sim.parameters(), opt, rng, rules, ngd, enc))
     return path.resolve()
 
 
-def _write(
-    f, attrs: dict, params: Mapping[str, np.ndarray], opt: dict, rng: dict, rules: dict, ngd: dict
-) -> None:
+def _write(f, attrs: dict, params: Mapping[str, np.ndarray], opt: dict, rng: dict, rules: dict,
+           ngd: dict, enc: dict) -> None:  # fmt: skip
     for k, v in attrs.items():
         f.attrs[k] = v
     g = f.create_group("parameters")
@@ -143,6 +147,10 @@ def _write(
     if ngd:  # the natural-gradient factors ("in/<pop>", ..., "count")
         g = f.create_group("natural_gradient")
         for k, v in ngd.items():
+            g.create_dataset(k, data=np.asarray(v, np.float64))
+    if enc:
+        g = f.create_group("encoder_optimizer")
+        for k, v in enc.items():
             g.create_dataset(k, data=np.asarray(v, np.float64))
 
 
@@ -239,12 +247,7 @@ def read(path: str | os.PathLike) -> Checkpoint:
                 for name, g in f.get("precision_rules", {}).items()
             }
             created, nv = str(f.attrs["created"]), str(f.attrs["neuropc_version"])
-            ngd: dict[str, np.ndarray] = {}
-            if "natural_gradient" in f:
-                f["natural_gradient"].visititems(
-                    lambda k, d: ngd.__setitem__(k, np.asarray(d[()], np.float64))
-                    if hasattr(d, "shape") else None
-                )  # fmt: skip
+            ngd, enc = _datasets(f, "natural_gradient"), _datasets(f, "encoder_optimizer")
         except (KeyError, ValueError, TypeError) as e:
             raise CheckpointError(f"{str(path)!r}: damaged checkpoint ({e})") from None
     opt = attrs["optimizer"]
@@ -262,8 +265,19 @@ def read(path: str | os.PathLike) -> Checkpoint:
     return Checkpoint(
         network=attrs["network"], simulator=attrs["simulator"], inference=inference,
         optimizer=optimizer, parameters=params, opt_m=m, opt_v=v, opt_t=t, rng=rng, rules=rules,
-        schema_version=version, neuropc_version=nv, created=created, ngd=ngd,
+        schema_version=version, neuropc_version=nv, created=created, ngd=ngd, encoder_opt=enc,
     )  # fmt: skip
+
+
+def _datasets(f, group: str) -> dict[str, np.ndarray]:
+    """Every dataset under ``group`` (by path inside it) as float64; empty without the group."""
+    out: dict[str, np.ndarray] = {}
+    if group in f:
+        f[group].visititems(
+            lambda k, d: out.__setitem__(k, np.asarray(d[()], np.float64))
+            if hasattr(d, "shape") else None
+        )  # fmt: skip
+    return out
 
 
 _JSON_ATTRS = ("network", "simulator", "inference", "optimizer")
@@ -338,6 +352,12 @@ def check(sim: Simulator, ck: Checkpoint, where: str = "checkpoint") -> dict[str
     for label, a in (("optimizer m", ck.opt_m), ("optimizer v", ck.opt_v)):
         if a.shape != (n,):
             raise CheckpointError(f"{where}: {label}: expected shape ({n},); got {a.shape}")
+    for key, a in ck.encoder_opt.items():
+        name = key.rpartition("/")[0]
+        shape = expected.get(name, np.zeros(0)).shape if name.startswith("encoder:") else None
+        if shape is None or sim._encoder is None or a.shape not in (shape, ()):
+            raise CheckpointError(f"{where}: encoder optimiser state {key!r} does not fit the "
+                                  f"encoder (shape {a.shape})")  # fmt: skip
     states = {}
     for k, rng in (("shuffle", sim.shuffle_rng), ("noise", sim.noise_rng)):
         st = ck.rng[k]
@@ -361,6 +381,8 @@ def _apply(sim: Simulator, ck: Checkpoint, states: dict[str, dict]) -> None:
         spec = sim.optimizer if isinstance(sim.optimizer, NaturalGradient) else ck.optimizer
         sim._ngd[spec] = NGDState(spec, sim.plan)
         sim._ngd[spec].load(ck.ngd, like=sim.backend.P)
+    if sim._encoder is not None:
+        sim._encoder.set_optimizer_state(sim.optimizer, ck.encoder_opt)
     sim.shuffle_rng.bit_generator.state = states["shuffle"]
     sim.noise_rng.bit_generator.state = states["noise"]
 

@@ -28,6 +28,8 @@ import numpy as np
 from . import validation as _v
 
 if TYPE_CHECKING:
+    from .dynamics.plan import Plan
+    from .model.network import Network
     from .simulator import Simulator
 
 
@@ -43,16 +45,29 @@ def sample(
     arrays ``(n, size)``. ``given`` fixes populations (arrays ``(n, size)``, or ``(size,)`` for
     all samples); ``seed`` seeds the draws (otherwise the simulator's noise stream)."""
     n = _v.integer(n, "sample n", low=1)
-    pl, net = sim.plan, sim.network
+    rng = np.random.default_rng(
+        seed if seed is not None else int(sim.noise_rng.integers(0, 2**31 - 1))
+    )
+    return ancestral(sim.network, sim.plan, sim.parameters(), n, rng, given=given, mean=mean)
+
+
+def ancestral(
+    net: Network,
+    pl: Plan,
+    params: Mapping[str, np.ndarray],
+    n: int,
+    rng: np.random.Generator,
+    *,
+    given: Mapping[str, np.ndarray] | None = None,
+    mean: bool = False,
+) -> dict[str, np.ndarray]:
+    """:func:`sample` from explicit parameters (keys as ``Simulator.parameters()``; a
+    ``"pop:precision"`` entry overrides the network's fixed precision), e.g. a reference model's."""
     given = dict(given or {})
     for name in given:
         if name not in pl.names:
             raise ValueError(f"sample: unknown population {name!r}; populations: "
                              f"{', '.join(pl.names)}")  # fmt: skip
-    rng = np.random.default_rng(
-        seed if seed is not None else int(sim.noise_rng.integers(0, 2**31 - 1))
-    )
-    params = sim.parameters()
     values: dict[str, np.ndarray] = {}
     for i, name in enumerate(pl.names):
         size = int(pl.sizes[i])
@@ -69,7 +84,7 @@ def sample(
             if int(post) == i:
                 pre = pl.names[int(q)]
                 mu = mu + net[pre].activation.numpy(values[pre]) @ params[c].T
-        pi = np.asarray(sim.precision(name), np.float64)
+        pi = np.asarray(params.get(f"{name}:precision", net[name].precision), np.float64)
         pi = pi if pi.ndim == 2 else np.broadcast_to(pi, (size,))
         values[name] = _draw(net[name].distribution, mu, pi, rng, mean)
     return values

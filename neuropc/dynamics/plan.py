@@ -50,6 +50,8 @@ class Plan:
     trainable: np.ndarray  # (n_params,) float64, 1 where learnable else 0
     roles: tuple[str, ...]
     extra_clamps: dict[str, frozenset[str]]  # snapshot of Network.clamp() calls
+    # the encoder's parameter names (neuropc.model.encoder), for weights / updates probes
+    encoder_params: tuple[str, ...] = ()
 
     @property
     def n_pops(self) -> int:
@@ -204,7 +206,9 @@ def lower(net: Network) -> Plan:
         trainable=np.concatenate(trainable) if trainable else np.zeros(0),
         roles=tuple(p.role for p in pops),
         extra_clamps={ph: frozenset(v) for ph, v in net._clamps.items()},
-    )
+        encoder_params=tuple(net.encoder_spec.layer_shapes(
+            {n: p.size for n, p in net.populations.items()})) if net.encoder_spec else (),
+    )  # fmt: skip
 
 
 def _prec_kind(pop) -> int:

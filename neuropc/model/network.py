@@ -127,6 +127,8 @@ class Network:
             )
         if name in self.populations:
             raise ValueError(f"population {name!r} already exists")
+        if name in ("encoder", "total"):  # "encoder:..." parameters, the "total" energy probe
+            raise ValueError(f"population name {name!r} is reserved; choose another")
         pop = _make_population(
             name, size, activation=activation, role=role, precision=precision,
             distribution=distribution, bias=(role != "input") if bias is None else bias, bias_init=bias_init,

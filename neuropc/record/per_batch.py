@@ -33,6 +33,8 @@ def batch_context(rec: Recorder, sim, arrays, phase: str, cfg: Inference, seed: 
     ctx["due"] = due
     if any(b.probe.variable == "updates" for b in due):
         ctx["P0"] = sim.backend.get_params()
+        if sim._encoder is not None:
+            ctx["E0"] = sim._encoder.parameters()
     if learned and any(b.probe.variable == "alignment" for b in due):
         if cfg.mode == "ipc":
             raise ValueError(
@@ -66,20 +68,26 @@ def batch_rows(rec: Recorder, sim, ctx: dict, out: RunOutput, learned: bool) -> 
             )
             rows[p.name] = per_unit[b.units]
             continue
-        if b.conn < 0:
+        encoder = p.target in pl.encoder_params
+        if b.conn < 0 and not encoder:
             continue
-        sl, _ = pl.weight_slice(p.target)
-        if p.variable == "weights":
-            w = P1[sl]
-            rows[p.name] = [np.linalg.norm(w), w.mean(), w.std(), w.min(), w.max()]
-        elif p.variable == "updates" and learned:
-            dw = P1[sl] - ctx["P0"][sl]
+        if encoder:  # an encoder parameter: its values live with the simulator's encoder
+            w1, w0 = sim._encoder.parameters()[p.target], ctx.get("E0", {}).get(p.target)
+            g = np.full(1, np.nan)  # (the encoder's objective gradient is not kept)
+        else:
+            sl, _ = pl.weight_slice(p.target)
+            w1, w0 = P1[sl], ctx["P0"][sl] if "P0" in ctx else None
             g = (
                 np.asarray(out.grads[sl], np.float64)
                 if out.grads is not None
                 else np.full(1, np.nan)
             )
-            nw = np.linalg.norm(ctx["P0"][sl])
+        if p.variable == "weights":
+            w = w1
+            rows[p.name] = [np.linalg.norm(w), w.mean(), w.std(), w.min(), w.max()]
+        elif p.variable == "updates" and learned:
+            dw = w1 - w0
+            nw = np.linalg.norm(w0)
             rows[p.name] = [np.linalg.norm(dw), np.linalg.norm(g),
                             np.linalg.norm(dw) / nw if nw > 0 else np.nan]  # fmt: skip
         elif p.variable == "alignment" and "alignment" in ctx:

@@ -15,8 +15,11 @@ variable                target                       one row holds
                                                      rows are batches (and steps), not samples
 ``precision``           a population                 its per-unit precision, once per batch
 ``weights``             a connection ``"pre->post"``  ``|W|_F, mean, std, min, max`` once per batch
-``updates``             a connection                 ``|dW|_F, |dF/dW|_F, |dW|_F / |W|_F`` per
-                                                     learning batch (dW: the optimiser's change)
+                        or an encoder parameter
+                        (``"encoder:mean.W"``, ...)
+``updates``             a connection or an encoder   ``|dW|_F, |dF/dW|_F, |dW|_F / |W|_F`` per
+                        parameter                    learning batch (dW: the optimiser's change;
+                                                     an encoder's gradient column is NaN)
 ``alignment``           a connection                 ``cosine, rel_error, norm_ratio`` of PC's local
                                                      gradient against backprop's, per learning batch
 ======================  ===========================  ===============================================
@@ -92,7 +95,7 @@ class Probe:
 
     def __post_init__(self) -> None:
         tgt, _, var = str(self.target).partition(":")
-        if var:  # "h1:error" shorthand
+        if var and tgt != "encoder":  # "h1:error" shorthand ("encoder:..." names a parameter)
             if self.variable not in ("value", var):
                 raise ValueError(
                     f"probe {self.target!r}: the address says {var!r} but variable={self.variable!r}"
@@ -189,11 +192,13 @@ def bind(probe: Probe, plan: Plan) -> Bound:
                 f"probe {p.name!r}: samples must be increasing, non-negative batch indices "
                 f"(rows stay in trial order); got {p.samples!r}"
             )
+    if p.variable in ("weights", "updates") and p.target in plan.encoder_params:
+        return Bound(p, columns=COLUMNS[p.variable])
     if p.variable in ("weights", "updates", "alignment"):
         if p.target not in plan.conn_names:
             raise ValueError(
                 f"probe {p.name!r}: variable {p.variable!r} needs a connection; unknown "
-                f"{p.target!r}; valid: {', '.join(plan.conn_names) or '(none)'}"
+                f"{p.target!r}; valid: {', '.join(plan.conn_names + plan.encoder_params) or '(none)'}"
             )
         return Bound(p, conn=plan.conn_names.index(p.target), columns=COLUMNS[p.variable])
     if p.target == "total":
