@@ -14,13 +14,15 @@ the values drawn for its presynaptic populations::
 A root with a bias has the prior ``N(b, Pi^-1)`` (it has an error population). A root without a
 prior (no bias, so no error population: typically a clamped input) must be ``given``. With
 ``mean=True`` every population takes its prediction's mean instead of a draw (``mu`` for a
-Gaussian, the probabilities for the others). The computation is numpy from ``sim.parameters()``
+Gaussian, the probabilities for the others); ``mean=["x"]`` only the populations named (e.g. the
+Bernoulli means of the images, with the latents drawn). The computation is numpy from
+``sim.parameters()``
 and ``sim.precision``: the same on every backend, and deterministic for a given ``seed``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -39,7 +41,7 @@ def sample(
     *,
     seed: int | None = None,
     given: Mapping[str, np.ndarray] | None = None,
-    mean: bool = False,
+    mean: bool | Collection[str] = False,
 ) -> dict[str, np.ndarray]:
     """``n`` ancestral samples of every population (see the module docstring), as float64
     arrays ``(n, size)``. ``given`` fixes populations (arrays ``(n, size)``, or ``(size,)`` for
@@ -59,12 +61,14 @@ def ancestral(
     rng: np.random.Generator,
     *,
     given: Mapping[str, np.ndarray] | None = None,
-    mean: bool = False,
+    mean: bool | Collection[str] = False,
 ) -> dict[str, np.ndarray]:
     """:func:`sample` from explicit parameters (keys as ``Simulator.parameters()``; a
     ``"pop:precision"`` entry overrides the network's fixed precision), e.g. a reference model's."""
     given = dict(given or {})
-    for name in given:
+    mean = [mean] if isinstance(mean, str) else mean
+    means = set(pl.names) if mean is True else set() if mean is False else set(mean)
+    for name in means | set(given):
         if name not in pl.names:
             raise ValueError(f"sample: unknown population {name!r}; populations: "
                              f"{', '.join(pl.names)}")  # fmt: skip
@@ -86,7 +90,7 @@ def ancestral(
                 mu = mu + net[pre].activation.numpy(values[pre]) @ params[c].T
         pi = np.asarray(params.get(f"{name}:precision", net[name].precision), np.float64)
         pi = pi if pi.ndim == 2 else np.broadcast_to(pi, (size,))
-        values[name] = _draw(net[name].distribution, mu, pi, rng, mean)
+        values[name] = _draw(net[name].distribution, mu, pi, rng, name in means)
     return values
 
 

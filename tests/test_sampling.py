@@ -75,3 +75,18 @@ def test_given_values_and_refusals() -> None:
         sim.sample(3, given={"nope": np.ones(4)})
     with pytest.raises(ValueError, match="sample n must be an integer >= 1"):
         sim.sample(0)
+
+
+def test_mean_of_some_populations_only() -> None:
+    """``mean=["x"]``: the latent is drawn, the Bernoulli image is its probability sigmoid(mu)."""
+    net = npc.Network()
+    net.population("z", 2, bias=True)
+    net.population("x", 3, distribution=npc.Bernoulli())
+    net.connect("z", "x")
+    sim = npc.Simulator(net, dtype="float64")
+    s = sim.sample(5, seed=2, mean=["x"])
+    p = sim.parameters()
+    want = 1 / (1 + np.exp(-(s["z"] @ p["z->x"].T + p["x:bias"])))
+    assert np.allclose(s["x"], want, atol=1e-14) and np.unique(s["z"]).size == 10
+    with pytest.raises(ValueError, match="unknown population 'nope'"):
+        sim.sample(2, mean=["nope"])

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -153,7 +153,9 @@ class VAE:
         """Per data point: the ELBO estimated with ``k`` samples."""
         return _gen.elbo(self.log_weights(data, k, seed))
 
-    def sample(self, n: int, *, seed: int = 0, mean: bool = False) -> dict[str, np.ndarray]:
+    def sample(
+        self, n: int, *, seed: int = 0, mean: bool | Collection[str] = False
+    ) -> dict[str, np.ndarray]:
         """``n`` ancestral samples of the decoder (:func:`neuropc.sampling.ancestral`)."""
         return ancestral(self.network, self._plan, self.parameters(), n,
                          np.random.default_rng(seed), mean=mean)  # fmt: skip
