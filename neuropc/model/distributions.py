@@ -55,6 +55,8 @@ ENERGIES = ("F", "KL")
 GAUSSIAN, BERNOULLI_F, BERNOULLI_KL, CATEGORICAL_F, CATEGORICAL_KL = range(5)
 
 
+TINY = 1.1754943508222875e-38  # the smallest normal float32: smaller errors are flushed to 0
+
 def _check_energy(owner: str, energy: object) -> None:
     if energy not in ENERGIES:
         raise ValueError(f"{owner}: energy must be 'F' or 'KL'; got {energy!r}")
@@ -342,6 +344,9 @@ def error_own_torch(
     code = dist.code
     if code in (BERNOULLI_F, BERNOULLI_KL):
         q = torch.sigmoid(mu)
+        # as the numba kernel: no subnormal errors from saturated logits (mu < -87), which slow
+        # every op (gemms most) that reads them
+        q = torch.where(q > TINY, q, 0.0)
         if code == BERNOULLI_F or clamped:
             eps = x - q
             own = None if clamped else -mu
