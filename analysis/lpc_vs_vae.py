@@ -101,7 +101,7 @@ def draw(saved: dict, samples: dict, out: Path) -> list[Path]:
 
     fig, axes = plt.subplots(1, 2, figsize=(8, 4.2))
     for ax, key, title in zip(axes, ("lpc", "vae"), ("LPC (Jeffreys)", "VAE")):
-        ax.imshow(sample_grid(samples[key], 8, 8), cmap="gray_r", vmin=0, vmax=1)
+        ax.imshow(sample_grid(samples[key], 8, 8), cmap="gray", vmin=0, vmax=1)
         ax.set_title(title)
         ax.axis("off")
     fig.tight_layout()

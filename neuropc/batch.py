@@ -61,9 +61,10 @@ def run(sim: Simulator, arrays, phase, vals, cfg: Inference, learn: Optimizer | 
     ctx = None
     if recording:
         ctx = _recording.batch_context(rec, sim, arrays, phase, cfg, seed, learn is not None)
-        grads = grads or learn is not None or "P0" in ctx
+        grads = grads or "P0" in ctx
+    # (a natural-gradient step needs the kernels' gradients without their optimiser step)
     sched = _schedule.build(pl, clamped, keep, cfg, learning=kernel_learn is not None,
-                            grads=grads, moments=moments)  # fmt: skip
+                            grads=grads or learn is not None, moments=moments)  # fmt: skip
     trace = rec.trace_spec(phase, b) if recording else None
     out = sim.backend.run(b, sched, seed, learn=kernel_learn, trace=trace)
     check_run(sim, out, phase)

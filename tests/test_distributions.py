@@ -199,3 +199,20 @@ def test_backends_declare_what_they_run(monkeypatch) -> None:
                                          r"the numba backend does not run; backends that do: torch"):  # fmt: skip
         npc.Simulator(_classifier(npc.Categorical()), backend="numba")
     npc.Simulator(_classifier(npc.Categorical()), backend="torch")
+
+
+@pytest.mark.parametrize("be", BACKEND_PARAMS)
+def test_saturated_bernoulli_errors_are_flushed_not_subnormal(be) -> None:
+    """sigmoid(-95) = 5.5e-42 lies below the smallest normal float32 (1.18e-38): stored as an
+    error it would be a subnormal, which slows every gemm that reads it tenfold. Such errors are
+    0 exactly; errors above the threshold are untouched (sigmoid(-80) = 1.8e-35)."""
+    net = npc.Network()
+    net.population("z", 2, bias=True)
+    net.population("x", 2, role="input", bias=True, distribution=npc.Bernoulli())
+    net.connect("z", "x", init="zeros")
+    sim = npc.Simulator(net, **be, dtype="float32")
+    sim.set_bias("x", np.array([-95.0, -80.0]))
+    st = sim.infer({"x": np.zeros((3, 2), np.float32)}, inference=npc.Inference(steps=0))
+    e = np.asarray(st.errors["x"])
+    assert np.all(e[:, 0] == 0.0)
+    assert np.allclose(e[:, 1], -1.0 / (1.0 + np.exp(80.0)), rtol=1e-5, atol=0)

@@ -57,6 +57,7 @@ GAUSSIAN, BERNOULLI_F, BERNOULLI_KL, CATEGORICAL_F, CATEGORICAL_KL = range(5)
 
 TINY = 1.1754943508222875e-38  # the smallest normal float32: smaller errors are flushed to 0
 
+
 def _check_energy(owner: str, energy: object) -> None:
     if energy not in ENERGIES:
         raise ValueError(f"{owner}: energy must be 'F' or 'KL'; got {energy!r}")

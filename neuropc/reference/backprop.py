@@ -210,6 +210,28 @@ def gradients(
 
 
 # ---- optimisers -------------------------------------------------------------------------------
+def train_epochs(step: Callable[[dict], float], arrays: Mapping, rng: np.random.Generator, *,
+                 epochs: int, batch_size: int, shuffle: bool = True,
+                 callback: Callable[[dict], None] | None = None) -> list[dict]:  # fmt: skip
+    """Minibatch training as ``Simulator.fit`` orders it: per epoch one ``rng.permutation(n)``
+    (when ``shuffle``), then ``step(batch)`` on consecutive slices of ``batch_size`` (arrays or
+    tensors, indexed alike). Returns ``{"epoch", "loss", "seconds"}`` per epoch (loss: the mean
+    of the steps' returned losses); ``callback(record)`` after each epoch."""
+    n = int(next(iter(arrays.values())).shape[0]) if arrays else 0
+    history = []
+    for ep in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        order = rng.permutation(n) if shuffle else np.arange(n)
+        losses = [step({k: v[order[s : s + batch_size]] for k, v in arrays.items()})
+                  for s in range(0, n, batch_size)]  # fmt: skip
+        rec = {"epoch": ep, "loss": float(np.mean(losses)) if losses else float("nan")}
+        rec["seconds"] = time.perf_counter() - t0
+        history.append(rec)
+        if callback is not None:
+            callback(rec)
+    return history
+
+
 # ---- the trainable twin -----------------------------------------------------------------------
 class BackpropModel:
     """A network's predictions as a torch model, trained by backprop on :func:`loss`.
@@ -305,21 +327,8 @@ class BackpropModel:
         epoch when ``shuffle``. Returns per-epoch records ``{"epoch", "loss", "seconds"}`` (loss:
         mean minibatch loss before each step)."""
         arrays = _batch_data(self.network, data, sorted(self.network.clamped("train")), self.dtype)
-        n = int(next(iter(arrays.values())).shape[0]) if arrays else 0
-        history = []
-        for ep in range(1, epochs + 1):
-            t0 = time.perf_counter()
-            order = self.rng.permutation(n) if shuffle else np.arange(n)
-            losses = []
-            for s in range(0, n, batch_size):
-                idx = torch.as_tensor(order[s : s + batch_size])
-                losses.append(self.step({k: v[idx] for k, v in arrays.items()}))
-            rec = {"epoch": ep, "loss": float(np.mean(losses)) if losses else float("nan")}
-            rec["seconds"] = time.perf_counter() - t0
-            history.append(rec)
-            if callback is not None:
-                callback(rec)
-        return history
+        return train_epochs(self.step, arrays, self.rng, epochs=epochs, batch_size=batch_size,
+                            shuffle=shuffle, callback=callback)  # fmt: skip
 
     def predict(self, data: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Feed-forward values of the populations free at test time (targets are never clamped)."""

@@ -25,7 +25,6 @@ decoder learning too. ``elbo`` / ``log_weights`` add ``C`` back (:mod:`neuropc.a
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING
 
@@ -38,7 +37,7 @@ from ..dynamics.optim import Adam, Optimizer, check_optimizer, torch_optimizer
 from ..dynamics.plan import lower
 from ..model.network import Network
 from ..sampling import ancestral
-from .backprop import is_trainable
+from .backprop import is_trainable, train_epochs
 
 if TYPE_CHECKING:
     from ..simulator import Simulator
@@ -126,18 +125,8 @@ class VAE:
         """Train for ``epochs`` (one ``self.rng.permutation(n)`` per epoch, as ``Simulator.fit``);
         returns per-epoch records ``{"epoch", "loss", "seconds"}``."""
         arrays = {k: np.asarray(data[k]) for k in self.clamped}
-        n = len(next(iter(arrays.values())))
-        history = []
-        for ep in range(1, epochs + 1):
-            t0 = time.perf_counter()
-            order = self.rng.permutation(n) if shuffle else np.arange(n)
-            losses = [self.step({k: v[order[s : s + batch_size]] for k, v in arrays.items()})
-                      for s in range(0, n, batch_size)]  # fmt: skip
-            rec = {"epoch": ep, "loss": float(np.mean(losses)), "seconds": time.perf_counter() - t0}
-            history.append(rec)
-            if callback is not None:
-                callback(rec)
-        return history
+        return train_epochs(self.step, arrays, self.rng, epochs=epochs, batch_size=batch_size,
+                            shuffle=shuffle, callback=callback)  # fmt: skip
 
     def log_weights(self, data: Mapping[str, np.ndarray], k: int, seed: int = 0) -> np.ndarray:
         """``(N, k)`` log importance weights with the encoder as proposal (float64)."""
