@@ -233,6 +233,16 @@ def test_encoder_parameters_are_recorded_like_weights(tmp_path) -> None:
     assert np.allclose(row, [np.linalg.norm(w1), w1.mean(), w1.std(), w1.min(), w1.max()])
     upd = np.asarray(r["encoder:mean.W:updates"].values)[-1]
     assert np.isclose(upd[0], np.linalg.norm(w1 - w0)) and np.isnan(upd[1])
+    r.close()
+    pytest.importorskip("pynwb")  # exported like any per-batch recording
+    import pynwb
+
+    from neuropc.record import export
+
+    path = export.to_nwb(tmp_path / "r.h5", tmp_path / "r.nwb")
+    with pynwb.NWBHDF5IO(str(path), "r") as io:
+        t = io.read().analysis[export.sanitize("encoder:mean.W:weights")].to_dataframe()
+        np.testing.assert_allclose(t.to_numpy()[-1, -5:], row)
 
 
 def test_encoder_declaration_round_trips_and_refuses_bad_settings() -> None:
