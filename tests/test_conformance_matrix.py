@@ -1,7 +1,8 @@
 """Backend conformance over every mode, distribution and optimiser, taken pairwise.
 
 The factors below (inference mode, output distribution, hidden distribution, optimiser, frozen
-parameters) have 8 * 8 * 6 * 6 * 2 = 4608 combinations; the Gaussian levels include a fixed
+parameters) have 9 * 8 * 6 * 6 * 2 = 5184 combinations (mode ``amortised``: an encoder warm-starts
+the hidden population and learns); the Gaussian levels include a fixed
 non-unit precision and precision parameters learned across batches (diagonal, gradient rule) and
 re-estimated at every step (scalar, EMA, ``timescale="fast"``). A covering array holds every *pair* of
 levels of two factors in at least one case (``test_covering_array_holds_every_valid_pair``); each
@@ -46,7 +47,17 @@ FROZEN_W, FROZEN_B = "input->output", "hidden:bias"
 
 # ---- the factors and their levels -------------------------------------------------------------
 FACTORS: dict[str, tuple[str, ...]] = {
-    "mode": ("strict", "fpa", "zil", "ipc", "nudge", "leaky", "langevin", "langevin-ipc"),
+    "mode": (
+        "strict",
+        "fpa",
+        "zil",
+        "ipc",
+        "nudge",
+        "leaky",
+        "langevin",
+        "langevin-ipc",
+        "amortised",
+    ),
     "output": (
         "gauss",
         "gauss-prec",
@@ -77,6 +88,9 @@ INFERENCE = {
     "leaky": npc.Inference(steps=5, rate=0.1, errors="leaky"),
     "langevin": npc.Inference(steps=5, rate=0.1, temperature=0.05),
     "langevin-ipc": npc.Inference(mode="ipc", steps=5, rate=0.1, temperature=0.05),
+    # an encoder input -> hidden (Jeffreys) starts the hidden chain from a draw of q and learns
+    # after each batch: it runs on the host, so the backends must agree on it to 1e-10 as well
+    "amortised": npc.Inference(steps=5, rate=0.1, init="amortised"),
 }
 LR = 0.05
 OPTIMIZERS = {
@@ -110,7 +124,8 @@ def valid(case: dict[str, str]) -> bool:
       ``gauss-learn`` or ``gauss-fast`` (the output is clamped while learning, so its precision
       may differ from 1);
     * leaky error neurons do not combine with a fast precision;
-    * iPC (weights learning during inference) does not combine with a learned precision yet.
+    * iPC (weights learning during inference) does not combine with a learned precision yet;
+    * an amortised encoder's targets are Gaussian (the hidden population).
 
     Langevin noise in modes fpa / zil is refused too; the mode levels hold it with strict and iPC.
     """
@@ -121,6 +136,8 @@ def valid(case: dict[str, str]) -> bool:
     if case["mode"] == "zil" and case["hidden"] != "gauss":
         return False
     if case["mode"] == "leaky" and "gauss-fast" in (case["output"], case["hidden"]):
+        return False
+    if case["mode"] == "amortised" and case["hidden"] not in GAUSSIAN_LEVELS:
         return False
     return not (case["mode"] in ("ipc", "langevin-ipc") and {case["output"], case["hidden"]} &
                 set(LEARNED))  # fmt: skip
@@ -171,6 +188,8 @@ def build(case: dict[str, str]) -> npc.Network:
     net.connect("input", "hidden")
     net.connect("hidden", "output")
     net.connect("input", "output", trainable=case["frozen"] != "frozen")
+    if case["mode"] == "amortised":
+        net.encoder("input", ["hidden"], hidden=(3,))
     return net
 
 
@@ -300,8 +319,13 @@ def test_covering_array_holds_every_valid_pair() -> None:
             for f in ("output", "hidden")
             for lv in LEARNED
         }
+        | {
+            ("mode", "amortised", "hidden", h)
+            for h in FACTORS["hidden"]
+            if h not in GAUSSIAN_LEVELS
+        }
     )
-    assert every - VALID_PAIRS == refused and len(refused) == 12 + 6 + 3 + 2 + 8
+    assert every - VALID_PAIRS == refused and len(refused) == 12 + 6 + 3 + 2 + 8 + 2
     assert covering_array() == MATRIX
     # at least the most valid pairs of two factors (mode x optimiser, output x hidden: 48)
     assert 48 <= len(MATRIX) <= 66
@@ -317,6 +341,7 @@ def test_covering_array_holds_every_valid_pair() -> None:
         {"mode": "zil", "output": "gauss", "hidden": "gauss-learn"},
         {"mode": "leaky", "output": "gauss-fast", "hidden": "gauss"},
         {"mode": "ipc", "output": "gauss-learn", "hidden": "gauss"},
+        {"mode": "amortised", "output": "gauss", "hidden": "cat-F"},
     ],
     ids=lambda c: "-".join(c.values()),
 )
@@ -324,9 +349,8 @@ def test_refused_combinations_are_refused(case: dict[str, str]) -> None:
     """What :func:`valid` leaves out, the library refuses (ValueError naming the reason)."""
     case = {**case, "optimizer": "sgd", "frozen": "trainable"}
     assert not valid(case)
-    sim = simulator(case, {"backend": "numba"}, 0)
     with pytest.raises(ValueError, match="Gaussian|unit precision|fast precision|does not combine"):
-        sim.learn(data(case, 1))
+        simulator(case, {"backend": "numba"}, 0).learn(data(case, 1))
 
 
 # ---- every case on every backend against numba ------------------------------------------------
