@@ -196,6 +196,9 @@ _GELU_C = 0.7978845608028654  # sqrt(2/pi)
 _GELU_A = 0.044715
 
 
+ACT_SOFTMAX = 8  # neuropc.model.activations: the one activation that is not elementwise
+
+
 @nb.njit(**_JIT)
 def act_block(code, param, X, FX, DFX, o, n):
     """FX = f(X), DFX = f'(X) on the column block [o, o+n) of every row.
@@ -248,6 +251,32 @@ def act_block(code, param, X, FX, DFX, o, n):
                 x = x_[j]
                 f_[j] = x * x
                 d_[j] = 2.0 * x
+        elif code == ACT_SOFTMAX:  # over the block; its Jacobian acts in _softmax_vjp, so f' = 1
+            m = x_[0]
+            for j in range(1, n):
+                m = max(m, x_[j])
+            z = 0.0
+            for j in range(n):
+                e = _exp_nonpos(x_[j] - m)
+                f_[j] = e
+                z += e
+            for j in range(n):
+                f_[j] = f_[j] / z
+                d_[j] = 1.0
+
+
+@nb.njit(**_JIT)
+def _softmax_vjp(FX, BP, o, n):
+    """BP <- J^T BP for a softmax population, J = diag(s) - s s^T, s = FX: per row
+    ``bp_j <- s_j (bp_j - sum_k s_k bp_k)`` (its f' is then 1 in the elementwise updates)."""
+    for b in range(FX.shape[0]):
+        s_ = FX[b, o : o + n]
+        bp = BP[b, o : o + n]
+        dot = 0.0
+        for j in range(n):
+            dot += s_[j] * bp[j]
+        for j in range(n):
+            bp[j] = s_[j] * (bp[j] - dot)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -875,6 +904,9 @@ def infer(
                 p = cpost[c]
                 gemm(False, False, nb_, sizes[q], sizes[p], 1.0, EPS[0:, eoff[p]:], NE,
                      P[cwoff[c]:], sizes[q], 0.0 if first_bp[c] else 1.0, BP[0:, voff[q]:], NV)  # fmt: skip
+        for p in range(npop):  # a softmax's Jacobian is not diagonal: apply it to the sum
+            if receives_bp[p] and act_code[p] == ACT_SOFTMAX:
+                _softmax_vjp(FX, BP, voff[p], sizes[p])
         if every_grads:  # gradients from the same state as the value step
             weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, trainable,
                          grad_at, GRAD_EVERY, grad_scale, False)  # fmt: skip

@@ -5,6 +5,11 @@ A population's activation is applied to its *value* when it acts as a presynapti
 code shared with the compiled kernels, a numpy form (for users and plots) and a torch form (the
 oracle in :mod:`neuropc.model.energy` and the backprop reference).
 
+``softmax`` is the one activation that is not elementwise: ``f(x) = exp(x) / sum exp(x)`` over
+the population's units (per sample), whose Jacobian ``diag(s) - s s^T`` enters the value update as
+the vector-Jacobian product ``s * (g - <s, g>)`` (a categorical node passing its probabilities on,
+Pinchetti et al. 2022). :meth:`Activation.numpy_derivative` gives its diagonal ``s (1 - s)``.
+
 ``gelu`` is the tanh approximation ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``, the form
 JAX uses by default and that the PCX benchmark configurations were tuned with. ``square`` (f = x^2)
 is the nonlinearity of the Bogacz (2017) tutorial.
@@ -59,6 +64,8 @@ class Activation:
             return F.hardtanh(x)
         if n == "square":
             return x * x
+        if n == "softmax":
+            return torch.softmax(x, dim=-1)
         raise AssertionError(n)
 
     def torch_forward(self, x):
@@ -68,10 +75,10 @@ class Activation:
         n = self.name
         if n == "linear":
             return x, None
-        if n in ("tanh", "sigmoid"):
+        if n in ("tanh", "sigmoid", "softmax"):
             import torch
 
-            f = torch.tanh(x) if n == "tanh" else torch.sigmoid(x)
+            f = {"tanh": torch.tanh, "sigmoid": torch.sigmoid}.get(n, _softmax)(x)
             return f, f
         return self.torch_with_derivative(x)
 
@@ -86,6 +93,8 @@ class Activation:
             return torch.ops.aten.tanh_backward(g, aux)
         if n == "sigmoid":
             return torch.ops.aten.sigmoid_backward(g, aux)
+        if n == "softmax":  # J^T g with J = diag(s) - s s^T
+            return aux * (g - (aux * g).sum(dim=-1, keepdim=True))
         return aux * g
 
     def torch_with_derivative(self, x):
@@ -115,6 +124,9 @@ class Activation:
             return x.clamp(-1.0, 1.0), ((x > -1.0) & (x < 1.0)).to(x.dtype)
         if n == "square":
             return x * x, 2.0 * x
+        if n == "softmax":  # the Jacobian's diagonal (the backends use torch_vjp)
+            f = _softmax(x)
+            return f, f * (1.0 - f)
         raise AssertionError(n)
 
 
@@ -127,6 +139,7 @@ _CODES = {
     "gelu": 5,
     "hard_tanh": 6,
     "square": 7,
+    "softmax": 8,
 }
 NAMES: tuple[str, ...] = tuple(_CODES)
 DEFAULT_LEAKY_SLOPE = 0.01
@@ -169,4 +182,15 @@ def _np_forward(act: Activation, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]
         return np.clip(x, -1.0, 1.0), ((x > -1.0) & (x < 1.0)).astype(x.dtype)
     if n == "square":
         return x * x, 2.0 * x
+    if n == "softmax":
+        e = np.exp(x - np.max(x, axis=-1, keepdims=True))
+        f = e / np.sum(e, axis=-1, keepdims=True)
+        return f, f * (1.0 - f)
     raise AssertionError(n)
+
+
+def _softmax(x):
+    """Softmax over the last axis (the population's units), with torch."""
+    import torch
+
+    return torch.softmax(x, dim=-1)
