@@ -14,7 +14,9 @@ one-hot class while training (cross-entropy), the hidden layer non-Gaussian:
 same data, epochs, batch size, inference steps and rate, optimiser and initial weights per seed.
 Test loss: the cross-entropy of ``softmax(mu_label)`` at the settled test state against the class
 (nats); accuracy: its argmax. ``--json`` keys ``loss_F``, ``loss_KL``, ``acc_F``, ``acc_KL``
-(means over seeds and both hidden kinds), and the same per kind (``loss_F_softmax``, ...).
+(means over seeds and both hidden kinds), and the same per kind (``loss_F_softmax``, ...);
+``diverged_F`` / ``diverged_KL`` count runs whose energy became non-finite (their loss is
+infinite, so the mean is null in the JSON and listed in ``nullable``).
 Figure ``kl_toy.png`` in ``--out``: test loss per arm and seed.
 
 Data: the embedded MNIST subset (the toy comparison needs no more). Default: 4,000 training and
@@ -84,17 +86,22 @@ def run_arm(cfg: Config, kind: str, energy: str, seed: int, data, backend: str) 
                         inference=npc.Inference(steps=cfg.steps, rate=cfg.rate),
                         optimizer=npc.Adam(cfg.lr))  # fmt: skip
     t0 = time.perf_counter()
-    sim.fit({"image": xtr, "label": npc.one_hot(ytr)}, epochs=cfg.epochs,
-            batch_size=cfg.batch_size, progress=False)  # fmt: skip
-    loss, acc = test_loss(sim, xte, yte)
+    try:
+        sim.fit({"image": xtr, "label": npc.one_hot(ytr)}, epochs=cfg.epochs,
+                batch_size=cfg.batch_size, progress=False)  # fmt: skip
+        loss, acc = test_loss(sim, xte, yte)
+        diverged = not np.isfinite(loss)
+    except npc.DivergenceError:  # PC_F's unbounded energy can overflow: a result, not a crash
+        loss, acc, diverged = float("inf"), float("nan"), True
     return {"kind": kind, "energy": energy, "seed": seed, "loss": loss, "acc": acc,
-            "seconds": time.perf_counter() - t0}  # fmt: skip
+            "diverged": diverged, "seconds": time.perf_counter() - t0}  # fmt: skip
 
 
 def summarise(rows: list[dict]) -> dict:
     m: dict = {}
     for energy in ("F", "KL"):
         sel = [r for r in rows if r["energy"] == energy]
+        m[f"diverged_{energy}"] = sum(r["diverged"] for r in sel)
         m[f"loss_{energy}"] = float(np.mean([r["loss"] for r in sel]))
         m[f"acc_{energy}"] = float(np.mean([r["acc"] for r in sel]))
         for kind in KINDS:
@@ -165,7 +172,10 @@ def main(argv: list[str] | None = None) -> dict:
     if fig:
         wrote(fig)
     metrics = summarise(rows)
-    metrics.update(data="mnist10k-embedded", seeds=cfg.seeds, quick=args.quick, full=args.full)
+    # a diverged run has no test loss (inf, null in the JSON) and no accuracy
+    nullable = [k for k, v in metrics.items() if not np.isfinite(v)]
+    metrics.update(data="mnist10k-embedded", seeds=cfg.seeds, quick=args.quick, full=args.full,
+                   nullable=nullable)  # fmt: skip
     return report(metrics, args)
 
 
