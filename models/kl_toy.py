@@ -21,7 +21,8 @@ Figure ``kl_toy.png`` in ``--out``: test loss per arm and seed.
 
 Data: the embedded MNIST subset (the toy comparison needs no more). Default: 4,000 training and
 1,000 test images, hidden 64, 5 epochs, 3 seeds, 20 steps at rate 0.1, Adam 1e-3. ``--quick``:
-1,000 / 300 images, 2 epochs, 2 seeds. ``--full``: 10 epochs, 5 seeds.
+1,000 / 300 images, 2 epochs, 2 seeds. ``--full``: 10 epochs, 5 seeds. ``--record PATH`` records the
+first arm (softmax hidden, F, first seed).
 """
 
 from __future__ import annotations
@@ -80,11 +81,15 @@ def test_loss(sim: npc.Simulator, x: np.ndarray, y: np.ndarray) -> tuple[float, 
     return float(-np.mean(logp[np.arange(len(y)), y])), float(np.mean(mu.argmax(1) == y))
 
 
-def run_arm(cfg: Config, kind: str, energy: str, seed: int, data, backend: str) -> dict:
+def run_arm(cfg: Config, kind: str, energy: str, seed: int, data, backend: str,
+            recordings=None) -> dict:  # fmt: skip
+    """Train and test one arm; ``recordings`` (the script's ``--record``) records it."""
     (xtr, ytr), (xte, yte) = data
     sim = npc.Simulator(build(kind, energy, cfg.hidden), backend=backend, seed=seed,
                         inference=npc.Inference(steps=cfg.steps, rate=cfg.rate),
                         optimizer=npc.Adam(cfg.lr))  # fmt: skip
+    if recordings is not None:
+        recordings.attach(sim)
     t0 = time.perf_counter()
     try:
         sim.fit({"image": xtr, "label": npc.one_hot(ytr)}, epochs=cfg.epochs,
@@ -163,7 +168,16 @@ def main(argv: list[str] | None = None) -> dict:
     for seed in range(args.seed, args.seed + cfg.seeds):
         for kind in KINDS:
             for energy in ("F", "KL"):
-                r = run_arm(cfg, kind, energy, seed, data, args.backend)
+                # --record PATH records the first arm (softmax, F, first seed)
+                r = run_arm(
+                    cfg,
+                    kind,
+                    energy,
+                    seed,
+                    data,
+                    args.backend,
+                    args.recordings if not rows else None,
+                )
                 rows.append(r)
                 print_progress(f"{kind} {energy} seed {seed}", {"loss": r["loss"], "acc": r["acc"]})
     print(table(rows))
