@@ -62,7 +62,7 @@ import torch
 import neuropc as npc
 from neuropc.analysis import features as _feat
 from neuropc.analysis import generative as _gen
-from neuropc.analysis.likelihood import log_weights
+from neuropc.analysis.likelihood import encoder_log_weights
 from neuropc.reference.vae import VAE
 from neuropc.runner import print_progress, report, run_main, script_args, wrote
 
@@ -149,33 +149,15 @@ def sample_quality(samples: np.ndarray, real_feats: np.ndarray, weights) -> dict
     return out
 
 
-def bounds(net, params, encode, x: np.ndarray, k: int, seed: int) -> dict:
-    """ELBO (1 sample) and IWAE-k per image (nats), with ``encode(x) -> (mu, logvar)`` as q."""
-    mu, lv = encode(x)
-    lw = log_weights(net, params, {"x": x}, ["z", "h"], mu, lv, k, seed)
-    return {"elbo": float(np.mean(lw[:, 0])), "iwae": float(np.mean(_gen.iwae(lw)))}
-
-
-def evaluate(model, kind: str, x_test_bin, real_feats, weights, cfg: Config, seed: int) -> dict:
-    """Sample quality and bounds of a trained LPC simulator (``kind="lpc"``) or VAE."""
-    if kind == "lpc":
-        samples = model.sample(cfg.n_samples, seed=seed, mean=["x"])["x"]
-        params, net = model.parameters(), model.network
-        enc = model._encoder
-
-        def encode(x):
-            mu, lv = enc.encode(x)
-            return mu.detach().double().numpy(), lv.detach().double().numpy()
-    else:
-        samples = model.sample(cfg.n_samples, seed=seed, mean=["x"])["x"]
-        params, net = model.parameters(), model.network
-
-        def encode(x):
-            mu, lv = model.encoder.encode(x)
-            return mu.detach().double().numpy(), lv.detach().double().numpy()
-
+def evaluate(model, x_test_bin, real_feats, weights, cfg: Config, seed: int) -> dict:
+    """Sample quality, and the ELBO (1 sample) and IWAE-k per image (nats) with the model's
+    encoder as q, of a trained LPC simulator or VAE (both have ``sample``, ``parameters``,
+    ``network`` and ``encoder``); returns ``(metrics, samples)``."""
+    samples = model.sample(cfg.n_samples, seed=seed, mean=["x"])["x"]
     out = sample_quality(samples, real_feats, weights)
-    out.update(bounds(net, params, encode, x_test_bin, cfg.iwae_k, seed))
+    lw = encoder_log_weights(model.network, model.parameters(), model.encoder,
+                             {"x": x_test_bin}, cfg.iwae_k, seed)  # fmt: skip
+    out.update(elbo=float(np.mean(lw[:, 0])), iwae=float(np.mean(_gen.iwae(lw))))
     return out, samples
 
 
@@ -248,14 +230,14 @@ def run_seed(cfg: Config, seed: int, backend: str, data, recordings=None) -> dic
     results: dict = {"arms": {}}
 
     def lpc_eval(sim):
-        return evaluate(sim, "lpc", xte_bin, real, weights, cfg, seed)[0]
+        return evaluate(sim, xte_bin, real, weights, cfg, seed)[0]
 
     # (b) the VAE, from the Jeffreys arm's initial simulator (same decoder, encoder, optimiser)
     sim0 = npc.Simulator(build_network(cfg), backend=backend, seed=seed,
                          optimizer=npc.Adam(cfg.lr))  # fmt: skip
     vae = VAE.from_simulator(sim0)
     vae_curve, vae_s = fit_epochs(
-        vae, cfg, xtr, lambda m: evaluate(m, "vae", xte_bin, real, weights, cfg, seed)[0], "VAE"
+        vae, cfg, xtr, lambda m: evaluate(m, xte_bin, real, weights, cfg, seed)[0], "VAE"
     )
     results["vae"] = {"curve": vae_curve, "epoch_seconds": vae_s}
     # (a) + (b): the LPC arms (the Jeffreys arm evaluated every epoch)
@@ -264,14 +246,14 @@ def run_seed(cfg: Config, seed: int, backend: str, data, recordings=None) -> dic
         sim, curve, secs = train_lpc(
             cfg, xtr, obj, seed, backend, each, recordings if obj == "jeffreys" else None
         )
-        final, samples = evaluate(sim, "lpc", xte_bin, real, weights, cfg, seed)
+        final, samples = evaluate(sim, xte_bin, real, weights, cfg, seed)
         if obj is None:
             final.pop("elbo"), final.pop("iwae")  # no encoder: no q to bound with
         results["arms"][obj or "no_encoder"] = {"final": final, "curve": curve,
                                                 "epoch_seconds": secs}  # fmt: skip
         if obj == "jeffreys":
             results["samples_lpc"] = samples[:64]
-    results["samples_vae"] = evaluate(vae, "vae", xte_bin, real, weights, cfg, seed)[1][:64]
+    results["samples_vae"] = evaluate(vae, xte_bin, real, weights, cfg, seed)[1][:64]
     results["sweep"] = step_size_sweep(cfg, xtr, seed, backend)
     return results
 
@@ -341,10 +323,9 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _plain(v):
+    """numpy scalars for ``json.dumps`` (floats, NaN included, it writes itself)."""
     if isinstance(v, np.generic):
         return v.item()
-    if isinstance(v, float) and not np.isfinite(v):
-        return None
     raise TypeError(type(v))
 
 

@@ -46,14 +46,16 @@ def run(sim: Simulator, arrays, phase, vals, cfg: Inference, learn: Optimizer | 
     enc_x = None
     if amortised:  # the encoder's warm start: given values of its targets
         enc = check_amortised(sim, phase, clamped, learn)
-        enc_x = np.concatenate([np.asarray(arrays[s]) for s in enc.spec.sources], axis=1)
+        enc_x = enc.inputs(arrays)
         vals = enc.warm_start(enc_x, seed, cfg.init_sample is not False)
     for name, a in (vals or {}).items():
         buf[:, pl.value_slice(name)] = a
         keep[pl.index(name)] = True
     enc_learns = amortised and learn is not None
-    moments = enc_learns and sim.network.encoder_spec.objective != "reverse_kl"
-    theta = sim.parameters() if enc_learns else None  # the decoder before the batch
+    objective = sim.network.encoder_spec.objective if enc_learns else None
+    moments = objective in ("forward_kl", "jeffreys")  # fitted to the chain's samples
+    # the decoder before the batch, for the objectives that evaluate the energy at q's samples
+    theta = sim.parameters() if objective in ("reverse_kl", "jeffreys") else None
     # a natural-gradient step runs on the host after the kernels' gradients
     kernel_learn = None if isinstance(learn, NaturalGradient) else learn
     rec = sim._recorder

@@ -186,6 +186,11 @@ class Simulator:
             return st.pi.copy()
         return np.asarray(self.network[population].precision, np.float64).copy()
 
+    @property
+    def encoder(self) -> _amortised.AmortisedEncoder | None:
+        """The network's amortised encoder (parameters, optimiser state, last losses), or None."""
+        return self._encoder
+
     def sample(self, n: int, **kw) -> dict[str, np.ndarray]:
         """``n`` ancestral samples of the generative model (:func:`neuropc.sampling.sample`)."""
         return _sampling.sample(self, n, **kw)

@@ -68,7 +68,7 @@ def test_reverse_kl_is_minus_elbo_on_a_linear_gaussian_model() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4, 5))
     mu, lv = _q(rng, 4)
-    enc = sim._encoder
+    enc = sim.encoder
     theta = sim.parameters()
     got = float(enc.reverse_kl(torch.tensor(mu), torch.tensor(lv), {"x": x}, ["x"], theta, 5))
     ex = _exact(theta, x, mu, lv, pi_x)
@@ -171,7 +171,7 @@ def test_forward_kl_is_fitted_to_the_recorded_chain(be, collect) -> None:
     z = traj[:, inf.collected()]
     q = torch.distributions.Normal(torch.tensor(mu), torch.exp(0.5 * torch.tensor(lv)))
     want = -q.log_prob(torch.tensor(z).transpose(0, 1)).sum(-1).mean()
-    assert abs(sim._encoder.losses["forward_kl"] - float(want)) < 1e-10
+    assert abs(sim.encoder.losses["forward_kl"] - float(want)) < 1e-10
 
 
 def _train(be, steps: int = 3, temperature: float = 0.0, collect="last", seed: int = 0):

@@ -83,3 +83,22 @@ def log_weights(
         log_p = -total_energy(net, th, vals, list(data)) - log_constant(net, params)
         log_q = (-0.5 * (xi * xi) - torch.log(s) - 0.5 * _LOG2PI).sum(-1).reshape(k * n)
         return (log_p - log_q).reshape(k, n).T.numpy().copy()
+
+
+def encoder_log_weights(
+    net: Network,
+    params: Mapping[str, np.ndarray],
+    encoder,
+    data: Mapping[str, np.ndarray],
+    k: int,
+    seed: int = 0,
+) -> np.ndarray:
+    """:func:`log_weights` with an amortised encoder's ``q(z|x)`` as the proposal (its targets
+    the latents; ``encoder``: a :class:`~neuropc.dynamics.amortised.AmortisedEncoder`, e.g.
+    ``sim.encoder`` or ``VAE.encoder``)."""
+    import torch
+
+    with torch.no_grad():
+        mu, lv = encoder.encode(encoder.inputs(data))
+    return log_weights(net, params, data, encoder.spec.targets, mu.double().numpy(),
+                       lv.double().numpy(), k, seed)  # fmt: skip

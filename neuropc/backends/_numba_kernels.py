@@ -30,7 +30,7 @@ from numba.extending import get_cython_function_address, overload
 from ..dynamics import precision as _precision  # the precision rules, compiled here as well
 from ..dynamics import schedule as _sched  # the codes of a run's schedule
 from ..dynamics.optim import OPT_NONE  # optimiser codes are defined in neuropc.dynamics.optim
-from ..model.distributions import TINY as _TINY_NORMAL
+from ..model.distributions import TINY as _TINY  # errors below it are flushed to 0
 
 # the Langevin noise's generator (counter-based, vectorised); compiled into the kernels below, so
 # numba's cache of this file does not see edits to it: clear the cache after changing _normal.py
@@ -317,9 +317,6 @@ def _errors_block(X, MUC, MUV, EPS, PI, o, eo, n, has_var, write_eps, beta):
                 s += d * pi[j] * d
         acc += s
     return 0.5 * acc / nb_
-
-
-_TINY = _TINY_NORMAL  # errors below the smallest normal float32 are flushed to 0
 
 
 @nb.njit(inline="always", **_JIT)

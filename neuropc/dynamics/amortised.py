@@ -105,6 +105,10 @@ class AmortisedEncoder:
                 self.params[k].copy_(torch.as_tensor(a, dtype=self.tdt))
 
     # ---- running ----------------------------------------------------------------------------
+    def inputs(self, data: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The encoder's input ``x``: the source populations' data, concatenated ``(B, n_in)``."""
+        return np.concatenate([np.asarray(data[s]) for s in self.spec.sources], axis=1)
+
     def encode(self, x: np.ndarray):
         """``(mu, log s^2)`` as torch tensors ``(B, n_targets)`` (differentiable in phi)."""
         import torch

@@ -101,8 +101,7 @@ class VAE:
 
     def loss(self, data: Mapping[str, np.ndarray], seed: int = 0):
         """The reparameterised negative ELBO minus ``C`` (module docstring), a torch scalar."""
-        x = np.concatenate([np.asarray(data[s]) for s in self.encoder.spec.sources], axis=1)
-        mu, lv = self.encoder.encode(x)
+        mu, lv = self.encoder.encode(self.encoder.inputs(data))
         return self.encoder.reverse_kl(mu, lv, data, self.clamped, self.theta, seed)
 
     def step(self, data: Mapping[str, np.ndarray]) -> float:
@@ -130,13 +129,8 @@ class VAE:
 
     def log_weights(self, data: Mapping[str, np.ndarray], k: int, seed: int = 0) -> np.ndarray:
         """``(N, k)`` log importance weights with the encoder as proposal (float64)."""
-        import torch
-
-        x = np.concatenate([np.asarray(data[s]) for s in self.encoder.spec.sources], axis=1)
-        with torch.no_grad():
-            mu, lv = self.encoder.encode(x)
-        return _lik.log_weights(self.network, self.parameters(), data, self.encoder.spec.targets,
-                                mu.double().numpy(), lv.double().numpy(), k, seed)  # fmt: skip
+        return _lik.encoder_log_weights(self.network, self.parameters(), self.encoder, data, k,
+                                        seed)  # fmt: skip
 
     def elbo(self, data: Mapping[str, np.ndarray], k: int = 1, seed: int = 0) -> np.ndarray:
         """Per data point: the ELBO estimated with ``k`` samples."""
