@@ -21,8 +21,8 @@ from .dynamics.optim import SGD, Adam, AdamW
 from .dynamics.plan import Plan, lower
 from .errors import CheckpointError, DivergenceError, RecordingError
 from .model import activations, energy
-from .model.builders import mlp
-from .model.distributions import Bernoulli, Categorical, Gaussian, Precision
+from .model.builders import mlp, transformer
+from .model.distributions import Bernoulli, Categorical, Gaussian, Normal, Precision
 from .model.network import Connection, Network, Population
 from .record.probes import Probe
 from .record.reader import (
@@ -50,6 +50,7 @@ __all__ = [
     "LabelledArray",
     "NaturalGradient",
     "Network",
+    "Normal",
     "Plan",
     "Population",
     "Precision",
@@ -74,4 +75,5 @@ __all__ = [
     "one_hot",
     "open",
     "schedule",
+    "transformer",
 ]

@@ -12,6 +12,7 @@ from .analysis import metrics as _metrics
 from .dynamics.inference import Inference
 from .dynamics.plan import Plan
 from .model.distributions import check_data as check_distribution_data
+from .model.distributions import to_rows
 from .model.network import Network
 from .record import schema
 
@@ -47,17 +48,23 @@ def check_data(
             raise ValueError(
                 f"population {name!r} is clamped in phase {phase!r}; pass its data, not values"
             )
-        size = network[name].size
+        pop = network[name]
+        size, shape = pop.size, pop.shape
         try:
             a = np.asarray(arr)
         except ValueError as e:  # ragged nested lists
             raise ValueError(
                 f"population {name!r}: data is not a rectangular array ({e})"
             ) from None
+        if len(shape) > 1 and a.shape[1:] == shape:  # (batch, *shape): stored flat, C order
+            a = a.reshape(a.shape[0], size)
         if a.ndim != 2 or a.shape[1] != size:
+            want = f"(batch, {size})" + (
+                f" or (batch, {', '.join(map(str, shape))})" if len(shape) > 1 else ""
+            )
             raise ValueError(
                 f"population {name!r}: expected {'values' if values else 'data'} of shape "
-                f"(batch, {size}); got shape {a.shape}"
+                f"{want}; got shape {a.shape}"
             )
         if n is None:
             n = a.shape[0]
@@ -70,7 +77,9 @@ def check_data(
         check_finite(name, a)
         check_fits(name, a, dtype)
         if not values:  # clamped data of a Bernoulli / Categorical are probabilities
-            check_distribution_data(name, network[name].distribution, a)
+            check_distribution_data(name, pop.distribution, to_rows(a, shape, pop.axis))
+        for c in network.outgoing(name):  # what an operator reads (e.g. token ids in range)
+            c.operator().check_input(c.pres.index(name), name, a.reshape(-1, *shape))
         out[name] = a
     if not values:
         missing = sorted(clamped - set(out))

@@ -72,6 +72,12 @@ def ancestral(
         if name not in pl.names:
             raise ValueError(f"sample: unknown population {name!r}; populations: "
                              f"{', '.join(pl.names)}")  # fmt: skip
+    for c, cname in enumerate(pl.conn_names):
+        if not pl.flat_connection(c):
+            raise ValueError(
+                f"ancestral sampling draws flat dense networks; connection {cname!r} is of kind "
+                f"{pl.conn_kinds[c]!r} between shaped populations"
+            )
     values: dict[str, np.ndarray] = {}
     for i, name in enumerate(pl.names):
         size = int(pl.sizes[i])

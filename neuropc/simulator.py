@@ -245,9 +245,10 @@ class Simulator:
             self.backend.set_precision(st.index, st.per_unit())
 
     def _weight_slot(self, connection: str) -> tuple[slice, tuple[int, int]]:
-        if connection not in self.plan.conn_names:
+        if connection not in self.plan.param_names:
             raise ValueError(
-                f"unknown connection {connection!r}; valid: {', '.join(self.plan.conn_names) or '(none)'}"
+                f"unknown connection {connection!r}; valid: "
+                f"{', '.join(self.plan.param_names) or '(none)'}"
             )
         return self.plan.weight_slice(connection)
 

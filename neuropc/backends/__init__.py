@@ -12,6 +12,10 @@ BACKENDS = ("numba", "torch")
 # What each backend runs, declared here (without importing the backend): a network with a kind
 # that a backend lacks is refused at Simulator(...), naming the population and the backends that
 # have it. Distribution codes are those of neuropc.model.distributions.
+_TORCH_OPERATORS = (
+    "dense", "identity", "embedding", "attention_scores", "attention_values", "layernorm",
+    "conv2d", "conv_transpose2d", "avg_pool2d", "max_pool2d",
+)  # fmt: skip
 SUPPORTS: dict[str, dict[str, frozenset]] = {
     "numba": {
         "distribution": frozenset({"gaussian", "bernoulli", "categorical"}),
@@ -19,11 +23,14 @@ SUPPORTS: dict[str, dict[str, frozenset]] = {
         "operator": frozenset({"dense"}),
     },
     "torch": {
-        "distribution": frozenset({"gaussian", "bernoulli", "categorical"}),
+        "distribution": frozenset({"gaussian", "bernoulli", "categorical", "normal"}),
         "precision": frozenset({"fixed", "scalar", "diag", "full"}),
-        "operator": frozenset({"dense"}),
+        "operator": frozenset(_TORCH_OPERATORS),
     },
 }
+# backends whose kernels address populations as flat vectors only (a shaped population's
+# operators map whole axes: tokens, channels)
+FLAT_ONLY = frozenset({"numba"})
 _PREC_KINDS = ("fixed", "scalar", "diag", "full")  # plan.prec_kind codes
 
 
@@ -41,6 +48,12 @@ def check_supported(name: str, plan: Plan) -> None:
             )
 
     for i, pop in enumerate(plan.names):
+        if name in FLAT_ONLY and len(plan.shapes[i]) > 1:
+            raise ValueError(
+                f"population {pop!r} has shape {plan.shapes[i]}, which the {name} backend does "
+                f"not run (flat populations only); backends that do: "
+                f"{', '.join(b for b in BACKENDS if b not in FLAT_ONLY)}"
+            )
         for what, kind in (
             ("distribution", by_code(int(plan.dist[i])).name),
             ("precision", _PREC_KINDS[int(plan.prec_kind[i])]),

@@ -27,6 +27,7 @@ from ..dynamics.schedule import (
 )  # fmt: skip
 from ..model.activations import NAMES, get
 from .base import Backend, RunOutput, TraceSpec, ngd_views
+from .torch_operators import Connections, shaped_activation
 from .torch_precision import FastPrecisions
 from .torch_relaxation import Relaxation, predict
 from .torch_trace import TraceBuffers
@@ -69,14 +70,11 @@ class TorchBackend(Backend):
         self._snap: tuple | None = None
         sizes = [int(s) for s in plan.sizes]
         self.sizes = sizes
-        self.W = [
-            self.P[int(o) : int(o) + sizes[q] * sizes[p]].view(sizes[p], sizes[q])
-            for o, q, p in zip(plan.cwoff, plan.cpre, plan.cpost)
-        ]
-        self.Gw = [
-            self.G[int(o) : int(o) + sizes[q] * sizes[p]].view(sizes[p], sizes[q])
-            for o, q, p in zip(plan.cwoff, plan.cpre, plan.cpost)
-        ]
+        # per connection: a flat dense one's weight matrix, else a dict of the operator's
+        # parameters (views of the flat vectors)
+        self.K = Connections(plan)
+        self.W = [self._views(self.P, c) for c in range(len(plan.conn_names))]
+        self.Gw = [self._views(self.G, c) for c in range(len(plan.conn_names))]
         self.bias = [
             self.P[int(o) : int(o) + s] if o >= 0 else None for o, s in zip(plan.boff, sizes)
         ]
@@ -95,16 +93,30 @@ class TorchBackend(Backend):
         ]  # fmt: skip
         # the slow (parameter) precisions from which each run's fast ones start
         self._fast = FastPrecisions(plan, self.pi)
-        self.acts = [get(NAMES[int(c)], slope=float(a) if NAMES[int(c)] == "leaky_relu" else None)
-                     for c, a in zip(plan.act_code, plan.act_param)]  # fmt: skip
+        self.acts = [
+            shaped_activation(
+                get(NAMES[int(c)], slope=float(a) if NAMES[int(c)] == "leaky_relu" else None),
+                plan.shapes[p], plan.axes[p],
+            )
+            for p, (c, a) in enumerate(zip(plan.act_code, plan.act_param))
+        ]  # fmt: skip
         self.inc = [
             [c for c in range(len(plan.cpre)) if plan.cpost[c] == p] for p in range(len(sizes))
         ]
         self.out = [
-            [c for c in range(len(plan.cpre)) if plan.cpre[c] == p] for p in range(len(sizes))
+            [c for c in range(len(plan.cpre)) if p in plan.cpres[c]] for p in range(len(sizes))
         ]
         self._host: dict[int, np.ndarray] = {}
         self._relax_cache: dict[tuple, Relaxation] = {}
+
+    def _views(self, flat: torch.Tensor, c: int):
+        """Connection ``c``'s parameters in ``flat``: a flat dense one's ``(n_post, n_pre)``
+        matrix, else ``{name: tensor}`` in the operator's shapes."""
+        views = {
+            k: flat[o : o + int(np.prod(shape))].view(shape)
+            for k, (_, o, shape) in self.plan.cparams[c].items()
+        }
+        return views["W"] if self.K.flat[c] else views
 
     # ---- parameters -------------------------------------------------------------------------
     def get_params(self) -> np.ndarray:
@@ -351,16 +363,15 @@ class TorchBackend(Backend):
         """b_p + sum over connections from clamped populations of f(x_pre) W^T."""
         b = self.bias[p]
         m = b.expand(batch, -1) if b is not None else None
-        for c in self.inc[p]:
-            if cl[self.plan.cpre[c]]:
-                f = fx[self.plan.cpre[c]]
-                m = f @ self.W[c].T if m is None else torch.addmm(m, f, self.W[c].T)
         if m is None:
             m = torch.zeros((batch, self.sizes[p]), dtype=self.tdt, device=self.device)
+        for c in self.inc[p]:
+            if all(cl[q] for q in self.plan.cpres[c]):
+                m = self.K.add(m, c, fx, self.W)
         return m
 
     def _with_var(self, mu: torch.Tensor, conns, fx: list) -> torch.Tensor:
-        return predict(mu, conns, fx, self.W, self.plan.cpre)
+        return predict(mu, conns, fx, self.W, self.K)
 
     def _relaxation(self, sched: Schedule, var_in):
         """The run's :class:`Relaxation`, one object per static structure, so that the compiled
@@ -399,6 +410,13 @@ class TorchBackend(Backend):
         pl = self.plan
         a = -scale / batch
         for c in range(len(self.W)):
+            if (sel is None or sel[pl.cpost[c]]) and not self.K.flat[c]:
+                for k, g in self.K.grads(c, eps[pl.cpost[c]], fx, self.W).items():
+                    if acc:
+                        self.Gw[c][k].add_(g, alpha=a)
+                    else:
+                        torch.mul(g, a, out=self.Gw[c][k])
+                continue
             if sel is None or sel[pl.cpost[c]]:
                 if acc:
                     self.Gw[c].addmm_(eps[pl.cpost[c]].T, fx[pl.cpre[c]], alpha=a)

@@ -9,13 +9,14 @@ import types
 import torch
 
 from ..dynamics.schedule import Schedule
-from ..model.distributions import by_code, error_own_torch
+from ..model.distributions import by_code, error_own_torch, from_rows, to_rows
 
 
-def predict(mu, conns, fx: list, W: list, cpre) -> torch.Tensor:
-    """``mu + sum_c f(x_pre_c) W_c^T`` over the connections ``conns`` (from free populations)."""
+def predict(mu, conns, fx: list, W: list, K) -> torch.Tensor:
+    """``mu + sum_c op_c(f(x_pre_c); W_c)`` over the connections ``conns`` (from free
+    populations); ``K`` the backend's :class:`~.torch_operators.Connections`."""
     for c in conns:
-        mu = torch.addmm(mu, fx[cpre[c]], W[c].T)
+        mu = K.add(mu, c, fx, W)
     return mu
 
 
@@ -32,17 +33,24 @@ class Relaxation:
         n = pl.n_pops
         cl = sched.clamped
         self.acts, self.pi = be.acts, be.pi
-        self.cpre = [int(q) for q in pl.cpre]
+        self.K = be.K
         self.err_pops = [p for p in range(n) if pl.has_err[p]]
         self.free = [p for p in range(n) if not cl[p]]
         self.clamped = [bool(cl[p]) for p in range(n)]
         # None for Gaussians (errors Pi (x - mu)), else the population's distribution
         self.dist = [None if int(c) == 0 else by_code(int(c)) for c in pl.dist]
         self.var_in = [tuple(var_in[p]) for p in range(n)]
-        # per free population: (post, connection) pairs whose errors it receives
+        # per free population: (post, connection, input index) whose errors it receives
         self.bp_in = [
-            tuple((int(pl.cpost[c]), c) for c in be.out[q] if sched.backproj[c]) for q in range(n)
-        ]
+            tuple((int(pl.cpost[c]), c, pl.cpres[c].index(q)) for c in be.out[q]
+                  if sched.backproj[c]) for q in range(n)
+        ]  # fmt: skip
+        # a shaped Categorical's (shape, axis): its energy is one distribution per row
+        self.rows = [
+            (pl.shapes[p], pl.axes[p])
+            if len(pl.shapes[p]) > 1 and self.dist[p] is not None
+            and self.dist[p].name == "categorical" else None for p in range(n)
+        ]  # fmt: skip
         self.refresh = [bool(v) for v in sched.refresh_act]
         self.beta = float(sched.nudge)
         self.nudged = [bool(v) for v in sched.nudged]
@@ -82,9 +90,9 @@ class Relaxation:
         eps = list(eps)
         e = []
         for p in self.err_pops:
-            mu = predict(muc[p], self.var_in[p], fx, W, self.cpre)
+            mu = predict(muc[p], self.var_in[p], fx, W, self.K)
             if self.dist[p] is not None:
-                eps[p], d[p], f = error_own_torch(self.dist[p], x[p], mu, self.clamped[p])
+                eps[p], d[p], f = self._error_own(p, x[p], mu)
                 e.append(2.0 * f)
                 continue
             dp = x[p] - mu
@@ -101,17 +109,31 @@ class Relaxation:
             e.append(ep)
         return d, eps, torch.stack(e) if e else x[0].new_zeros(0)
 
+    def _error_own(self, p: int, x, mu):
+        """A non-Gaussian population's ``(eps, dF/dx own term, energy)``, row by row for a
+        shaped Categorical (one distribution per row of its normalisation axis)."""
+        if self.rows[p] is None:
+            return error_own_torch(self.dist[p], x, mu, self.clamped[p])
+        shape, axis = self.rows[p]
+        b = x.shape[0]
+        eps, own, f = error_own_torch(
+            self.dist[p], to_rows(x, shape, axis), to_rows(mu, shape, axis), self.clamped[p]
+        )
+        own = None if own is None else from_rows(own, b, shape, axis)
+        return from_rows(eps, b, shape, axis), own, f
+
     def relax(self, x, fx, dfx, d, eps, W, xi):
         """One value step of the free populations, ``x <- x - rate dF/dx (+ xi)`` with
         ``dF/dx = eps - f'(x) * sum_post eps_post W`` (the error term only where the population
         has errors), then ``f(x)``; leaky errors step ``eps <- eps + err_rate (d - eps / Pi)`` from
         the same state. With ``tol``, also the per-sample squared norm of the value step."""
+        fx0 = fx  # the state the step starts from (a bilinear vjp reads the other inputs' f)
         x, fx, dfx = list(x), list(fx), list(dfx)
         rown = None
         for p in self.free:
             bp = None
-            for post, c in self.bp_in[p]:
-                bp = eps[post] @ W[c] if bp is None else torch.addmm(bp, eps[post], W[c])
+            for post, c, i in self.bp_in[p]:
+                bp = self.K.back(bp, c, i, eps[post], fx0, W)
             own = eps[p] if self.dist[p] is None else d[p]  # dF/dx's own term
             g = None
             if bp is not None:

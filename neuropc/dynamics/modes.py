@@ -64,8 +64,9 @@ def depths(plan: Plan, clamped: np.ndarray) -> np.ndarray:
     """
     n = plan.n_pops
     out_posts: list[list[int]] = [[] for _ in range(n)]
-    for q, p in zip(plan.cpre, plan.cpost):
-        out_posts[int(q)].append(int(p))
+    for pres, p in zip(plan.cpres, plan.cpost):
+        for q in pres:
+            out_posts[int(q)].append(int(p))
     d = np.zeros(n, dtype=np.int64)
     for p in reversed(range(n)):
         if clamped[p] or not out_posts[p]:

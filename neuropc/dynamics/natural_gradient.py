@@ -99,6 +99,12 @@ class NaturalGradient:
                     "block has no Kronecker form; natural-gradient kinds: "
                     + ", ".join(k for k, op in operators.OPERATORS.items() if op.kronecker)
                 )
+        for c, conn in enumerate(plan.conn_names):
+            if not plan.flat_connection(c):  # a per-token dense map: not one outer product
+                raise ValueError(
+                    f"NaturalGradient: connection {conn!r} joins shaped populations; the "
+                    "Kronecker-factored update runs flat populations only"
+                )
         if self.require_learned and self.c_out == "precision":
             for p in sorted({int(q) for q in plan.cpost}):
                 if not plan.prec_rule[p]:

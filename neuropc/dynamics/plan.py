@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..model import operators as _ops
 from ..model.distributions import Precision
 from ..model.network import Network, clamped_set
 
@@ -31,9 +32,11 @@ class Plan:
     act_param: np.ndarray  # (P,) float64
     conn_names: tuple[str, ...]
     conn_kinds: tuple[str, ...]  # operator of each connection (neuropc.model.operators)
-    cpre: np.ndarray  # (C,) population index of pre
+    cpre: np.ndarray  # (C,) population index of the (first) pre
     cpost: np.ndarray  # (C,) population index of post
-    cwoff: np.ndarray  # (C,) offset of W (n_post, n_pre), row-major, in the flat parameters
+    # (C,) offset of the first parameter (a dense W (n_post, n_pre), row-major) in the flat
+    # parameters, -1 for an operator without parameters
+    cwoff: np.ndarray
     boff: np.ndarray  # (P,) offset of the bias in the flat parameters, -1 when none
     n_params: int
     precision: np.ndarray  # (n_error,) float64, per unit (1 for non-Gaussian populations)
@@ -52,6 +55,26 @@ class Plan:
     extra_clamps: dict[str, frozenset[str]]  # snapshot of Network.clamp() calls
     # the encoder's parameter names (neuropc.model.encoder), for weights / updates probes
     encoder_params: tuple[str, ...] = ()
+    shapes: tuple[tuple[int, ...], ...] = ()  # (P,) each population's shape
+    axes: tuple[int, ...] = ()  # (P,) the axis a softmax / Categorical normalises over
+    cpres: tuple[tuple[int, ...], ...] = ()  # (C,) every pre of each connection, in input order
+    cops: tuple = ()  # (C,) the operator instances (neuropc.model.operators)
+    # (C,) per connection: operator parameter name -> (key, flat offset, shape)
+    cparams: tuple[dict[str, tuple[str, int, tuple[int, ...]]], ...] = ()
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        """Every connection parameter's name (``"pre->post"``, ``"pre->post:shift"``, ...)."""
+        return tuple(k for cp in self.cparams for k, _, _ in cp.values())
+
+    def flat_connection(self, c: int) -> bool:
+        """Connection ``c`` is a plain dense map between flat populations, or between flattened
+        ones (``dense(flatten=True)``): one gemm."""
+        if self.conn_kinds[c] != "dense":
+            return False
+        return self.cops[c].options["flatten"] or all(
+            len(self.shapes[q]) == 1 for q in (*self.cpres[c], int(self.cpost[c]))
+        )
 
     @property
     def n_pops(self) -> int:
@@ -80,11 +103,16 @@ class Plan:
             raise ValueError(f"population {name!r} has no error population")
         return slice(int(self.eoff[i]), int(self.eoff[i] + self.sizes[i]))
 
-    def weight_slice(self, conn: str) -> tuple[slice, tuple[int, int]]:
-        c = self.conn_names.index(conn)
-        shape = (int(self.sizes[self.cpost[c]]), int(self.sizes[self.cpre[c]]))
-        o = int(self.cwoff[c])
-        return slice(o, o + shape[0] * shape[1]), shape
+    def weight_slice(self, key: str) -> tuple[slice, tuple[int, ...]]:
+        """The flat slice and shape of connection parameter ``key`` (:attr:`param_names`; a
+        connection's name is its first parameter, e.g. a dense ``W``)."""
+        for cp in self.cparams:
+            for k, o, shape in cp.values():
+                if k == key:
+                    return slice(o, o + int(np.prod(shape))), shape
+        raise ValueError(
+            f"unknown connection parameter {key!r}; valid: {', '.join(self.param_names) or '(none)'}"
+        )
 
     def bias_slice(self, name: str) -> slice | None:
         i = self.index(name)
@@ -95,7 +123,7 @@ class Plan:
     def unflatten(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         """Copies of the ``"pre->post"`` weights and ``"pop:bias"`` biases in a flat vector."""
         out = {}
-        for c in self.conn_names:
+        for c in self.param_names:
             sl, shape = self.weight_slice(c)
             out[c] = flat[sl].reshape(shape).copy()
         for n in self.names:
@@ -107,7 +135,7 @@ class Plan:
     def locate(self, index: int) -> tuple[str, tuple[int, ...]]:
         """The parameter (``"pre->post"`` or ``"pop:bias"``) holding entry ``index`` of the flat
         vector, and the entry's index within it."""
-        for c in self.conn_names:
+        for c in self.param_names:
             sl, shape = self.weight_slice(c)
             if sl.start <= index < sl.stop:
                 return c, tuple(int(i) for i in np.unravel_index(index - sl.start, shape))
@@ -124,6 +152,8 @@ class Plan:
         cl = self.clamped_mask(phase)
         rows = []
         for c in range(len(self.conn_names)):
+            if not self.flat_connection(c):  # (the gemm model covers flat dense connections)
+                continue
             q, p = self.cpre[c], self.cpost[c]
             npre, npost = int(self.sizes[q]), int(self.sizes[p])
             rows.append((0, 1, batch, npost, npre, 1 + (0 if cl[q] else steps + 1)))
@@ -154,17 +184,25 @@ def lower(net: Network) -> Plan:
             e += sizes[i]
     # connections in the order of their post population, so predictions are built in topo order
     idx = {n: i for i, n in enumerate(names)}
-    conns = sorted(net.connections, key=lambda c: (idx[c.post], idx[c.pre]))
+    conns = sorted(net.connections, key=lambda c: (idx[c.post], *(idx[q] for q in c.pres)))
     cpre = np.array([idx[c.pre] for c in conns], dtype=np.int64)
     cpost = np.array([idx[c.post] for c in conns], dtype=np.int64)
-    cwoff = np.zeros(len(conns), dtype=np.int64)
+    cwoff = np.full(len(conns), -1, dtype=np.int64)
+    cops = tuple(c.operator() for c in conns)
+    cparams = []
     trainable: list[np.ndarray] = []
     o = 0
-    for k, c in enumerate(conns):
-        cwoff[k] = o
-        n = int(sizes[cpost[k]] * sizes[cpre[k]])
-        trainable.append(np.full(n, 1.0 if c.trainable else 0.0))
-        o += n
+    for k, (c, op) in enumerate(zip(conns, cops)):
+        shapes = op.param_shapes([net[q].shape for q in c.pres], net[c.post].shape)
+        entry = {}
+        for j, (pname, shape) in enumerate(shapes.items()):
+            if j == 0:
+                cwoff[k] = o
+            entry[pname] = (_ops.param_key(c.name, pname, j == 0), o, tuple(shape))
+            n = int(np.prod(shape))
+            trainable.append(np.full(n, 1.0 if c.trainable else 0.0))
+            o += n
+        cparams.append(entry)
     boff = np.full(len(names), -1, dtype=np.int64)
     for i, p in enumerate(pops):
         if p.bias:
@@ -208,6 +246,11 @@ def lower(net: Network) -> Plan:
         extra_clamps={ph: frozenset(v) for ph, v in net._clamps.items()},
         encoder_params=tuple(net.encoder_spec.layer_shapes(
             {n: p.size for n, p in net.populations.items()})) if net.encoder_spec else (),
+        shapes=tuple(p.shape for p in pops),
+        axes=tuple(p.axis for p in pops),
+        cpres=tuple(tuple(idx[q] for q in c.pres) for c in conns),
+        cops=cops,
+        cparams=tuple(cparams),
     )  # fmt: skip
 
 

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..model.distributions import NORMAL_KL
 from . import modes as _modes
 from .inference import Inference
 from .plan import Plan
@@ -73,7 +74,7 @@ class Schedule:
     is_pre: np.ndarray  # (P,) bool: f(x_p) feeds a prediction
     refresh_act: np.ndarray  # (P,) bool: f(x_p), f'(x_p) recomputed after each value step
     leaks: np.ndarray  # (P,) bool: a leaky error population that integrates (errors='leaky')
-    backproj: np.ndarray  # (C,) bool: the connection carries its post's errors back to its pre
+    backproj: np.ndarray  # (C,) bool: the connection carries its post's errors back to a free pre
     first_bp: np.ndarray  # (C,) bool: the first such connection into its pre (it overwrites)
     receives_bp: np.ndarray  # (P,) bool
     grad_at: np.ndarray  # (P,) int64: when the connections into p and its bias take gradients
@@ -134,6 +135,11 @@ def build(
     the free values over the collected states (``collect`` "mean" or k). Validates ``cfg`` against the
     plan (:func:`.modes.setup`)."""
     ms = _modes.setup(plan, clamped, cfg, learning=learning)
+    for p in np.flatnonzero(np.asarray(clamped, np.bool_) & (plan.dist == NORMAL_KL)):
+        raise ValueError(
+            f"population {plan.names[p]!r} is npc.Normal() (it holds a distribution's "
+            "parameters) and cannot be clamped to data"
+        )
     n = plan.n_pops
     clamped = np.asarray(clamped, np.bool_)
     has_err = np.asarray(plan.has_err, np.bool_)
@@ -142,13 +148,20 @@ def build(
     backproj = np.zeros(len(plan.cpre), np.bool_)
     first_bp = np.zeros(len(plan.cpre), np.bool_)
     receives = np.zeros(n, np.bool_)
-    for c, (q, p) in enumerate(zip(plan.cpre, plan.cpost)):
-        is_pre[q] = True
-        if not clamped[q]:
-            var_in[p] = True
-            backproj[c] = True
-            first_bp[c] = not receives[q]
-            receives[q] = True
+    for c, (pres, p) in enumerate(zip(plan.cpres, plan.cpost)):
+        for i, q in enumerate(pres):  # (several for an operator of several inputs: torch only)
+            is_pre[q] = True
+            if not clamped[q] and not plan.cops[c].differentiable[i]:
+                raise ValueError(
+                    f"population {plan.names[q]!r} is free, but connection "
+                    f"{plan.conn_names[c]!r} ({plan.conn_kinds[c]}) has no gradient for it "
+                    "(e.g. token ids): clamp it"
+                )
+            if not clamped[q]:
+                var_in[p] = True
+                backproj[c] = True
+                first_bp[c] = not receives[q]
+                receives[q] = True
     fpa = cfg.mode == "fpa"
     frozen = has_err & var_in & fpa
     init = np.where(

@@ -22,6 +22,8 @@ Bernoulli F       a sample in [0, 1]      x - s(mu)                       -mu
 Bernoulli KL      a logit phi             s(phi) - s(mu)                  s'(phi) (phi - mu)
 Categorical F     a one-hot / simplex x   x - (sum x) softmax(mu)         -log softmax(mu)
 Categorical KL    logits phi              p - q                           p * (l - sum p l)
+Normal KL         mean m, log-var s       (m - mu) / v ; (1 - (e^s +      (m - mu) / v ;
+                  (rows 0, 1)             (m - mu)^2) / v) / -2            (e^s / v - 1) / 2
 ================  ======================  ==============================  ===========================
 
 with ``s`` the logistic sigmoid, ``p = softmax(phi)``, ``q = softmax(mu)`` and
@@ -34,6 +36,10 @@ Categorical). Energies per sample:
 * Bernoulli F: ``softplus(mu) - x mu``; KL: ``p (log p - log q) + (1 - p)(log(1 - p) - log(1 - q))``
   with ``p = s(phi)``, ``q = s(mu)`` (``0 log 0 = 0``);
 * Categorical F: ``(sum x) logsumexp(mu) - x . mu``; KL: ``sum p (log p - log q)``.
+* Normal (KL only; a node holding a Gaussian's mean ``m`` and log-variance ``s``, predicted as
+  ``(mu, lam)``, ``v = e^lam``): ``KL(N(m, e^s) || N(mu, v)) = 1/2 sum (lam - s + (e^s +
+  (m - mu)^2) / v - 1)`` (the VAE latent of Pinchetti et al. 2022; its rows are the
+  distribution's parameters, so the next layer reads both).
 
 A clamped Categorical output with one-hot data ``y`` gives ``dF/dmu = softmax(mu) - y``
 (cross-entropy), so with FPA the network trains exactly as backprop of the cross-entropy.
@@ -52,7 +58,7 @@ if TYPE_CHECKING:
 
 ENERGIES = ("F", "KL")
 # codes of the compiled kernels: (distribution, energy) -> code; the Gaussian's energies coincide
-GAUSSIAN, BERNOULLI_F, BERNOULLI_KL, CATEGORICAL_F, CATEGORICAL_KL = range(5)
+GAUSSIAN, BERNOULLI_F, BERNOULLI_KL, CATEGORICAL_F, CATEGORICAL_KL, NORMAL_KL = range(6)
 
 
 TINY = 1.1754943508222875e-38  # the smallest normal float32: smaller errors are flushed to 0
@@ -209,12 +215,19 @@ class Categorical:
     """Categorical with logits ``mu`` (softmax over the population's units):
     ``F = -x . log softmax(mu)`` (``energy="F"``, value one-hot or on the simplex) or
     ``KL(Cat(softmax(phi)) || Cat(softmax(mu)))`` (``energy="KL"``, a free value holds the logits
-    ``phi``). A clamped one-hot output gives the cross-entropy: ``dF/dmu = softmax(mu) - y``."""
+    ``phi``). A clamped one-hot output gives the cross-entropy: ``dF/dmu = softmax(mu) - y``.
+
+    ``axis``: the axis of a shaped population that holds the categories (an index, or a name of
+    the population's ``dims``; the last by default): every other index is one distribution, e.g.
+    each row of a ``(T, T)`` attention population."""
 
     energy: str = "F"
+    axis: int | str = -1
 
     def __post_init__(self) -> None:
         _check_energy("Categorical", self.energy)
+        if isinstance(self.axis, bool) or not isinstance(self.axis, (int, str)):
+            raise ValueError(f"Categorical: axis must be an axis index or name; got {self.axis!r}")
 
     name = "categorical"
 
@@ -223,20 +236,44 @@ class Categorical:
         return CATEGORICAL_F if self.energy == "F" else CATEGORICAL_KL
 
 
-Distribution = Gaussian | Bernoulli | Categorical
-KINDS = {"gaussian": Gaussian, "bernoulli": Bernoulli, "categorical": Categorical}
+@dataclass(frozen=True)
+class Normal:
+    """A Gaussian whose node holds its own mean and log-variance: a population of shape
+    ``(2, ...)``, row 0 the mean ``m`` and row 1 the log-variance ``s``, predicted as
+    ``(mu, lam)``. Energy ``KL(N(m, e^s) || N(mu, e^lam))`` (``energy="KL"`` only; a free
+    node: it holds a distribution, never data). With a root's fixed prior ``(0, 0)`` (bias) it is
+    the VAE's ``KL(q || N(0, 1))``."""
+
+    energy: str = "KL"
+
+    def __post_init__(self) -> None:
+        if self.energy != "KL":
+            raise ValueError(f"Normal: energy must be 'KL' (it holds parameters); got "
+                             f"{self.energy!r}")  # fmt: skip
+
+    name = "normal"
+
+    @property
+    def code(self) -> int:
+        return NORMAL_KL
+
+
+Distribution = Gaussian | Bernoulli | Categorical | Normal
+KINDS = {"gaussian": Gaussian, "bernoulli": Bernoulli, "categorical": Categorical,
+         "normal": Normal}  # fmt: skip
 
 
 def by_code(code: int) -> Distribution:
     """A distribution of the kernels' ``code`` (a unit-precision Gaussian for code 0)."""
-    return (Gaussian(), Bernoulli("F"), Bernoulli("KL"), Categorical("F"), Categorical("KL"))[
-        int(code)
-    ]
+    return (Gaussian(), Bernoulli("F"), Bernoulli("KL"), Categorical("F"), Categorical("KL"),
+            Normal())[int(code)]  # fmt: skip
 
 
 def to_spec(dist: Distribution) -> dict:
     """A JSON-able description of ``dist`` (a population's part of ``Network.spec()``)."""
     out = {"name": dist.name, "energy": dist.energy}
+    if getattr(dist, "axis", -1) != -1:
+        out["axis"] = dist.axis
     prec = getattr(dist, "precision", None)
     if isinstance(prec, Precision):
         out["precision"] = {
@@ -258,6 +295,8 @@ def from_spec(spec: dict, precision: object = 1.0) -> Distribution:
             p = dict(p, clip=tuple(p["clip"]))
             return Gaussian(precision=Precision(**p), energy=spec.get("energy", "F"))
         return Gaussian(precision=precision, energy=spec.get("energy", "F"))
+    if cls is Categorical:
+        return Categorical(energy=spec.get("energy", "F"), axis=spec.get("axis", -1))
     return cls(energy=spec.get("energy", "F"))
 
 
@@ -282,6 +321,29 @@ def check_data(pop: str, dist: Distribution, a: np.ndarray) -> None:
             )
 
 
+# ---- a shaped population's categories as rows ------------------------------------------------
+def to_rows(t, shape: tuple[int, ...], axis: int):
+    """``(B, n)`` flat values of a population of ``shape`` -> ``(B * G, k)``: one row per
+    distribution, the ``k = shape[axis]`` categories last (torch or numpy; a view when ``axis`` is
+    the last)."""
+    if len(shape) == 1:
+        return t
+    b = t.shape[0]
+    t = t.reshape(b, *shape)
+    t = t.movedim(axis + 1, -1) if hasattr(t, "movedim") else np.moveaxis(t, axis + 1, -1)
+    return t.reshape(-1, shape[axis])
+
+
+def from_rows(r, batch: int, shape: tuple[int, ...], axis: int):
+    """The inverse of :func:`to_rows`: ``(B * G, k)`` -> ``(B, n)``."""
+    if len(shape) == 1:
+        return r
+    moved = tuple(s for i, s in enumerate(shape) if i != axis) + (shape[axis],)
+    t = r.reshape(batch, *moved)
+    t = t.movedim(-1, axis + 1) if hasattr(t, "movedim") else np.moveaxis(t, -1, axis + 1)
+    return t.reshape(batch, -1)
+
+
 # ---- torch: the energy (the oracle, through autograd) and the explicit error / own terms ------
 def energy_torch(
     dist: Distribution, x: torch.Tensor, mu: torch.Tensor, clamped: bool, pi: torch.Tensor
@@ -291,6 +353,8 @@ def energy_torch(
     from torch.nn.functional import log_softmax, logsigmoid, softplus
 
     code = dist.code
+    if code == NORMAL_KL:
+        return _normal_kl(x, mu).sum(dim=1)
     if code == GAUSSIAN:
         d = x - mu
         if pi.ndim == 2:  # a full precision matrix
@@ -327,6 +391,20 @@ def energy_torch(
     return (lp.exp() * (lp - lq)).sum(dim=1)
 
 
+def _halves(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A Normal node's flat ``(B, 2k)`` value as (means, log-variances), rows 0 and 1."""
+    k = t.shape[1] // 2
+    return t[:, :k], t[:, k:]
+
+
+def _normal_kl(x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    """``(B, k)`` terms ``1/2 (lam - s + (e^s + (m - mu)^2) e^-lam - 1)``."""
+    import torch
+
+    (m, s), (mm, lam) = _halves(x), _halves(mu)
+    return 0.5 * (lam - s + (torch.exp(s) + (m - mm) ** 2) * torch.exp(-lam) - 1.0)
+
+
 def _xlogx(x: torch.Tensor) -> torch.Tensor:
     import torch
 
@@ -343,6 +421,14 @@ def error_own_torch(
     from torch.nn.functional import log_softmax, logsigmoid, softplus
 
     code = dist.code
+    if code == NORMAL_KL:
+        (m, sv), (mm, lam) = _halves(x), _halves(mu)
+        iv = torch.exp(-lam)
+        d = m - mm
+        r = torch.exp(sv) * iv
+        eps = torch.cat([d * iv, 0.5 * (r + d * d * iv - 1.0)], dim=1)
+        own = torch.cat([d * iv, 0.5 * (r - 1.0)], dim=1)
+        return eps, own, _normal_kl(x, mu).sum()
     if code in (BERNOULLI_F, BERNOULLI_KL):
         q = torch.sigmoid(mu)
         # as the numba kernel: no subnormal errors from saturated logits (mu < -87), which slow

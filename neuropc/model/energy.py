@@ -34,13 +34,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import operators
-from .distributions import energy_torch
+from .distributions import energy_torch, from_rows, to_rows
 from .network import Network
 
 if TYPE_CHECKING:  # torch is imported lazily so that ``import neuropc`` stays fast
     import torch
 
-__all__ = ["energy", "errors", "predictions", "total_energy"]
+__all__ = [
+    "activation", "connection_params", "energy", "errors", "population_energy", "prediction",
+    "predictions", "total_energy",
+]  # fmt: skip
 
 
 def _value(net: Network, values: Mapping[str, torch.Tensor], name: str) -> torch.Tensor:
@@ -64,30 +67,59 @@ def _param(params: Mapping[str, torch.Tensor], key: str, shape: tuple[int, ...])
     return t
 
 
+def activation(net: Network, name: str, x: torch.Tensor) -> torch.Tensor:
+    """``f(x)`` of population ``name``, ``(B, n)``: elementwise, or a softmax over the
+    population's normalisation axis (each row of a shaped population's categories)."""
+    pop = net.populations[name]
+    r = to_rows(x, pop.shape, pop.axis)
+    return from_rows(pop.activation.torch(r), x.shape[0], pop.shape, pop.axis)
+
+
+def connection_params(net: Network, conn) -> list[tuple[str, str, tuple[int, ...]]]:
+    """``(key, name, shape)`` of every parameter of connection ``conn``, in the operator's order
+    (the first keyed by the connection's name, e.g. a dense ``W`` as ``"pre->post"``)."""
+    shapes = conn.operator().param_shapes([net[q].shape for q in conn.pres], net[conn.post].shape)
+    return [
+        (operators.param_key(conn.name, k, j == 0), k, tuple(shape))
+        for j, (k, shape) in enumerate(shapes.items())
+    ]
+
+
+def prediction(
+    net: Network, params: Mapping[str, torch.Tensor], values: Mapping[str, torch.Tensor], name: str
+) -> torch.Tensor | None:
+    """``mu = sum_{c into name} op_c(f(x_pre_1), ...; theta_c) + b``, flat ``(B, n)`` (the bias
+    alone, ``(n,)``, for a root with a prior mean; None when the population receives nothing)."""
+    pop = net.populations[name]
+    mu = _param(params, f"{name}:bias", (pop.size,)) if pop.bias else None
+    for c in net.incoming(name):
+        theta = {k: _param(params, key, shape) for key, k, shape in connection_params(net, c)}
+        xs = [_value(net, values, q) for q in c.pres]
+        b = xs[0].shape[0]
+        f_pres = [activation(net, q, x).reshape(b, *net[q].shape) for q, x in zip(c.pres, xs)]
+        term = c.operator().forward(f_pres, theta).reshape(b, -1)
+        mu = term if mu is None else mu + term
+    return mu
+
+
 def predictions(
     net: Network, params: Mapping[str, torch.Tensor], values: Mapping[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
-    """Predictions ``mu_p = sum_{q -> p} f_q(x_q) W_c^T + b_p``, shape ``(B, n_p)``, of every
-    population with an error population.
+    """Predictions ``mu_p = sum_{c into p} op_c(f(x_pre_1), ...; theta_c) + b_p``, shape
+    ``(B, n_p)`` (flat), of every population with an error population; a dense connection's
+    operator is ``f(x_q) W_c^T`` (:mod:`neuropc.model.operators`; shaped populations enter them
+    as ``(B, *shape)``).
 
-    ``params``: ``"pre->post"`` -> ``W`` of shape ``(n_post, n_pre)`` for every connection and
+    ``params``: every connection parameter (``"pre->post"`` -> a dense ``W`` of shape
+    ``(n_post, n_pre)``, ``"pre->post:name"`` for an operator's further ones) and
     ``"pop:bias"`` -> ``b`` of shape ``(n_pop,)`` for every population with ``bias``;
     ``values``: every population's value, shape ``(B, n_p)``.
     """
     mu: dict[str, torch.Tensor] = {}
-    for name, pop in net.populations.items():
-        if not net.has_error(name):
-            continue
-        x = _value(net, values, name)
-        m = x.new_zeros(x.shape)
-        for c in net.incoming(name):
-            pre = net.populations[c.pre]
-            w = _param(params, c.name, (pop.size, pre.size))
-            f_pre = pre.activation.torch(_value(net, values, c.pre))
-            m = m + operators.get(c.kind).forward(f_pre, {"W": w})
-        if pop.bias:
-            m = m + _param(params, f"{name}:bias", (pop.size,))
-        mu[name] = m
+    for name in net.populations:
+        if net.has_error(name):
+            x = _value(net, values, name)
+            mu[name] = x.new_zeros(x.shape) + prediction(net, params, values, name)
     return mu
 
 
@@ -122,9 +154,8 @@ def errors(
     out = {}
     for n, m in mu.items():
         m0 = m.detach().requires_grad_(True)
-        dist = net.populations[n].distribution
         pi = _precision(net, n, m0, params)
-        f = energy_torch(dist, values[n].detach(), m0, n in clamped, pi)
+        f = population_energy(net, n, values[n].detach(), m0, n in clamped, pi)
         (g,) = torch.autograd.grad(f.sum(), m0)
         out[n] = -g
     return out
@@ -150,9 +181,20 @@ def energy(
     mu = predictions(net, params, values)
     out: dict[str, torch.Tensor] = {}
     for n, m in mu.items():
-        dist = net.populations[n].distribution
-        out[n] = energy_torch(dist, values[n], m, n in clamped, _precision(net, n, m, params))
+        out[n] = population_energy(
+            net, n, values[n], m, n in clamped, _precision(net, n, m, params)
+        )
     return out
+
+
+def population_energy(net: Network, name: str, x, mu, clamped: bool, pi) -> torch.Tensor:
+    """Per-sample energy ``(B,)`` of population ``name``: its distribution's, a Categorical's
+    summed over the distributions (rows) of a shaped population."""
+    pop = net.populations[name]
+    if len(pop.shape) == 1 or pop.distribution.name != "categorical":
+        return energy_torch(pop.distribution, x, mu, clamped, pi)
+    rows = (to_rows(t, pop.shape, pop.axis) for t in (x, mu))
+    return energy_torch(pop.distribution, *rows, clamped, pi).reshape(x.shape[0], -1).sum(dim=1)
 
 
 def total_energy(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..dynamics.plan import Plan
-from . import operators as _ops
 from .network import Network
 
 
@@ -14,16 +13,17 @@ def init_parameters(net: Network, plan: Plan, rng: np.random.Generator) -> np.nd
     """Initial flat parameters (float64, then cast by the backend, so float32 and float64
     simulators with one seed start from the same weights).
 
-    Weights by each connection's operator (:mod:`neuropc.model.operators`, e.g.
-    :class:`~neuropc.model.operators.Dense`), in the plan's connection order from one generator;
-    biases ``bias_init``.
+    Parameters by each connection's operator (:mod:`neuropc.model.operators`, e.g.
+    :class:`~neuropc.model.operators.dense.Dense`), in the plan's connection order from one
+    generator; biases ``bias_init``.
     """
     flat = np.zeros(plan.n_params)
-    for cname in plan.conn_names:
+    for c, cname in enumerate(plan.conn_names):
         conn = net.connection(cname)
-        sl, (n_post, n_pre) = plan.weight_slice(cname)
-        theta = _ops.get(conn.kind).init(rng, n_pre, n_post, conn.init, conn.gain)
-        flat[sl] = theta["W"].ravel()
+        pre_shapes = [plan.shapes[q] for q in plan.cpres[c]]
+        theta = plan.cops[c].init(rng, pre_shapes, plan.shapes[plan.cpost[c]], conn.init, conn.gain)
+        for pname, (_, o, shape) in plan.cparams[c].items():
+            flat[o : o + int(np.prod(shape))] = np.asarray(theta[pname], np.float64).ravel()
     for name in plan.names:
         sl = plan.bias_slice(name)
         if sl is not None:

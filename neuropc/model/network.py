@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -34,51 +35,21 @@ from . import distributions as _dist
 from . import encoder as _enc
 from . import operators as _ops
 from .operators import WEIGHT_INITS
+from .population import ROLES, Population, make_population
 
-ROLES = ("hidden", "input", "target")
 PHASES = ("train", "test")
-
-
-@dataclass(frozen=True, eq=False)
-class Population:
-    """A named population of ``size`` rate units (read-only: change it with
-    :meth:`Network.update`, which validates the change and marks simulators built before as stale).
-
-    ``distribution`` (:mod:`neuropc.model.distributions`; default a Gaussian) defines its energy
-    and the error it sends to its prediction. ``precision`` (scalar or one value per unit) is the
-    Gaussian's precision, which weights the prediction error (1 for other distributions).
-    ``bias`` adds a learnable bias to its prediction; on a population with no incoming connection it
-    is a learnable prior mean ``mu = b`` (and gives the population an error population).
-    ``bias_init`` is the initial bias (scalar or per unit).
-    """
-
-    name: str
-    size: int
-    activation: _act.Activation
-    role: str = "hidden"
-    precision: float | np.ndarray = 1.0
-    bias: bool = True
-    bias_init: float | np.ndarray = 0.0
-    trainable_bias: bool = True
-    distribution: _dist.Distribution = field(default_factory=_dist.Gaussian)
-
-    @property
-    def value(self) -> str:
-        """Address of the value population, e.g. ``"h1:value"``."""
-        return f"{self.name}:value"
-
-    @property
-    def error(self) -> str:
-        """Address of the error population, e.g. ``"h1:error"``."""
-        return f"{self.name}:error"
+__all__ = ["PHASES", "ROLES", "Connection", "Network", "Population", "clamped_set"]
 
 
 @dataclass(frozen=True, eq=False)
 class Connection:
     """Connection ``pre -> post`` of operator ``kind`` (:mod:`neuropc.model.operators`; ``"dense"``
-    contributes ``W f(x_pre)`` to ``mu_post``); read-only.
+    contributes ``W f(x_pre)`` to ``mu_post``); read-only. An operator of several inputs (e.g.
+    ``attention_scores``, queries and keys) has the further presynaptic populations in
+    ``extra_pres`` and is named ``"q,k->A"``.
 
-    ``init`` names the weight initialiser (see :data:`WEIGHT_INITS`); ``gain`` scales it.
+    ``init`` names the weight initialiser (see :data:`WEIGHT_INITS`); ``gain`` scales it;
+    ``options`` are the operator's (e.g. ``heads``, ``causal``, ``stride``), as sorted pairs.
     """
 
     pre: str
@@ -87,10 +58,21 @@ class Connection:
     gain: float = 1.0
     trainable: bool = True
     kind: str = "dense"
+    extra_pres: tuple[str, ...] = ()
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def pres(self) -> tuple[str, ...]:
+        """Every presynaptic population, in the operator's input order."""
+        return (self.pre, *self.extra_pres)
 
     @property
     def name(self) -> str:
-        return f"{self.pre}->{self.post}"
+        return f"{','.join(self.pres)}->{self.post}"
+
+    def operator(self) -> _ops.Operator:
+        """The operator instance this connection runs."""
+        return _ops.make(self.kind, dict(self.options))
 
 
 @dataclass
@@ -107,8 +89,10 @@ class Network:
     def population(
         self,
         name: str,
-        size: int,
+        size: int | None = None,
         *,
+        shape: Sequence[int] | None = None,
+        dims: Sequence[str] | None = None,
         activation: str | _act.Activation = "linear",
         role: str = "hidden",
         precision: float | Sequence[float] | np.ndarray = 1.0,
@@ -118,21 +102,22 @@ class Network:
         trainable_bias: bool = True,
         slope: float | None = None,
     ) -> Population:
-        """Add a population. ``bias`` defaults to True except for roles ``"input"``.
+        """Add a population of ``size`` units, or of ``shape`` (e.g. ``(T, d)``, ``(C, H, W)``)
+        with axis names ``dims``. ``bias`` defaults to True except for roles ``"input"``.
         ``distribution``: ``npc.Gaussian(precision=...)`` (the default, with ``precision``),
-        ``npc.Bernoulli(energy=...)`` or ``npc.Categorical(energy=...)``."""
-        if not isinstance(name, str) or not name or ":" in name or "->" in name:
+        ``npc.Bernoulli(energy=...)`` or ``npc.Categorical(energy=..., axis=...)``."""
+        if not isinstance(name, str) or not name or any(t in name for t in (":", "->", ",")):
             raise ValueError(
-                f"population name must be a non-empty string without ':' or '->'; got {name!r}"
+                f"population name must be a non-empty string without ':', '->' or ','; got {name!r}"
             )
         if name in self.populations:
             raise ValueError(f"population {name!r} already exists")
         if name in ("encoder", "total"):  # "encoder:..." parameters, the "total" energy probe
             raise ValueError(f"population name {name!r} is reserved; choose another")
-        pop = _make_population(
+        pop = make_population(
             name, size, activation=activation, role=role, precision=precision,
             distribution=distribution, bias=(role != "input") if bias is None else bias, bias_init=bias_init,
-            trainable_bias=trainable_bias, slope=slope,
+            trainable_bias=trainable_bias, slope=slope, shape=shape, dims=dims,
         )  # fmt: skip
         self.populations[name] = pop
         self.version += 1
@@ -180,42 +165,57 @@ class Network:
             raise ValueError(
                 f"population {name!r} is clamped at test time and cannot become a target"
             )
-        pop = _make_population(name, old.size, **kw)
+        pop = make_population(name, None, shape=old.shape, dims=old.dims, **kw)
         self.populations[name] = pop
         self.version += 1
         return pop
 
     def connect(
         self,
-        pre: str,
+        pre: str | Sequence[str],
         post: str,
         *,
         init: str = "xavier_uniform",
         gain: float = 1.0,
         trainable: bool = True,
         kind: str = "dense",
+        **options: Any,
     ) -> Connection:
         """Add a connection ``pre -> post`` of operator ``kind`` (default ``"dense"``:
-        ``mu_post += W f(x_pre)``; the registry is :data:`neuropc.model.operators.OPERATORS`)."""
-        for n in (pre, post):
+        ``mu_post += W f(x_pre)``; the registry is :data:`neuropc.model.operators.OPERATORS`).
+        An operator of several inputs takes a sequence of presynaptic populations, e.g.
+        ``net.connect(("q", "k"), "A", kind="attention_scores", heads=2, causal=True)``;
+        ``options`` are the operator's. The operator checks the populations' shapes here."""
+        pres = (pre,) if isinstance(pre, str) else tuple(pre)
+        label = f"{','.join(map(str, pres))}->{post}"
+        for n in (*pres, post):
             self._require(n)
-        if pre == post:
-            raise ValueError(
-                f"connection {pre}->{post}: a population cannot predict itself (cycle)"
-            )
-        if any(c.pre == pre and c.post == post for c in self.connections):
-            raise ValueError(f"connection {pre}->{post} already exists")
+        if post in pres:
+            raise ValueError(f"connection {label}: a population cannot predict itself (cycle)")
+        if len(set(pres)) != len(pres):
+            raise ValueError(f"connection {label}: a presynaptic population is repeated")
+        if any(c.pres == pres and c.post == post for c in self.connections):
+            raise ValueError(f"connection {label} already exists")
         if init not in WEIGHT_INITS:
             raise ValueError(
-                f"connection {pre}->{post}: unknown init {init!r}; valid: {', '.join(WEIGHT_INITS)}"
+                f"connection {label}: unknown init {init!r}; valid: {', '.join(WEIGHT_INITS)}"
             )
         try:
-            _ops.get(kind)
+            op = _ops.make(kind, options)
         except ValueError as e:
-            raise ValueError(f"connection {pre}->{post}: {e}") from None
-        gain = _v.number(gain, f"connection {pre}->{post}: gain")
-        trainable = _v.flag(trainable, f"connection {pre}->{post}: trainable")
-        conn = Connection(pre, post, init=init, gain=gain, trainable=trainable, kind=kind)
+            raise ValueError(f"connection {label}: {e}") from None
+        if len(pres) != op.arity:
+            raise ValueError(
+                f"connection {label}: kind {kind!r} takes {op.arity} presynaptic "
+                f"population(s); got {len(pres)}"
+            )
+        gain = _v.number(gain, f"connection {label}: gain")
+        trainable = _v.flag(trainable, f"connection {label}: trainable")
+        conn = Connection(
+            pres[0], post, init=init, gain=gain, trainable=trainable, kind=kind,
+            extra_pres=pres[1:], options=tuple(sorted(options.items())),
+        )  # fmt: skip
+        self._check_shapes(conn, op)
         self.connections.append(conn)
         try:
             self.topological_order()
@@ -224,6 +224,16 @@ class Network:
             raise
         self.version += 1
         return conn
+
+    def _check_shapes(self, conn: Connection, op: _ops.Operator | None = None) -> None:
+        """The operator's shape check, its message prefixed with the connection."""
+        op = op or conn.operator()
+        try:
+            op.check(
+                [self.populations[q].shape for q in conn.pres], self.populations[conn.post].shape
+            )
+        except _ops.ShapeError as e:
+            raise _ops.ShapeError(f"connection {conn.name}: {e}") from None
 
     def encoder(self, source: str | Sequence[str], targets: str | Sequence[str],
                 **settings: object) -> _enc.Encoder:  # fmt: skip
@@ -271,7 +281,7 @@ class Network:
         return [c for c in self.connections if c.post == name]
 
     def outgoing(self, name: str) -> list[Connection]:
-        return [c for c in self.connections if c.pre == name]
+        return [c for c in self.connections if name in c.pres]
 
     def has_error(self, name: str) -> bool:
         """True when the population receives a prediction (incoming connection or prior bias)."""
@@ -304,14 +314,14 @@ class Network:
         """Populations ordered so that every connection goes forward; raises on a cycle."""
         indeg = {n: 0 for n in self.populations}
         for c in self.connections:
-            indeg[c.post] += 1
+            indeg[c.post] += len(c.pres)
         ready = [n for n in self.populations if indeg[n] == 0]
         order: list[str] = []
         while ready:
             n = ready.pop(0)
             order.append(n)
             for c in self.connections:
-                if c.pre == n:
+                if n in c.pres:
                     indeg[c.post] -= 1
                     if indeg[c.post] == 0:
                         ready.append(c.post)
@@ -342,7 +352,8 @@ class Network:
 
         return {
             "populations": [
-                {"name": p.name, "size": p.size, "activation": p.activation.name,
+                {"name": p.name, "size": p.size, "shape": list(p.shape), "dims": list(p.dims),
+                 "activation": p.activation.name,
                  "activation_param": p.activation.param, "role": p.role,
                  "precision": arr(p.precision), "bias": p.bias, "bias_init": arr(p.bias_init),
                  "distribution": _dist.to_spec(p.distribution),
@@ -351,7 +362,9 @@ class Network:
             ],
             "connections": [
                 {"pre": c.pre, "post": c.post, "init": c.init, "gain": c.gain,
-                 "trainable": c.trainable, "kind": c.kind}
+                 "trainable": c.trainable, "kind": c.kind,
+                 **({"extra_pres": list(c.extra_pres)} if c.extra_pres else {}),
+                 **({"options": dict(c.options)} if c.options else {})}
                 for c in self.connections
             ],
             "clamps": {k: sorted(v) for k, v in self._clamps.items()},
@@ -368,7 +381,8 @@ class Network:
                 act, param = p["activation"], p.get("activation_param", 0.0)
                 dspec = p.get("distribution", {"name": "gaussian"})
                 net.population(
-                    p["name"], p["size"], activation=act, role=p["role"],
+                    p["name"], p["size"], shape=p.get("shape"), dims=p.get("dims"),
+                    activation=act, role=p["role"],
                     precision=1.0 if "precision" in dspec else p["precision"], bias=p["bias"],
                     bias_init=p["bias_init"], distribution=_dist.from_spec(dspec, p["precision"]),
                     trainable_bias=p["trainable_bias"],
@@ -376,8 +390,9 @@ class Network:
                 )  # fmt: skip
             for c in spec["connections"]:
                 net.connect(
-                    c["pre"], c["post"], init=c["init"], gain=c["gain"],
-                    trainable=c["trainable"], kind=c.get("kind", "dense"),
+                    (c["pre"], *c.get("extra_pres", ())), c["post"], init=c["init"],
+                    gain=c["gain"], trainable=c["trainable"], kind=c.get("kind", "dense"),
+                    **c.get("options", {}),
                 )  # fmt: skip
             for phase, names in spec.get("clamps", {}).items():
                 for n in names:
@@ -394,123 +409,14 @@ class Network:
         tr, te = self.clamped("train"), self.clamped("test")
         for n in self.topological_order():
             p = self.populations[n]
+            shape = "" if len(p.shape) == 1 else f"  shape {p.shape}"
             lines.append(
                 f"{n:<14}{p.size:>6}  {p.activation.name:<11}  {p.role:<6}  "
-                f"{'yes' if self.has_error(n) else 'no':<5}  {'Y' if n in tr else '-'}/{'Y' if n in te else '-'}"
+                f"{'yes' if self.has_error(n) else 'no':<5}  {'Y' if n in tr else '-'}/{'Y' if n in te else '-'}{shape}"
             )
-        lines += [f"  {c.name}" for c in self.connections]
+        lines += [f"  {c.name}" + (f"  ({c.kind})" if c.kind != "dense" else "")
+                  for c in self.connections]  # fmt: skip
         return "\n".join(lines)
-
-
-def _make_population(
-    name: str,
-    size: object,
-    *,
-    activation: str | _act.Activation,
-    role: str,
-    precision: object,
-    distribution: object = None,
-    bias: object,
-    bias_init: object,
-    trainable_bias: object,
-    slope: object,
-) -> Population:
-    """A validated :class:`Population` (every message names the population)."""
-    if isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise ValueError(f"population {name!r}: size must be a positive integer; got {size!r}")
-    if role not in ROLES:
-        raise ValueError(f"population {name!r}: unknown role {role!r}; valid: {', '.join(ROLES)}")
-    if slope is not None:
-        slope = _v.number(slope, f"population {name!r}: slope")
-    try:
-        act = _act.get(activation, slope=slope)
-    except ValueError as e:
-        raise ValueError(f"population {name!r}: {e}") from None
-    precision, dist = _distribution(name, precision, distribution)
-    if isinstance(precision, _dist.Precision):  # a parameter: its initial value, per unit
-        precision = _initial_precision(name, precision, int(size))
-    prec = _per_unit(name, "precision", precision, int(size))
-    if np.any(~np.isfinite(prec)) or np.any(prec <= 0):
-        raise ValueError(
-            f"population {name!r}: precision must be finite and > 0; got {precision!r}"
-        )
-    binit = _per_unit(name, "bias_init", bias_init, int(size))
-    if np.any(~np.isfinite(binit)):
-        raise ValueError(f"population {name!r}: bias_init must be finite; got {bias_init!r}")
-    prec.flags.writeable = False  # read-only like the population itself
-    binit.flags.writeable = False
-    return Population(
-        name=name,
-        size=int(size),
-        activation=act,
-        role=role,
-        precision=prec if np.ndim(precision) else float(prec[0]),
-        distribution=dist,
-        bias=_v.flag(bias, f"population {name!r}: bias"),
-        bias_init=binit if np.ndim(bias_init) else float(binit[0]),
-        trainable_bias=_v.flag(trainable_bias, f"population {name!r}: trainable_bias"),
-    )
-
-
-def _initial_precision(name: str, p: _dist.Precision, n: int) -> np.ndarray:
-    """The per-unit initial precision of a :class:`Precision` (its diagonal for a full one),
-    after checking ``init``: finite and positive; symmetric positive definite when full."""
-    try:
-        pi = p.initial(n)
-    except ValueError as e:
-        raise ValueError(f"population {name!r}: {e}") from None
-    want = {"scalar": (), "diag": (n,), "full": (n, n)}[p.kind]
-    if pi.shape != want:
-        raise ValueError(
-            f"population {name!r}: Precision(kind={p.kind!r}).init must be a number or have "
-            f"shape {want}; got shape {pi.shape}"
-        )
-    if not np.all(np.isfinite(pi)):
-        raise ValueError(f"population {name!r}: Precision.init must be finite; got {p.init!r}")
-    if p.kind == "full":
-        if not np.allclose(pi, pi.T) or np.linalg.eigvalsh(0.5 * (pi + pi.T)).min() <= 0:
-            raise ValueError(
-                f"population {name!r}: a full Precision.init must be symmetric positive definite"
-            )
-        return np.diag(pi).copy()
-    if np.any(pi <= 0):
-        raise ValueError(f"population {name!r}: precision must be finite and > 0; got {p.init!r}")
-    return np.broadcast_to(pi, (n,)).copy()
-
-
-def _distribution(name: str, precision: object, distribution: object) -> tuple[object, object]:
-    """The population's (precision, distribution): ``precision=`` is the Gaussian's precision
-    (given there or inside ``npc.Gaussian``, not both); other distributions have none."""
-    if distribution is None:
-        return precision, _dist.Gaussian(precision=precision)
-    if not isinstance(distribution, (_dist.Gaussian, _dist.Bernoulli, _dist.Categorical)):
-        raise TypeError(
-            f"population {name!r}: distribution must be npc.Gaussian(), npc.Bernoulli() or "
-            f"npc.Categorical(); got {distribution!r}"
-        )
-    given = not (np.ndim(precision) == 0 and _is_numeric(precision) and float(precision) == 1.0)
-    if isinstance(distribution, _dist.Gaussian):
-        if isinstance(distribution.precision, _dist.Precision):
-            if given and precision is not distribution.precision:
-                raise ValueError(
-                    f"population {name!r}: give the precision once, in npc.Gaussian(precision="
-                    f"npc.Precision(...)); got also precision={precision!r}"
-                )
-            return distribution.precision, distribution
-        if given and distribution.precision is not precision:
-            inner = np.asarray(distribution.precision, dtype=float)
-            if inner.shape != np.shape(precision) or not np.array_equal(inner, precision):
-                raise ValueError(
-                    f"population {name!r}: give the precision once, in npc.Gaussian(precision=...)"
-                    f" or as precision=; got {precision!r} and {distribution.precision!r}"
-                )
-        return distribution.precision, distribution
-    if given:
-        raise ValueError(
-            f"population {name!r}: a {distribution.name} population has no precision; got "
-            f"precision={precision!r}"
-        )
-    return 1.0, distribution
 
 
 def clamped_set(roles: dict[str, str], extra: dict, phase: str) -> frozenset[str]:
@@ -521,32 +427,11 @@ def clamped_set(roles: dict[str, str], extra: dict, phase: str) -> frozenset[str
     return frozenset(out)
 
 
-def _per_unit(pop: str, what: str, v: float | Sequence[float] | np.ndarray, n: int) -> np.ndarray:
-    a = _v.finite_array(v, f"population {pop!r}: {what}") if _is_numeric(v) else None
-    if a is None:
-        raise TypeError(f"population {pop!r}: {what} must be a number or numbers; got {v!r}")
-    if a.ndim == 0:
-        return np.full(n, float(a))
-    if a.shape != (n,):
-        raise ValueError(
-            f"population {pop!r}: {what} must be a scalar or have shape ({n},); got shape {a.shape}"
-        )
-    return a.copy()
-
-
-def _is_numeric(v: object) -> bool:
-    if isinstance(v, (str, bytes, bool, np.bool_)) or v is None:
-        return False
-    try:
-        return np.asarray(v).dtype.kind in "iuf"
-    except Exception:
-        return False
-
-
 def _find_cycle(net: Network) -> list[str]:
     adj: dict[str, list[str]] = {n: [] for n in net.populations}
     for c in net.connections:
-        adj[c.pre].append(c.post)
+        for q in c.pres:
+            adj[q].append(c.post)
     state: dict[str, int] = {}
     stack: list[str] = []
 

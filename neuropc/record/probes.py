@@ -195,12 +195,14 @@ def bind(probe: Probe, plan: Plan) -> Bound:
     if p.variable in ("weights", "updates") and p.target in plan.encoder_params:
         return Bound(p, columns=COLUMNS[p.variable])
     if p.variable in ("weights", "updates", "alignment"):
-        if p.target not in plan.conn_names:
+        if p.target not in plan.param_names:
             raise ValueError(
-                f"probe {p.name!r}: variable {p.variable!r} needs a connection; unknown "
-                f"{p.target!r}; valid: {', '.join(plan.conn_names + plan.encoder_params) or '(none)'}"
+                f"probe {p.name!r}: variable {p.variable!r} needs a connection parameter; unknown "
+                f"{p.target!r}; valid: {', '.join(plan.param_names + plan.encoder_params) or '(none)'}"
             )
-        return Bound(p, conn=plan.conn_names.index(p.target), columns=COLUMNS[p.variable])
+        conn = next(c for c, cp in enumerate(plan.cparams)
+                    if any(k == p.target for k, _, _ in cp.values()))  # fmt: skip
+        return Bound(p, conn=conn, columns=COLUMNS[p.variable])
     if p.target == "total":
         if p.variable != "energy":
             raise ValueError(f"probe {p.name!r}: target 'total' has only variable 'energy'")

@@ -118,11 +118,15 @@ def write_layout(f: h5py.File, sim, bound: Sequence[_probes.Bound], trial_column
         g = pops.create_group(n)
         g.attrs.update({"size": int(plan.sizes[i]), "role": plan.roles[i],
                         "has_error": bool(plan.has_err[i]),
-                        "activation": sim.network[n].activation.name})  # fmt: skip
+                        "activation": sim.network[n].activation.name,
+                        "shape": json.dumps(list(plan.shapes[i])),
+                        "dims": json.dumps(list(sim.network[n].dims))})  # fmt: skip
     conns = net.create_group("connections")
     for c, name in enumerate(plan.conn_names):
         g = conns.create_group(name.replace("->", "__to__"))
         g.attrs.update({"name": name, "pre": plan.names[plan.cpre[c]],
+                        "pres": json.dumps([plan.names[q] for q in plan.cpres[c]]),
+                        "kind": plan.conn_kinds[c],
                         "post": plan.names[plan.cpost[c]]})  # fmt: skip
     recs = f.create_group("recordings")
     streams: dict[str, dict[str, Stream]] = {}

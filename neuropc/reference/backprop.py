@@ -34,8 +34,8 @@ import torch
 from ..analysis import metrics as _metrics
 from ..dynamics.natural_gradient import NaturalGradient
 from ..dynamics.optim import Adam, Optimizer, torch_optimizer
-from ..model import operators
-from ..model.distributions import Precision, energy_torch
+from ..model import energy as _energy
+from ..model.distributions import Precision
 from ..model.network import Network
 
 if TYPE_CHECKING:
@@ -49,9 +49,9 @@ def parameter_names(net: Network) -> list[str]:
     """Names of the network's parameters in the order of ``Simulator.parameters()``:
     ``"pre->post"`` weights (by post, then pre, in topological order), then ``"pop:bias"``."""
     order = {n: i for i, n in enumerate(net.topological_order())}
-    conns = sorted(net.connections, key=lambda c: (order[c.post], order[c.pre]))
+    conns = sorted(net.connections, key=lambda c: (order[c.post], *(order[q] for q in c.pres)))
     return (
-        [c.name for c in conns]
+        [key for c in conns for key, _, _ in _energy.connection_params(net, c)]
         + [f"{n}:bias" for n in order if net[n].bias]
         + [f"{n}:precision" for n in order if _has_precision_parameter(net, n)]
     )
@@ -68,7 +68,7 @@ def is_trainable(net: Network, key: str) -> bool:
         return False
     if key.endswith(":bias"):
         return net[key[: -len(":bias")]].trainable_bias
-    return net.connection(key).trainable
+    return net.connection(key.split(":")[0]).trainable
 
 
 def _check_params(net: Network, params: Mapping[str, object]) -> None:
@@ -84,13 +84,9 @@ def _check_params(net: Network, params: Mapping[str, object]) -> None:
 
 # ---- the forward pass and the loss -----------------------------------------------------------
 def _prediction(net: Network, params: Tensors, values: Tensors, name: str) -> torch.Tensor | None:
-    """``mu = sum_pre W f(x_pre) + b`` of population ``name`` (None if it receives nothing)."""
-    mu = params[f"{name}:bias"] if net[name].bias else None
-    for c in net.incoming(name):
-        f_pre = net[c.pre].activation.torch(values[c.pre])
-        term = operators.get(c.kind).forward(f_pre, {"W": params[c.name]})
-        mu = term if mu is None else mu + term
-    return mu
+    """``mu`` of population ``name`` (None if it receives nothing): the energy's prediction,
+    written once in :func:`neuropc.model.energy.prediction`."""
+    return _energy.prediction(net, params, values, name)
 
 
 def _batch_data(net: Network, data: Mapping[str, object], need: Iterable[str], dtype) -> dict:
@@ -179,8 +175,7 @@ def loss(net: Network, params: Tensors, data: Mapping[str, torch.Tensor]) -> tor
             if key in params
             else torch.as_tensor(np.array(net[name].precision), dtype=dtype)
         )
-        dist = net[name].distribution
-        total = total + energy_torch(dist, arrays[name], mu, True, pi).mean()
+        total = total + _energy.population_energy(net, name, arrays[name], mu, True, pi).mean()
     return total
 
 

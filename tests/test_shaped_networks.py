@@ -1,0 +1,221 @@
+"""Networks of shaped populations and non-dense operators (issue 13, items 1, 2, 7 and 9) on the
+torch backend, against the oracles used for flat networks (tests/test_oracle_gradients.py):
+torch autograd of the energy written once (:mod:`neuropc.model.energy`), the backprop
+reference, and closed forms.
+
+* one inference step with rate 1 is ``x1 = x0 - dF/dx``; errors and energies are the energy's;
+  ``Simulator.gradients`` is ``d mean_b F / d theta``;
+* FPA on a transformer block with a categorical output equals backprop of the cross-entropy;
+* a unit-variance Gaussian with ``energy="KL"`` on every node equals standard PC exactly;
+* an attention node with one position reduces to a plain connection (the probabilities are 1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import neuropc as npc
+from neuropc.model.energy import errors, total_energy
+from neuropc.reference import backprop
+
+ATOL = 1e-10
+B = 3
+
+
+def conv_net() -> npc.Network:
+    """image (1, 6, 6) -conv2d-> c1 (2, 4, 4) tanh -max_pool2d-> p1 (2, 2, 2) -dense(flatten)->
+    label (3,) Categorical target, plus a decoder branch z (4,) -dense(flatten)-> d1 (2, 3, 3)
+    -conv_transpose2d-> image prior... as a second, generative path into a Bernoulli output."""
+    net = npc.Network()
+    net.population("image", shape=(1, 6, 6), dims=("channel", "y", "x"), role="input")
+    net.population("c1", shape=(2, 4, 4), activation="tanh")
+    net.population("p1", shape=(2, 2, 2), activation="sigmoid")
+    net.population("a1", shape=(2, 2, 2), activation="tanh")
+    net.population("label", 3, role="target", distribution=npc.Categorical("KL"))
+    net.population("z", 4, activation="tanh")
+    net.population("d1", shape=(2, 3, 3), activation="tanh")
+    net.population("recon", shape=(1, 6, 6), distribution=npc.Bernoulli("KL"))
+    net.connect("image", "c1", kind="conv2d", kernel_size=3)
+    net.connect("c1", "p1", kind="max_pool2d", kernel_size=2)
+    net.connect("c1", "a1", kind="avg_pool2d", kernel_size=3, stride=2, padding=1)
+    net.connect("p1", "label", flatten=True)
+    net.connect("a1", "label", flatten=True)
+    net.connect("z", "d1", flatten=True)
+    net.connect("d1", "recon", kind="conv_transpose2d", kernel_size=2, stride=2)
+    return net
+
+
+def vae_net() -> npc.Network:
+    """The PC-VAE's generative model: a Normal latent (mean and log-variance rows) under a
+    learnable Gaussian prior, read whole by the decoder, a Bernoulli image."""
+    net = npc.Network()
+    net.population("z", shape=(2, 3), dims=("moment", "latent"), distribution=npc.Normal())
+    net.population("h", 5, activation="tanh")
+    net.population("image", 6, role="target", distribution=npc.Bernoulli())
+    net.connect("z", "h", flatten=True)
+    net.connect("h", "image")
+    return net
+
+
+NETWORKS = {
+    "vae": vae_net,
+    "transformer-kl": lambda: npc.transformer(vocab=7, seq=4, d=6, heads=2, ff=8),
+    "transformer-gauss": lambda: npc.transformer(
+        vocab=5, seq=3, d=4, ff=6, attention=npc.Gaussian(), output=npc.Gaussian()
+    ),
+    "transformer-1head": lambda: npc.transformer(vocab=6, seq=5, d=4, heads=1, ff=4),
+    "conv": conv_net,
+}
+
+
+def random_params(sim: npc.Simulator, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Random weights of the initialisers' scale, perturbed biases and layer-norm gains (so
+    that nothing is at a special value)."""
+    out = {}
+    for k, v in sim.parameters().items():
+        out[k] = v + rng.normal(0.0, 0.3, v.shape) if v.std() == 0 else v * rng.uniform(0.5, 1.5)
+    return out
+
+
+def data_for(net: npc.Network, rng: np.random.Generator, names) -> dict[str, np.ndarray]:
+    """Data in each population's domain: token ids, one-hot rows, probabilities, normals."""
+    out = {}
+    for n in names:
+        pop = net[n]
+        if n == "tokens":
+            vocab = dict(net.outgoing(n)[0].options)["vocab"]
+            out[n] = rng.integers(0, vocab, (B, pop.size)).astype(float)
+        elif isinstance(pop.distribution, npc.Categorical):
+            k = pop.shape[-1]
+            out[n] = np.eye(k)[rng.integers(0, k, (B, pop.size // k))].reshape(B, -1)
+        elif isinstance(pop.distribution, npc.Bernoulli):
+            out[n] = rng.random((B, pop.size))
+        else:
+            out[n] = rng.normal(0.0, 1.0, (B, pop.size))
+    return out
+
+
+@pytest.fixture(params=sorted(NETWORKS))
+def case(request):
+    net = NETWORKS[request.param]()
+    sim = npc.Simulator(net, backend="torch", dtype="float64", seed=1)
+    rng = np.random.default_rng(7)
+    params = random_params(sim, rng)
+    sim.load_parameters(params)
+    cl = net.clamped("train")
+    data = data_for(net, rng, sorted(cl))
+    free = [n for n in net.populations if n not in cl]
+    values = {n: rng.normal(0.0, 1.0, (B, net[n].size)) for n in free}
+    return net, sim, params, data, values
+
+
+def _leaves(arrays):
+    return {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in arrays.items()}
+
+
+def test_value_step_is_energy_gradient(case) -> None:
+    net, sim, params, data, values = case
+    st = sim.infer(data, phase="train", values=values,
+                   inference=npc.Inference(init="given", steps=1, rate=1.0))  # fmt: skip
+    x = _leaves({**data, **values})
+    total_energy(net, _leaves(params), x, net.clamped("train")).sum().backward()
+    for n in values:
+        want = x[n].grad.numpy() if x[n].grad is not None else np.zeros_like(values[n])
+        np.testing.assert_allclose(values[n] - st[n], want, rtol=0, atol=ATOL, err_msg=n)
+
+
+def test_errors_energies_and_weight_gradients(case) -> None:
+    net, sim, params, data, values = case
+    cfg = npc.Inference(init="given", steps=0)
+    st, grads = sim.gradients(data, phase="train", values=values, inference=cfg)
+    vals = _leaves({**data, **values})
+    par = _leaves(params)
+    cl = net.clamped("train")
+    eps = errors(net, par, vals, cl)
+    for n, e in eps.items():
+        np.testing.assert_allclose(st[f"{n}:error"], e.numpy(), rtol=0, atol=ATOL, err_msg=n)
+    total = total_energy(net, par, vals, cl).mean()
+    assert st.energy[0] == pytest.approx(float(total.detach()), rel=1e-12)
+    total.backward()
+    assert set(grads) == set(params)
+    for k, t in par.items():
+        want = t.grad.numpy() if t.grad is not None else np.zeros(t.shape)
+        np.testing.assert_allclose(grads[k], want, rtol=0, atol=ATOL, err_msg=k)
+
+
+def test_inference_descends_the_energy(case) -> None:
+    net, sim, params, data, values = case
+    st = sim.infer(data, phase="train", inference=npc.Inference(steps=50, rate=0.05))
+    e = st.energy
+    assert np.all(np.diff(e) <= 1e-12) and e[-1] < e[0]
+
+
+def test_fpa_on_a_transformer_block_equals_backprop_of_the_cross_entropy() -> None:
+    # Gaussian hidden nodes (attention too, unit variance), categorical output: the error wave
+    # of FPA with rate 1 reaches the embedding after the longest path and is then backprop
+    net = npc.transformer(vocab=7, seq=4, d=6, heads=2, ff=8, attention=npc.Gaussian())
+    sim = npc.Simulator(net, backend="torch", dtype="float64", seed=2)
+    rng = np.random.default_rng(3)
+    params = random_params(sim, rng)
+    sim.load_parameters(params)
+    data = data_for(net, rng, ["tokens", "next"])
+    want = backprop.gradients(net, params, data)
+    _, got = sim.gradients(data, inference=npc.Inference(mode="fpa", steps=12, rate=1.0))
+    assert set(got) == set(want)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=0, atol=ATOL, err_msg=k)
+    loss = float(backprop.loss(net, {k: torch.tensor(v) for k, v in params.items()},
+                               {k: torch.tensor(v) for k, v in data.items()}))  # fmt: skip
+    logits = backprop.feedforward(net, {k: torch.tensor(v) for k, v in params.items()},
+                                  {"tokens": torch.tensor(data["tokens"])})["next"]  # fmt: skip
+    ce = -(torch.tensor(data["next"]).reshape(B, 4, 7) * torch.log_softmax(
+        logits.reshape(B, 4, 7), -1)).sum((1, 2)).mean()  # fmt: skip
+    assert loss == pytest.approx(float(ce), rel=1e-13)  # the loss is the cross-entropy
+
+
+def test_unit_gaussian_kl_everywhere_is_standard_pc() -> None:
+    kw = dict(vocab=5, seq=3, d=4, ff=6)
+    f = npc.transformer(**kw, attention=npc.Gaussian(), output=npc.Gaussian())
+    kl = npc.transformer(
+        **kw, attention=npc.Gaussian(energy="KL"), output=npc.Gaussian(energy="KL")
+    )
+    for n in kl.populations:
+        if kl.has_error(n):
+            kl.update(n, distribution=npc.Gaussian(energy="KL"))
+    rng = np.random.default_rng(4)
+    sims = [npc.Simulator(n, backend="torch", dtype="float64", seed=5) for n in (f, kl)]
+    params = random_params(sims[0], rng)
+    data = data_for(f, rng, ["tokens", "next"])
+    out = []
+    for s in sims:
+        s.load_parameters(params)
+        s.learn(data, inference=npc.Inference(steps=10, rate=0.1), optimizer=npc.Adam(1e-3))
+        out.append(s.parameters())
+    for k in out[0]:
+        np.testing.assert_array_equal(out[0][k], out[1][k], err_msg=k)
+
+
+def test_attention_with_one_position_is_a_plain_connection() -> None:
+    """With one key position every softmax row is [1]: ``mix = v`` whatever q and k are, so the
+    attention path behaves as an identity connection v -> mix (and sends no error to q, k)."""
+    att = npc.transformer(vocab=5, seq=1, d=4, ff=6)
+    plain = npc.transformer(vocab=5, seq=1, d=4, ff=6)
+    plain.connections = [c for c in plain.connections if c.post not in ("attn", "mix")]
+    plain.connect("v", "mix", kind="identity")
+    rng = np.random.default_rng(6)
+    sa = npc.Simulator(att, backend="torch", dtype="float64", seed=0)
+    params = random_params(sa, rng)
+    sa.load_parameters(params)
+    sp = npc.Simulator(plain, backend="torch", dtype="float64", seed=0)
+    sp.load_parameters(params)
+    data = data_for(att, rng, ["tokens", "next"])
+    cfg = npc.Inference(steps=20, rate=0.1)
+    (st_a, ga), (st_p, gp) = sa.gradients(data, inference=cfg), sp.gradients(data, inference=cfg)
+    for n in ("embed", "v", "mix", "resid", "hidden", "next"):
+        np.testing.assert_allclose(st_a[n], st_p[n], rtol=0, atol=1e-12, err_msg=n)
+    for k in gp:
+        np.testing.assert_allclose(ga[k], gp[k], rtol=0, atol=1e-12, err_msg=k)
+    np.testing.assert_array_equal(st_a["attn:error"], 0.0)  # p = q = [1]: nothing flows back
+    np.testing.assert_array_equal(st_a.energies["attn"], 0.0)
