@@ -38,7 +38,6 @@ import time
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
-import torch
 
 import neuropc as npc
 from neuropc import text
@@ -249,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(table(rows, kinds))
     (args.out / "transformer_lm.json").write_text(
         json.dumps({"config": asdict(cfg), "runs": rows}, indent=1))  # fmt: skip
-    wrote((args.out / "samples.txt"))
+    wrote(args.out / "samples.txt")
     (args.out / "samples.txt").write_text("\n".join(samples))
     fig = draw(rows, args.out / "transformer_lm.png")
     if fig:

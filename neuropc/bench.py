@@ -405,3 +405,63 @@ def run(
             references(step, sizes, activation, batch, steps, rate, dtype, device or "cpu", timed)
         )
     return out
+
+
+def run_transformer(
+    *,
+    vocab: int = 85,
+    seq: int = 32,
+    d: int = 128,
+    heads: int = 1,
+    ff: int = 256,
+    batch: int = 32,
+    steps: int = 20,
+    rate: float = 0.1,
+    device: str | None = None,
+    dtype: str = "float32",
+    timed: int = 20,
+    compile: bool | str = False,
+    seed: int = 0,
+) -> dict:
+    """One training batch of the PC transformer language model (:func:`neuropc.transformer`,
+    PC-F_KL: Categorical attention and output, torch backend) against one backprop step of the
+    same network (:class:`~neuropc.reference.backprop.BackpropModel`, same weights, Adam), timed
+    in alternating rounds: ``ms_per_batch`` and ``bp_ms_per_batch`` are medians over the rounds
+    and ``pc_over_bp`` the median per-round ratio. ``samples_per_s``: sequences per second of PC
+    training. The backprop twin runs on the CPU, so on a GPU only the PC timings are reported."""
+    from .model.builders import transformer
+    from .reference.backprop import BackpropModel
+
+    if timed < 1 or batch < 1:
+        raise ValueError(f"timed and batch must be >= 1; got {timed}, {batch}")
+    net = transformer(vocab, seq, d, heads=heads, ff=ff)
+    sim = Simulator(net, backend="torch", device=device, dtype=dtype, seed=seed,
+                    inference=Inference(steps=steps, rate=rate), optimizer=Adam(1e-3),
+                    compile=compile)  # fmt: skip
+    rng = np.random.default_rng(seed)
+    data = {
+        "tokens": rng.integers(0, vocab, (batch, seq)).astype(dtype),
+        "next": np.eye(vocab, dtype=dtype)[rng.integers(0, vocab, (batch, seq))].reshape(batch, -1),
+    }
+    t0 = time.perf_counter()
+    sim.learn(data, state=False)
+    out = {"model": "transformer", "backend": "torch", "device": device or "cpu",
+           "dtype": dtype, "compile": compile, "vocab": vocab, "seq": seq, "d": d,
+           "heads": heads, "ff": ff, "batch": batch, "steps": steps, "timed_batches": timed,
+           "compile_s": time.perf_counter() - t0}  # fmt: skip
+    on_cpu = (device or "cpu") == "cpu"
+
+    def pc() -> None:
+        sim.learn(data, state=False)
+
+    if on_cpu:
+        bp = BackpropModel.from_simulator(sim)
+        t = _rounds([pc, lambda: bp.step(data)], timed)
+        out.update(ms_per_batch=1e3 * float(np.median(t[:, 0])),
+                   bp_ms_per_batch=1e3 * float(np.median(t[:, 1])),
+                   pc_over_bp=float(np.median(t[:, 0] / t[:, 1])))  # fmt: skip
+    else:
+        out["ms_per_batch"] = _median_ms(_synced(pc, device), timed)
+    out["samples_per_s"] = batch / (out["ms_per_batch"] * 1e-3)
+    out["tokens_per_s"] = out["samples_per_s"] * seq
+    return out

@@ -69,10 +69,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     e.add_argument("--nwb", default=None, metavar="OUT", help="write NWB (needs neuropc[nwb])")
     e.add_argument("--sonata", default=None, metavar="DIR", help="write SONATA report views")
 
-    b = sub.add_parser("bench", help="time a PC training minibatch on an MLP")
+    b = sub.add_parser("bench", help="time a PC training minibatch on an MLP (or the LM)")
+    b.add_argument(
+        "--model", default="mlp", choices=["mlp", "transformer"],
+        help="mlp (default: --sizes) or transformer (the one-block PC language model, torch "
+        "backend; times PC-F_KL against backprop of the same network; --vocab, --seq)",
+    )  # fmt: skip
+    b.add_argument("--vocab", type=positive_int, default=85, help="transformer: vocabulary")
+    b.add_argument("--seq", type=positive_int, default=32, help="transformer: sequence length")
     b.add_argument("--sizes", type=_sizes, default=[784, 128, 128, 10])
     b.add_argument("--activation", default="tanh", choices=ACTIVATIONS)
-    b.add_argument("--batch", type=positive_int, default=128)
+    b.add_argument("--batch", type=positive_int, default=None,
+                   help="batch size (default 128; 32 sequences for the transformer)")  # fmt: skip
     b.add_argument("--steps", type=nonnegative_int, default=20)
     b.add_argument("--rate", type=nonnegative_float, default=0.1)
     b.add_argument("--backend", default="numba", choices=BACKENDS)
@@ -195,21 +203,32 @@ def _run(args: argparse.Namespace, rest: list[str], options: list[argparse.Actio
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench import NOTES, run
+    from .bench import NOTES, run, run_transformer
 
+    if args.model == "transformer":
+        res = run_transformer(
+            vocab=args.vocab, seq=args.seq, batch=args.batch or 32, steps=args.steps,
+            rate=args.rate, device=args.device, dtype=args.dtype, timed=args.timed,
+            compile=args.compile,
+        )  # fmt: skip
+        return _print_bench(res, args.json, NOTES)
     res = run(
-        args.sizes, activation=args.activation, batch=args.batch, steps=args.steps,
+        args.sizes, activation=args.activation, batch=args.batch or 128, steps=args.steps,
         rate=args.rate, backend=args.backend, device=args.device, dtype=args.dtype, timed=args.timed,
         bp=not args.no_bp, record=args.record, compile=args.compile, output=args.output,
         precision=args.precision, timescale=args.timescale, optimizer=args.optimizer,
         temperature=args.temperature, precondition=args.precondition,
     )  # fmt: skip
-    if args.json:
+    return _print_bench(res, args.json, NOTES)
+
+
+def _print_bench(res: dict, as_json: bool, notes: dict) -> int:
+    if as_json:
         print(json.dumps(res, sort_keys=True))
     else:
         for k, v in res.items():
             text = f"{v:.4g}" if isinstance(v, float) else f"{v}"
-            note = f"  ({NOTES[k]})" if k in NOTES else ""
+            note = f"  ({notes[k]})" if k in notes else ""
             print(f"{k:>27}: {text}{note}")
     return 0
 

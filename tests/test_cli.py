@@ -42,6 +42,19 @@ def test_bench_json_has_the_documented_fields(capsys: pytest.CaptureFixture[str]
     assert res["efficiency"] == pytest.approx(res["blas_ms_per_batch"] / res["ms_per_batch"])
 
 
+def test_bench_transformer_reports_the_ratio_to_backprop(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rc = cli.main(["bench", "--model", "transformer", "--vocab", "11", "--seq", "6", "--batch", "4",
+                   "--steps", "2", "--timed", "3", "--json"])  # fmt: skip
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["model"] == "transformer" and (res["vocab"], res["seq"], res["batch"]) == (11, 6, 4)
+    for key in ("ms_per_batch", "bp_ms_per_batch", "pc_over_bp", "samples_per_s"):
+        assert isinstance(res[key], float) and res[key] > 0, key
+    assert res["samples_per_s"] == pytest.approx(4 / (res["ms_per_batch"] * 1e-3))
+
+
 def test_handwritten_reference_is_the_same_pc_step() -> None:
     """The benchmark's hand-written torch PC step (``bench.torch_pc_step``), an independent
     implementation, trains to the same parameters as the simulator (float64, Adam)."""

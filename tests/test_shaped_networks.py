@@ -219,3 +219,125 @@ def test_attention_with_one_position_is_a_plain_connection() -> None:
         np.testing.assert_allclose(ga[k], gp[k], rtol=0, atol=1e-12, err_msg=k)
     np.testing.assert_array_equal(st_a["attn:error"], 0.0)  # p = q = [1]: nothing flows back
     np.testing.assert_array_equal(st_a.energies["attn"], 0.0)
+
+
+# ---- recordings, checkpoints and the description carry the shapes ------------------------------
+def test_shaped_recordings_read_back_with_labelled_dimensions(tmp_path) -> None:
+    net = NETWORKS["transformer-kl"]()
+    sim = npc.Simulator(net, backend="torch", dtype="float64", seed=1,
+                        inference=npc.Inference(steps=4, rate=0.1))  # fmt: skip
+    rng = np.random.default_rng(8)
+    data = data_for(net, rng, ["tokens", "next"])
+    probes = [npc.Probe("attn", "value", dtype="float64"), npc.Probe("mix", "error", dtype="float64"),
+              npc.Probe("mix", "value", units=[0, 5], dtype="float64", name="sub")]  # fmt: skip
+    with sim.record(tmp_path / "r.h5", probes):
+        st = sim.learn(data)
+    r = npc.open(tmp_path / "r.h5")
+    a = r["attn:value"]
+    assert a.dims == ("trial", "step", "head", "query", "key")
+    assert a.shape == (B, 5, 2, 4, 4)
+    np.testing.assert_array_equal(a.coords["key"], np.arange(4))
+    # the last recorded step is the state the run ended in, reshaped in C order
+    np.testing.assert_array_equal(a.values[:, -1], st["attn"].reshape(B, 2, 4, 4))
+    np.testing.assert_array_equal(a.isel(head=1, query=[3, 0]).values,
+                                  a.values[:, :, 1][:, :, [3, 0]])  # fmt: skip
+    np.testing.assert_array_equal(a.sel(query=2, key=1).values, a.values[:, :, :, 2, 1])
+    e = r["mix:error"]
+    assert e.dims == ("trial", "step", "token", "feature")
+    np.testing.assert_array_equal(e.values[:, -1], st["mix:error"].reshape(B, 4, 6))
+    assert r["sub"].dims == ("trial", "step", "unit")  # a subset of units stays flat
+    r.close()
+
+
+def test_shapes_survive_the_description_and_checkpoints(tmp_path) -> None:
+    for make in NETWORKS.values():
+        net = make()
+        assert npc.Network.from_spec(net.spec()).spec() == net.spec()
+    net = NETWORKS["transformer-kl"]()
+    sim = npc.Simulator(net, backend="torch", seed=3, optimizer=npc.Adam(1e-3))
+    rng = np.random.default_rng(9)
+    data = data_for(net, rng, ["tokens", "next"])
+    sim.learn(data)
+    sim.save(tmp_path / "c.h5")
+    back = npc.load(tmp_path / "c.h5")
+    assert back.network.spec() == net.spec()
+    assert back.network["attn"].shape == (2, 4, 4) and back.network["attn"].dims[0] == "head"
+    for k, v in sim.parameters().items():
+        np.testing.assert_array_equal(back.parameters()[k], v, err_msg=k)
+    a, b = sim.learn(data), back.learn(data)
+    np.testing.assert_array_equal(a.energy, b.energy)  # resumes bit for bit
+
+
+def test_shaped_data_may_be_given_in_the_population_shape() -> None:
+    net = NETWORKS["conv"]()
+    sim = npc.Simulator(net, backend="torch", dtype="float64", seed=0)
+    rng = np.random.default_rng(10)
+    img = rng.normal(size=(B, 1, 6, 6))
+    label = np.eye(3)[[0, 1, 2]]
+    a = sim.infer({"image": img, "label": label}, phase="train")
+    b = sim.infer({"image": img.reshape(B, -1), "label": label}, phase="train")
+    np.testing.assert_array_equal(a.energy, b.energy)
+
+
+# ---- bad input: each error names what is wrong ------------------------------------------------
+def test_bad_shapes_and_kinds_are_refused_with_clear_errors() -> None:
+    net = npc.Network()
+    net.population("q", shape=(4, 6))
+    net.population("k", shape=(5, 8))
+    net.population("a", shape=(4, 5))
+    with pytest.raises(ValueError, match=r"connection q,k->a: attention_scores: q and k differ in "
+                                         r"width D; got pre shapes q shape \(4, 6\), k shape "
+                                         r"\(5, 8\); post shape \(4, 5\)"):  # fmt: skip
+        net.connect(("q", "k"), "a", kind="attention_scores")
+    net.population("h", shape=(3, 3))
+    with pytest.raises(ValueError, match=r"connection a->h: dense maps the last axis and keeps "
+                                         r"the others: pre shape \(4, 5\) and post shape \(3, 3\)"):  # fmt: skip
+        net.connect("a", "h")
+    net.population("f1", 6)
+    net.population("f2", 6)
+    net.population("s", shape=(2, 2))
+    with pytest.raises(ValueError, match=r"causal mask needs sequence populations of shape "
+                                         r"\(T, d\).*q shape \(6,\)"):  # fmt: skip
+        net.connect(("f1", "f2"), "s", kind="attention_scores", causal=True)
+    with pytest.raises(ValueError, match="kind 'attention_scores' takes 2 presynaptic"):
+        net.connect("q", "a", kind="attention_scores")
+    with pytest.raises(ValueError, match="unknown option.*heds"):
+        net.connect(("q", "a"), "s", kind="attention_scores", heds=2)
+    assert net.connections == []  # nothing half-added
+
+
+def test_token_ids_out_of_range_are_refused_naming_the_population() -> None:
+    net = NETWORKS["transformer-kl"]()
+    sim = npc.Simulator(net, backend="torch", seed=0)
+    rng = np.random.default_rng(11)
+    data = data_for(net, rng, ["tokens", "next"])
+    before = sim.parameters()
+    bad = dict(data, tokens=np.where(data["tokens"] == data["tokens"].max(), 7.0, data["tokens"]))
+    with pytest.raises(ValueError, match=r"'tokens'.*\[0, 7\).*7"):
+        sim.learn(bad)
+    with pytest.raises(ValueError, match="'tokens'"):
+        sim.learn(dict(data, tokens=data["tokens"] + 0.5))
+    for k, v in sim.parameters().items():
+        np.testing.assert_array_equal(v, before[k])  # nothing learned
+
+
+def test_numba_refuses_shaped_populations_and_other_kinds() -> None:
+    net = npc.Network()
+    net.population("x", shape=(4, 6), role="input")
+    net.population("y", shape=(4, 3))
+    net.connect("x", "y")  # dense per token: a shaped population
+    with pytest.raises(ValueError, match=r"population 'x' has shape \(4, 6\), which the numba "
+                                         r"backend does not run .*backends that do: torch"):  # fmt: skip
+        npc.Simulator(net, backend="numba")
+    net = npc.Network()
+    net.population("a", 4, role="input")
+    net.population("b", 4)
+    net.connect("a", "b", kind="identity")
+    with pytest.raises(ValueError, match="connection 'a->b' is of kind 'identity', which the "
+                                         "numba backend does not run; backends that do: torch"):  # fmt: skip
+        npc.Simulator(net, backend="numba")
+    with pytest.raises(ValueError, match="token ids"):  # a free embedding input: no gradient
+        n2 = npc.transformer(vocab=5, seq=3, d=4, ff=4)
+        n2.update("tokens", role="hidden")
+        npc.Simulator(n2, backend="torch").infer({"next": np.tile(np.eye(5)[0], (1, 3))},
+                                                 phase="train")  # fmt: skip

@@ -61,7 +61,7 @@ class LabelledArray:
     @property
     def values(self) -> np.ndarray:
         d = self._data
-        return d[tuple(slice(None) for _ in self.dims)] if isinstance(d, _Rows) else np.asarray(d)
+        return d[tuple(slice(None) for _ in self.dims)] if isinstance(d, _LAZY) else np.asarray(d)
 
     def __array__(self, dtype=None, copy=None):
         v = self.values
@@ -76,7 +76,7 @@ class LabelledArray:
         key = key + (slice(None),) * (len(self.dims) - len(key))
         if len(key) != len(self.dims):
             raise IndexError(f"{len(key)} indices for dims {self.dims}")
-        data = self._data[key] if isinstance(self._data, _Rows) else _outer(self._data, key)
+        data = self._data[key] if isinstance(self._data, _LAZY) else _outer(self._data, key)
         dims, coords = [], {}
         for d, k in zip(self.dims, key):
             if isinstance(k, int | np.integer):
@@ -234,6 +234,33 @@ class _Rows:
         return flat
 
 
+class _Unflat:
+    """A row source whose last axis, a shaped population's units (flat, C order), is read as the
+    population's ``shape``: ``(..., n) -> (..., *shape)``. Indexing reads the selected rows whole
+    and then indexes the population's axes (each on its own, as :func:`_outer`)."""
+
+    def __init__(self, base: _Rows, shape: tuple[int, ...]) -> None:
+        self.base, self.pshape = base, tuple(shape)
+        self.shape = tuple(base.shape[:-1]) + self.pshape
+        self.dtype = base.dtype
+
+    def __getitem__(self, key: tuple) -> np.ndarray:
+        lead = len(self.base.shape) - 1
+        block = self.base[tuple(key[:lead]) + (slice(None),)]
+        block = block.reshape(block.shape[:-1] + self.pshape)
+        first = block.ndim - len(self.pshape)
+        # last axis first, so that an integer (which drops its axis) leaves earlier ones in place
+        for axis in reversed(range(len(self.pshape))):
+            k = key[lead + axis]
+            if not (isinstance(k, slice) and k == slice(None)):
+                pos = np.arange(self.pshape[axis])[k]
+                block = np.take(block, pos, axis=first + axis)
+        return block
+
+
+_LAZY = (_Rows, _Unflat)
+
+
 def _outer(data, key: tuple) -> np.ndarray:
     """``data[key]`` indexing each dim on its own (as xarray does: two lists select a block, not
     pairs); an integer drops its dim."""
@@ -329,10 +356,30 @@ class Recording:
             n = int(np.searchsorted(np.cumsum(ns), ds.shape[0], side="right"))  # whole items
             rows = _Rows(ds, n, ns[:n])
             steps = np.arange(rows.shape[1]) * int(attrs.get("every", 1))
-            coords = {first: ids[:n], "step": steps, last: lastc}
-            return LabelledArray(rows, (first, "step", last), coords, attrs, name)
-        rows = _Rows(ds, n_rows, None)
-        return LabelledArray(rows, (first, last), {first: ids[:n_rows], last: lastc}, attrs, name)
+            dims, coords = (first, "step"), {first: ids[:n], "step": steps}
+        else:
+            rows = _Rows(ds, n_rows, None)
+            dims, coords = (first,), {first: ids[:n_rows]}
+        shaped = None if cols else self._population_axes(attrs.get("target"), lastc)
+        if shaped is None:
+            return LabelledArray(rows, (*dims, last), {**coords, last: lastc}, attrs, name)
+        pdims, pshape = shaped
+        coords.update({d: np.arange(k) for d, k in zip(pdims, pshape)})
+        return LabelledArray(_Unflat(rows, pshape), (*dims, *pdims), coords, attrs, name)
+
+    def _population_axes(self, target, units: np.ndarray) -> tuple[tuple, tuple] | None:
+        """``(dims, shape)`` of a shaped population recorded whole (every unit, in order), else
+        None (a flat population, or a subset of units: read by unit)."""
+        pops = self.file.get("network/populations")
+        if not isinstance(target, str) or pops is None or target not in pops:
+            return None
+        a = pops[target].attrs
+        if "shape" not in a:
+            return None
+        shape = tuple(json.loads(_str(a["shape"])))
+        if len(shape) < 2 or not np.array_equal(units, np.arange(int(np.prod(shape)))):
+            return None
+        return tuple(json.loads(_str(a["dims"]))), shape
 
     def epochs(
         self,
