@@ -156,6 +156,7 @@ def _check_nwb_against_native(nwb_path: str, run: str) -> None:
         pops = misc["model_populations"].to_dataframe()
         assert pops.population.tolist() == ["input", "h1", "h2", "output"]
         assert pops["size"].tolist() == [6, 5, 4, 3]
+        assert pops["shape"].tolist() == ["[6]", "[5]", "[4]", "[3]"]
 
         # trials
         tr, df = rec.trials, nwb.trials.to_dataframe()

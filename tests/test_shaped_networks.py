@@ -146,7 +146,7 @@ def test_errors_energies_and_weight_gradients(case) -> None:
 
 
 def test_inference_descends_the_energy(case) -> None:
-    net, sim, params, data, values = case
+    _, sim, _, data, _ = case
     st = sim.infer(data, phase="train", inference=npc.Inference(steps=50, rate=0.05))
     e = st.energy
     assert np.all(np.diff(e) <= 1e-12) and e[-1] < e[0]
@@ -247,6 +247,15 @@ def test_shaped_recordings_read_back_with_labelled_dimensions(tmp_path) -> None:
     np.testing.assert_array_equal(e.values[:, -1], st["mix:error"].reshape(B, 4, 6))
     assert r["sub"].dims == ("trial", "step", "unit")  # a subset of units stays flat
     r.close()
+    pynwb = pytest.importorskip("pynwb")
+    from neuropc.record import export
+
+    out = export.to_nwb(tmp_path / "r.h5", tmp_path / "r.nwb")
+    with pynwb.NWBHDF5IO(str(out), "r") as io:
+        pops = io.read().processing["misc"]["model_populations"].to_dataframe()
+        row = pops[pops.population == "attn"].iloc[0]
+        assert (row["size"], row["shape"], row["dims"]) == (32, "[2, 4, 4]",
+                                                             '["head", "query", "key"]')  # fmt: skip
 
 
 def test_shapes_survive_the_description_and_checkpoints(tmp_path) -> None:

@@ -210,7 +210,11 @@ def _populations_table(rec) -> Any:
         ("role", "input, hidden or target", [str(a["role"]) for a in pa]),
         ("activation", "activation function", [str(a["activation"]) for a in pa]),
         ("has_error", "whether it has error units", [bool(a["has_error"]) for a in pa]),
-    ]
+        ("shape", "shape of the population (JSON); units are numbered in C order of it",
+         [str(a.get("shape", f"[{int(a['size'])}]")) for a in pa]),
+        ("dims", "names of the shape's axes (JSON)",
+         [str(a.get("dims", '["unit"]')) for a in pa]),
+    ]  # fmt: skip
     return DynamicTable(
         name="model_populations", description="populations of the simulated network",
         columns=[VectorData(name=k, description=d, data=v) for k, d, v in cols],
@@ -293,7 +297,8 @@ def _add_series(misc: Any, rec, groups: dict, names: dict, trials: _Trials,
         desc = {
             "population": "population of the unit",
             "variable": "recorded variable (value, error or noise)",
-            "index_in_population": "index of the unit in its population",
+            "index_in_population": "index of the unit in its population (flat, in C order of "
+            "the population's shape in model_populations)",
             "series": "name of the TimeSeries in this processing module",
             "series_column": "column of that TimeSeries' data",
         }
