@@ -58,7 +58,7 @@ class Config:
     batch: int = 32
     batches: int = 400  # training batches per arm: the equal budget
     steps: int = 20  # PC inference steps per batch
-    rate: float = 0.1
+    rate: float = 0.05  # larger rates destabilise inference through the layer norms (docs)
     lr: float = 1e-3
     bpe_vocab: int = 2000
     train_chars: int = 0  # 0: the whole train split
