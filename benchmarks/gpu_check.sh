@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checklist in one script (DEVELOPERS.md, docs/performance.md): the CUDA tests, the standard
-# task on CUDA eager and compiled (reduce-overhead = CUDA graphs), and the width-4096, B = 4096,
+# task on CUDA eager and compiled (reduce-overhead = CUDA graphs), the transformer language
+# model's samples/s (issue 13), and the width-4096, B = 4096,
 # T = 20 bench with its ratio to torch.mm on the same shapes in the same run.
 # Usage, from the repository root on a machine with a CUDA GPU:  bash benchmarks/gpu_check.sh [LOG]
 # Each part has its own time limit so that one slow part cannot starve the others.
@@ -22,6 +23,8 @@ BENCH=("$PY" -m neuropc.cli bench --backend torch --device cuda --json)
   timeout 60 "${BENCH[@]}"
   echo "## standard task, compiled reduce-overhead"
   timeout 120 "${BENCH[@]}" --compile reduce-overhead
+  echo "## transformer language model (PC-F_KL, d 128, seq 32, B 32), eager: samples/s"
+  timeout 90 "${BENCH[@]}" --model transformer --timed 20
   [ "${SKIP_WIDE:-0}" = 1 ] && exit 0
   echo "## width 4096, B = 4096, T = 20, eager"
   timeout 90 "${BENCH[@]}" --sizes 4096,4096,4096,4096 --batch 4096 --steps 20 --timed 10 --no-bp

@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 import neuropc as npc
-from neuropc.runner import print_progress, report, run_main, script_args, wrote
+from neuropc.runner import print_progress, pyplot, report, run_main, script_args, wrote
 
 KINDS = {"softmax": (npc.Categorical, "softmax"), "sigmoid": (npc.Bernoulli, "sigmoid")}
 
@@ -128,13 +128,8 @@ def table(rows: list[dict]) -> str:
 
 
 def draw(rows: list[dict], path) -> str | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no figure (pip install matplotlib)")
+    plt = pyplot()
+    if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(5, 3.4))
     arms = [(k, e) for k in KINDS for e in ("F", "KL")]

@@ -43,7 +43,7 @@ import neuropc as npc
 from neuropc import text
 from neuropc.analysis import language
 from neuropc.reference.backprop import BackpropModel
-from neuropc.runner import print_progress, report, run_main, script_args, wrote
+from neuropc.runner import print_progress, pyplot, report, run_main, script_args, wrote
 
 ARMS = ("bp", "pc_kl", "pc_gauss")
 FABRICPC_CHAR = {"pc": 9.12, "bp": 6.60}  # FabricPC, Tiny Shakespeare (a different corpus)
@@ -190,13 +190,8 @@ def table(rows: list[dict], kinds) -> str:
 
 
 def draw(rows: list[dict], path) -> str | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no figure (pip install matplotlib)")
+    plt = pyplot()
+    if plt is None:
         return None
     kinds = sorted({r["tokens"] for r in rows})
     fig, axes = plt.subplots(1, len(kinds), figsize=(4.6 * len(kinds), 3.4), squeeze=False)

@@ -333,3 +333,17 @@ def _plain(v: object) -> object:
     if isinstance(v, dict):
         return {str(k): _plain(x) for k, x in v.items()}
     return v
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend, for a script's figures; None, after saying so,
+    when matplotlib is not installed (a script then writes its numbers but no figure)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no figure (pip install matplotlib)")
+        return None
+    return plt

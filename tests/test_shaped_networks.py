@@ -145,6 +145,20 @@ def test_errors_energies_and_weight_gradients(case) -> None:
         np.testing.assert_allclose(grads[k], want, rtol=0, atol=ATOL, err_msg=k)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_cuda_runs_every_kind_as_the_cpu(name: str) -> None:
+    net = NETWORKS[name]()
+    rng = np.random.default_rng(12)
+    data = data_for(net, rng, sorted(net.clamped("train")))
+    out = []
+    for device in ("cpu", "cuda"):
+        sim = npc.Simulator(net, backend="torch", device=device, dtype="float64", seed=4)
+        out.append(sim.gradients(data, inference=npc.Inference(steps=10, rate=0.05))[1])
+    for k in out[0]:
+        np.testing.assert_allclose(out[1][k], out[0][k], rtol=0, atol=1e-10, err_msg=k)
+
+
 def test_inference_descends_the_energy(case) -> None:
     _, sim, _, data, _ = case
     st = sim.infer(data, phase="train", inference=npc.Inference(steps=50, rate=0.05))

@@ -13,6 +13,30 @@ from torch.nn.grad import conv2d_input, conv2d_weight
 from . import Operator, Shape, ShapeError, fan_init, shape_str
 
 
+def check_image_map(desc: str, pre, post, out_hw, channels: int | None) -> None:
+    """Refuse a ``(C, H, W) -> (C', H', W')`` map whose post shape is not the one ``out_hw(H, W)``
+    gives (``channels``: the required ``C'``, None for any count); messages name both shapes."""
+    pre, post = tuple(pre), tuple(post)
+    if len(pre) != 3 or len(post) != 3:
+        raise ShapeError(
+            f"{desc} maps images of shape (C, H, W): got pre shape {shape_str(pre)} and post "
+            f"shape {shape_str(post)}"
+        )
+    ho, wo = out_hw(pre[1], pre[2])
+    if ho < 1 or wo < 1:
+        raise ShapeError(
+            f"{desc}: pre shape {shape_str(pre)} is too small for the window (output size "
+            f"{ho}x{wo}); post shape {shape_str(post)}"
+        )
+    want = (post[0] if channels is None else channels, ho, wo)
+    if post != want:
+        any_c = " (any channel count)" if channels is None else ""
+        raise ShapeError(
+            f"{desc}: pre shape {shape_str(pre)} maps to post shape {shape_str(want)}{any_c}, "
+            f"got post shape {shape_str(post)}"
+        )
+
+
 def int_option(op: Operator, key: str, minimum: int = 1, *, allow_none: bool = False) -> None:
     """Check that option ``key`` of ``op`` is an int ``>= minimum`` (or None when allowed);
     a ``ValueError`` naming the option and the value given otherwise. Shared by the operators
@@ -48,25 +72,7 @@ class _Conv(Operator):
         return f"{self.name}({', '.join(f'{k}={v}' for k, v in self.options.items())})"
 
     def check(self, pre_shapes, post_shape) -> None:
-        (pre,) = pre_shapes
-        pre, post = tuple(pre), tuple(post_shape)
-        if len(pre) != 3 or len(post) != 3:
-            raise ShapeError(
-                f"{self._describe()} maps images of shape (C, H, W): got pre shape "
-                f"{shape_str(pre)} and post shape {shape_str(post)}"
-            )
-        ho, wo = self._out_hw(pre[1], pre[2])
-        if ho < 1 or wo < 1:
-            raise ShapeError(
-                f"{self._describe()}: pre shape {shape_str(pre)} is too small for the kernel "
-                f"(output size {ho}x{wo}); post shape {shape_str(post)}"
-            )
-        want = (post[0], ho, wo)
-        if post != want:
-            raise ShapeError(
-                f"{self._describe()}: pre shape {shape_str(pre)} maps to post shape "
-                f"{shape_str(want)} (any channel count), got post shape {shape_str(post)}"
-            )
+        check_image_map(self._describe(), pre_shapes[0], post_shape, self._out_hw, None)
 
     def param_shapes(self, pre_shapes, post_shape):
         return {"W": self._weight_shape(int(pre_shapes[0][0]), int(post_shape[0]))}

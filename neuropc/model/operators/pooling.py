@@ -8,8 +8,8 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from . import Operator, ShapeError, shape_str
-from .conv import int_option
+from . import Operator
+from .conv import check_image_map, int_option
 
 
 class _Pool(Operator):
@@ -37,26 +37,11 @@ class _Pool(Operator):
 
     def check(self, pre_shapes, post_shape) -> None:
         (pre,) = pre_shapes
-        pre, post = tuple(pre), tuple(post_shape)
         desc = f"{self.name}({', '.join(f'{k}={v}' for k, v in self.options.items())})"
-        if len(pre) != 3 or len(post) != 3:
-            raise ShapeError(
-                f"{desc} pools images of shape (C, H, W): got pre shape {shape_str(pre)} and "
-                f"post shape {shape_str(post)}"
-            )
-        k, s, p = self._ksp
-        ho, wo = (pre[1] + 2 * p - k) // s + 1, (pre[2] + 2 * p - k) // s + 1
-        if ho < 1 or wo < 1:
-            raise ShapeError(
-                f"{desc}: pre shape {shape_str(pre)} is smaller than the window; post shape "
-                f"{shape_str(post)}"
-            )
-        want = (pre[0], ho, wo)
-        if post != want:
-            raise ShapeError(
-                f"{desc}: pre shape {shape_str(pre)} pools to post shape {shape_str(want)}, "
-                f"got post shape {shape_str(post)}"
-            )
+        k, s_, p = self._ksp
+        check_image_map(desc, pre, post_shape,
+                        lambda h, w: ((h + 2 * p - k) // s_ + 1, (w + 2 * p - k) // s_ + 1),
+                        int(pre[0]))  # fmt: skip
 
 
 class AvgPool2d(_Pool):
