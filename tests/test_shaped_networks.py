@@ -364,3 +364,37 @@ def test_numba_refuses_shaped_populations_and_other_kinds() -> None:
         n2.update("tokens", role="hidden")
         npc.Simulator(n2, backend="torch").infer({"next": np.tile(np.eye(5)[0], (1, 3))},
                                                  phase="train")  # fmt: skip
+
+
+def test_categorical_over_a_named_axis_is_one_distribution_per_column() -> None:
+    """A (3, 4) target with ``Categorical(axis="row")``: each of the 4 columns is a distribution
+    over the 3 rows; its energy is the cross-entropy summed over columns (closed form, numpy)."""
+    net = npc.Network()
+    net.population("x", 5, role="input")
+    net.population("y", shape=(3, 4), dims=("row", "col"), role="target",
+                   distribution=npc.Categorical(axis="row"))  # fmt: skip
+    net.connect("x", "y", flatten=True)
+    assert net["y"].axis == 0
+    sim = npc.Simulator(net, backend="torch", dtype="float64", seed=0)
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(B, 5))
+    y = np.zeros((B, 3, 4))
+    for b in range(B):
+        y[b, rng.integers(0, 3, 4), np.arange(4)] = 1.0  # one-hot down each column
+    st = sim.infer({"x": x, "y": y.reshape(B, -1)}, phase="train",
+                   inference=npc.Inference(steps=0))  # fmt: skip
+    p = sim.parameters()
+    mu = (x @ p["x->y"].T + p["y:bias"]).reshape(B, 3, 4)
+    logq = mu - np.log(np.exp(mu).sum(axis=1, keepdims=True))
+    want = float(np.mean(-(y * logq).sum(axis=(1, 2))))
+    assert st.energy[0] == pytest.approx(want, rel=1e-12)
+    with pytest.raises(ValueError, match="each row of data must be on the simplex"):
+        sim.infer(
+            {"x": x, "y": np.full((B, 12), 0.25)}, phase="train"
+        )  # rows sum to 1, columns not
+    with pytest.raises(
+        ValueError, match=r"Categorical\(axis='lane'\) names no axis; dims: row, col"
+    ):
+        net.population(
+            "z", shape=(2, 2), dims=("row", "col"), distribution=npc.Categorical(axis="lane")
+        )
