@@ -51,10 +51,11 @@ class LayerNorm(Operator):
 
     def _normalise(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(xhat, 1 / sigma)`` over the last axis."""
-        mean = f.mean(dim=-1, keepdim=True)
-        var = f.var(dim=-1, unbiased=False, keepdim=True)
-        rstd = torch.rsqrt(var + self.options["eps"])
-        return (f - mean) * rstd, rstd
+        xc = f - f.mean(dim=-1, keepdim=True)
+        # the biased variance as a mean of squares: torch.var over the last axis runs ~10x
+        # slower on CPU than these two elementwise ops and a reduction
+        rstd = torch.rsqrt((xc * xc).mean(dim=-1, keepdim=True) + self.options["eps"])
+        return xc * rstd, rstd
 
     def forward(self, f_pres, theta) -> torch.Tensor:
         xhat, _ = self._normalise(f_pres[0])
