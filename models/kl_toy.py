@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 import neuropc as npc
-from neuropc.runner import print_progress, pyplot, report, run_main, script_args, wrote
+from neuropc.runner import print_progress, pyplot, report, run_main, save_figure, script_args, wrote
 
 KINDS = {"softmax": (npc.Categorical, "softmax"), "sigmoid": (npc.Bernoulli, "sigmoid")}
 
@@ -140,10 +140,7 @@ def draw(rows: list[dict], path) -> str | None:
     ax.set_xticks(range(len(arms)), [f"{k}\n{e}" for k, e in arms])
     ax.set_ylabel("test cross-entropy (nats)")
     ax.set_title("PC_F vs PC_F_KL, equal budgets")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
+    return save_figure(fig, path)
 
 
 def _options(ap) -> None:

@@ -105,15 +105,9 @@ QUICK = Config(latent=4, hidden=16, encoder_hidden=32, epochs=2, n_train=256, n_
 # ---- data -----------------------------------------------------------------------------------
 def load_data(cfg: Config, which: str):
     """``(name, x_train (binary), x_test (binary), x_test (grey), features)``."""
-    if which != "mnist":
-        try:
-            tr, te = npc.data.fashion_mnist("train"), npc.data.fashion_mnist("test")
-            name, feat = "fashion", "fashion_mnist"
-        except FileNotFoundError:
-            which = "mnist"
-    if which == "mnist":
-        tr, te = npc.data.mnist("train"), npc.data.mnist("test")
-        name, feat = "mnist10k-embedded", "mnist10k"
+    data, tr, te = npc.data.images(which)
+    name, feat = {"fashion_mnist": ("fashion", "fashion_mnist"),
+                  "mnist10k-embedded": ("mnist10k-embedded", "mnist10k")}[data]  # fmt: skip
     xtr, xte = tr[0][: cfg.n_train], te[0][: cfg.n_test]
     binar = lambda a: (a > 0.5).astype(np.float32)
     return name, binar(xtr), binar(xte), xte.astype(np.float64), _feat.default_weights(feat)[0]

@@ -43,7 +43,7 @@ import neuropc as npc
 from neuropc import text
 from neuropc.analysis import language
 from neuropc.reference.backprop import BackpropModel
-from neuropc.runner import print_progress, pyplot, report, run_main, script_args, wrote
+from neuropc.runner import print_progress, pyplot, report, run_main, save_figure, script_args, wrote
 
 ARMS = ("bp", "pc_kl", "pc_gauss")
 FABRICPC_CHAR = {"pc": 9.12, "bp": 6.60}  # FabricPC, Tiny Shakespeare (a different corpus)
@@ -207,10 +207,7 @@ def draw(rows: list[dict], path) -> str | None:
         ax.set_ylabel("validation perplexity (T = 1)")
         ax.set_title(f"{kind} tokens")
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
+    return save_figure(fig, path)
 
 
 def _options(ap) -> None:

@@ -319,6 +319,21 @@ def fashion_mnist(
 # --------------------------------------------------------------------------------------------
 
 
+def images(which: str = "auto") -> tuple[str, tuple, tuple]:
+    """The image data an experiment runs on: ``(name, (x_train, y_train), (x_test, y_test))``,
+    images ``(N, 784)`` in [0, 1]. ``which="auto"``: the complete Fashion-MNIST when its Debian
+    package is installed (``"fashion_mnist"``), else the embedded MNIST subset
+    (``"mnist10k-embedded"``); ``"mnist"`` forces the embedded set."""
+    if which not in ("auto", "mnist"):
+        raise ValueError(f"data must be 'auto' or 'mnist'; got {which!r}")
+    if which == "auto":
+        try:
+            return "fashion_mnist", fashion_mnist("train"), fashion_mnist("test")
+        except FileNotFoundError:
+            pass
+    return "mnist10k-embedded", mnist("train"), mnist("test")
+
+
 def one_hot(labels: ArrayLike, n_classes: int = 10, dtype: DTypeLike = np.float32) -> np.ndarray:
     """One-hot encode integer class labels.
 

@@ -347,3 +347,15 @@ def pyplot():
         print("matplotlib is not installed: no figure (pip install matplotlib)")
         return None
     return plt
+
+
+def save_figure(fig, path: str | os.PathLike, *, tight: bool = True) -> str:
+    """Save a script's pyplot figure at 110 dpi (after ``tight_layout`` unless ``tight=False``),
+    close it, and return the path."""
+    import matplotlib.pyplot as plt
+
+    if tight:
+        fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
