@@ -54,11 +54,19 @@ import time
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
-import torch
 
 import neuropc as npc
 from neuropc.reference.backprop import BackpropModel
-from neuropc.runner import print_progress, pyplot, report, run_main, save_figure, script_args, wrote
+from neuropc.runner import (
+    print_progress,
+    pyplot,
+    report,
+    run_main,
+    save_figure,
+    script_args,
+    torch_threads,
+    wrote,
+)
 
 
 @dataclass(frozen=True)
@@ -173,10 +181,10 @@ def _options(ap) -> None:
                     help="auto: Fashion-MNIST when installed, else the embedded MNIST")  # fmt: skip
 
 
+@torch_threads(1)  # deterministic and fair to both arms on a small, shared machine
 def main(argv: list[str] | None = None) -> dict:
     args = script_args(__doc__.splitlines()[0], argv, name="conv_classifier", extra=_options)
     cfg = QUICK if args.quick else FULL if args.full else DEFAULT
-    torch.set_num_threads(1)  # deterministic and fair to both arms on a small, shared machine
     data = load_data(cfg, "mnist" if args.quick else args.data)
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

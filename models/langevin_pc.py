@@ -57,14 +57,13 @@ import time
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
-import torch
 
 import neuropc as npc
 from neuropc.analysis import features as _feat
 from neuropc.analysis import generative as _gen
 from neuropc.analysis.likelihood import encoder_log_weights
 from neuropc.reference.vae import VAE
-from neuropc.runner import print_progress, report, run_main, script_args, wrote
+from neuropc.runner import print_progress, report, run_main, script_args, torch_threads, wrote
 
 OBJECTIVES = ("forward_kl", "reverse_kl", "jeffreys")
 # null in the JSON: never reached / no stable step size in the grid
@@ -282,12 +281,12 @@ def _options(ap) -> None:
                     help="auto: Fashion-MNIST when installed, else the embedded MNIST")  # fmt: skip
 
 
+# the numba backend's BLAS threads and torch's pool (the encoder, the VAE, the bounds) must not
+# spin against each other on a small machine: torch runs on one thread
+@torch_threads(1)
 def main(argv: list[str] | None = None) -> dict:
     args = script_args(__doc__.splitlines()[0], argv, name="langevin_pc", extra=_options)
     cfg = QUICK if args.quick else FULL if args.full else DEFAULT
-    # the numba backend's BLAS threads and torch's pool (the encoder, the VAE, the bounds) must
-    # not spin against each other on a small machine: torch runs on one thread
-    torch.set_num_threads(1)
     data = load_data(cfg, "mnist" if args.quick else args.data)
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -85,7 +85,16 @@ from neuropc.dynamics.optim import torch_optimizer
 from neuropc.model import energy as _energy
 from neuropc.model.operators import fan_init
 from neuropc.reference.backprop import is_trainable, train_epochs
-from neuropc.runner import print_progress, pyplot, report, run_main, save_figure, script_args, wrote
+from neuropc.runner import (
+    print_progress,
+    pyplot,
+    report,
+    run_main,
+    save_figure,
+    script_args,
+    torch_threads,
+    wrote,
+)
 
 
 @dataclass(frozen=True)
@@ -324,10 +333,10 @@ def _options(ap) -> None:
                     help="auto: Fashion-MNIST when installed, else the embedded MNIST")  # fmt: skip
 
 
+@torch_threads(1)  # small dense layers: threads only contend on a small machine
 def main(argv: list[str] | None = None) -> dict:
     args = script_args(__doc__.splitlines()[0], argv, name="pc_vae", extra=_options)
     cfg = QUICK if args.quick else FULL if args.full else DEFAULT
-    torch.set_num_threads(1)  # small dense layers: threads only contend on a small machine
     data = load_data(cfg, "mnist" if args.quick else args.data)
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -47,7 +47,7 @@ import numpy as np
 
 import neuropc as npc
 from neuropc.reference.backprop import BackpropModel
-from neuropc.runner import report, run_main, script_args, wrote
+from neuropc.runner import report, run_main, script_args, torch_threads, wrote
 
 SETTINGS = {
     "label0": ("label", 0.0), "label20": ("label", 0.2), "label40": ("label", 0.4),
@@ -209,16 +209,14 @@ def _hp_metrics(key: str, hp: dict) -> dict:
     return {f"{name}_{key}": v for name, v in hp.items()}
 
 
+# the arms alternate numba (OpenBLAS threads) and torch (its own pool): on a small machine two
+# pools spinning against each other slow both several-fold, and these networks are small
+@torch_threads(1)
 def main(argv: list[str] | None = None) -> dict:
     args = script_args(__doc__.splitlines()[0], argv, name="precision_noise",
                        extra=lambda ap: ap.add_argument("--full", action="store_true",
                                                         help="the whole protocol (hours)"))  # fmt: skip
     cfg = QUICK if args.quick else FULL if args.full else DEFAULT
-    # the arms alternate numba (OpenBLAS threads) and torch (its own pool); on a small machine two
-    # pools spinning against each other slow both several-fold, and these networks are small
-    import torch
-
-    torch.set_num_threads(1)
     cfg = replace(cfg, seeds=tuple(args.seed + s for s in cfg.seeds))
     name, train, test = load(cfg)
     t0 = time.perf_counter()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import json
 import math
 import os
@@ -359,3 +360,19 @@ def save_figure(fig, path: str | os.PathLike, *, tight: bool = True) -> str:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return str(path)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run a block, or decorate a script's ``main``, with torch on ``n`` threads, restoring the
+    previous count afterwards: a script run in-process (tests) must not change the pool of the
+    code that runs after it. One thread where a script's torch work is small or shares the
+    machine with numba's BLAS (two pools spinning against each other on 2 cores)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
