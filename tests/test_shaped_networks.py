@@ -398,3 +398,16 @@ def test_categorical_over_a_named_axis_is_one_distribution_per_column() -> None:
         net.population(
             "z", shape=(2, 2), dims=("row", "col"), distribution=npc.Categorical(axis="lane")
         )
+
+
+def test_natural_gradient_refuses_shaped_populations() -> None:
+    net = npc.Network()
+    net.population("x", shape=(4, 6), role="input")
+    net.population("y", shape=(4, 3), role="target")
+    net.connect("x", "y")
+    with pytest.raises(ValueError, match="NaturalGradient: connection 'x->y' joins shaped"):
+        npc.Simulator(net, backend="torch", optimizer=npc.NaturalGradient())
+    from neuropc.reference.natural_gradient import KFAC
+
+    with pytest.raises(ValueError, match="KFAC: connection 'x->y' joins shaped populations"):
+        KFAC(net, npc.NaturalGradient())

@@ -69,6 +69,11 @@ class KFAC:
                     f"KFAC: connection {c.name!r} is of kind {c.kind!r}, whose Fisher block has "
                     "no Kronecker form"
                 )
+            if any(len(network[q].shape) > 1 for q in (*c.pres, c.post)):
+                raise ValueError(
+                    f"KFAC: connection {c.name!r} joins shaped populations; the Kronecker-"
+                    "factored update runs flat populations only"
+                )
         if spec.require_learned and spec.c_out == "precision":
             for post in sorted({c.post for c in network.connections}):
                 prec = getattr(network[post].distribution, "precision", None)
