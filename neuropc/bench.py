@@ -5,7 +5,10 @@ Adam) over the timed batches. ``gflops_effective`` divides the matmul work of a 
 (:meth:`Plan.matmul_flops`: forward initialisation, T steps of predictions from free populations
 and error back-projections, final predictions, weight gradients) by that time. ``blas_gflops`` is
 the same work done by the same BLAS on the same shapes with nothing else, measured in the same run:
-the matmul ceiling. ``efficiency`` is their ratio.
+the matmul ceiling. ``efficiency`` is their ratio. On the CPU, ``mkl_ceiling_ms`` times the same
+gemm calls through ``torch.mm`` (MKL in the x86 torch wheels, typically 2-2.5x faster than the
+OpenBLAS the numba backend calls for these small shapes) and ``over_mkl_ceiling`` is
+``ms_per_batch / mkl_ceiling_ms``.
 
 References (:func:`references`): ``bp_ms_per_batch`` is a torch backprop step (forward, backward,
 Adam) of the same MLP and ``handwritten_pc_ms_per_batch`` the same PC training step written
@@ -72,6 +75,16 @@ def blas_ceiling_ms(sim: Simulator, batch: int, steps: int, repeats: int = 20) -
     A, B, C = (rng.standard_normal(big).astype(sim.dtype) for _ in range(3))
     K.gemm_sequence(shapes, A, B, C, 1)
     return _median_ms(lambda: K.gemm_sequence(shapes, A, B, C, 1), repeats)
+
+
+def mkl_ceiling_ms(sim: Simulator, batch: int, steps: int, repeats: int = 20) -> float:
+    """Median time of the batch's gemm calls (:meth:`Plan.gemm_calls`: the same shapes,
+    transposes and counts) through ``torch.mm`` on the CPU, which runs MKL in the x86 torch
+    wheels: the MKL-class ceiling of a CPU batch, whatever BLAS the backend itself calls."""
+    import torch
+
+    tdt = torch.float64 if np.dtype(sim.dtype) == np.float64 else torch.float32
+    return _torch_ceiling_ms(sim.plan.gemm_calls(batch, steps), torch.device("cpu"), tdt, repeats)
 
 
 def _torch_ceiling_ms(shapes: np.ndarray, device, dtype, repeats: int) -> float:
@@ -308,6 +321,8 @@ def run(
     optimizer: str = "adam",
     temperature: float = 0.0,
     precondition: bool = False,
+    profile_batch: bool = False,
+    torch_load: bool = False,
 ) -> dict:
     """Measure one configuration; returns the JSON-ready metrics (see the module docstring).
     ``output``: the output population's distribution, ``"gaussian"`` (unit precision),
@@ -321,7 +336,9 @@ def run(
     Adam is timed in alternating rounds, and ``over_adam`` is the median per-round ratio.
     ``temperature`` > 0 runs Langevin inference, ``precondition`` adds the default
     :class:`~neuropc.dynamics.inference.Preconditioner`; with either, the plain PC step of the same
-    network is timed in alternating rounds, and ``over_plain`` is the median per-round ratio."""
+    network is timed in alternating rounds, and ``over_plain`` is the median per-round ratio.
+    ``profile_batch``: also :func:`profile` (where the time goes); ``torch_load``: also
+    :func:`with_torch_load` (a batch right after torch work in the same process)."""
     if timed < 1:
         raise ValueError(f"timed must be >= 1; got {timed}")
     if batch < 1:
@@ -389,6 +406,10 @@ def run(
         "efficiency": blas_ms / ms,
         "compile_s": compile_s,
     }
+    if (device or "cpu") == "cpu":  # torch.mm (MKL on x86 wheels) on the same gemm calls
+        mkl_ms = mkl_ceiling_ms(sim, batch, steps, repeats=max(timed // 2, 10))
+        out.update(mkl_ceiling_ms=mkl_ms, over_mkl_ceiling=ms / mkl_ms,
+                   mkl_gflops=flops / (mkl_ms * 1e-3) / 1e9)  # fmt: skip
     out.update(optimizer=optimizer, temperature=float(temperature), precondition=precondition)
     if optimizer != "adam":
         out.update(_against_adam(sim, build("adam"), data, timed))
@@ -399,6 +420,10 @@ def run(
                    over_plain=float(np.median(t[:, 0] / t[:, 1])))  # fmt: skip
     if record != "none":
         out.update(record_overhead(sim, data, record, timed))
+    if profile_batch:
+        out.update(profile(sim, data, batch, steps, timed))
+    if torch_load:
+        out.update(with_torch_load(sim, data, timed))
     if bp:
         step = lambda: sim.learn(data, state=False)
         out.update(
@@ -465,3 +490,81 @@ def run_transformer(
     out["samples_per_s"] = batch / (out["ms_per_batch"] * 1e-3)
     out["tokens_per_s"] = out["samples_per_s"] * seq
     return out
+
+
+def profile(sim: Simulator, data: dict, batch: int, steps: int, timed: int = 50) -> dict:
+    """Where a training batch's time goes, measured in the same run (medians of alternating
+    rounds, milliseconds per batch):
+
+    * ``gemm``: the batch's gemm calls alone through the backend's own matmul
+      (:func:`blas_ceiling_ms`);
+    * ``optimizer``: a learning batch (``learn``) minus the same batch computing only the
+      gradients (``Simulator.gradients``: inference and local gradients, no step; it copies the
+      gradients to the host, so this slightly underestimates the step);
+    * ``python``: a learning batch minus the time spent inside the backend's ``run`` (the
+      simulator's checks, buffers, schedule and bookkeeping);
+    * ``elementwise``: the rest of ``run``: activations, errors, value updates, energies,
+      divergence checks (everything in the kernel that is not a gemm or the optimiser step).
+
+    The four add up to ``total`` (``elementwise`` is the remainder, floored at 0)."""
+    backend = sim.backend
+    inner = backend.run
+    spent = [0.0]
+
+    def timed_run(*a, **k):
+        t0 = time.perf_counter()
+        try:
+            return inner(*a, **k)
+        finally:
+            spent[0] += time.perf_counter() - t0
+
+    backend.run = timed_run
+    try:
+        spent[0] = 0.0
+        t = _rounds([lambda: sim.learn(data, state=False),
+                     lambda: sim.gradients(data)], timed)  # fmt: skip
+        # the rounds call run twice per round (plus 3 warm-up rounds): the learning batches'
+        # share of the time in run is measured separately below
+        spent[0] = 0.0
+        learn_ms = _median_ms(lambda: sim.learn(data, state=False), timed)
+        run_ms = 1e3 * spent[0] / timed
+    finally:
+        backend.run = inner
+    total = float(np.median(t[:, 0])) * 1e3
+    grads_only = float(np.median(t[:, 1])) * 1e3
+    gemm = blas_ceiling_ms(sim, batch, steps, repeats=max(timed // 2, 10))
+    optimizer = max(total - grads_only, 0.0)
+    python = max(learn_ms - run_ms, 0.0)
+    elementwise = max(total - gemm - optimizer - python, 0.0)
+    return {"profile_total_ms": total, "profile_gemm_ms": gemm,
+            "profile_elementwise_ms": elementwise, "profile_optimizer_ms": optimizer,
+            "profile_python_ms": python}  # fmt: skip
+
+
+def with_torch_load(sim: Simulator, data: dict, n: int) -> dict:
+    """A batch right after torch work in the same process (a 784 x 784 ``torch.mm`` on the
+    CPU, whose thread pool may then spin) against a batch without it, in ``n`` alternating rounds:
+    ``torch_load_ms_per_batch`` and ``over_without_torch``, the median per-round ratio (1 when
+    the two pools do not fight)."""
+    import torch
+
+    a = torch.randn(784, 784)
+
+    def torch_work() -> None:
+        torch.mm(a, a)
+
+    def learn() -> float:
+        t0 = time.perf_counter()
+        sim.learn(data, state=False)
+        return time.perf_counter() - t0
+
+    for _ in range(3):
+        torch_work()
+        learn()
+    t = np.zeros((n, 2))
+    for i in range(n):
+        t[i, 0] = learn()
+        torch_work()
+        t[i, 1] = learn()
+    return {"torch_load_ms_per_batch": 1e3 * float(np.median(t[:, 1])),
+            "over_without_torch": float(np.median(t[:, 1] / t[:, 0]))}  # fmt: skip

@@ -124,6 +124,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--timescale", default="slow", choices=["slow", "fast"],
         help="with --precision: learned across batches, or also re-estimated at every step",
     )  # fmt: skip
+    b.add_argument(
+        "--with-torch-load", action="store_true",
+        help="also time batches right after torch work in the same process (over_without_torch)",
+    )  # fmt: skip
+    b.add_argument(
+        "--profile", action="store_true",
+        help="also print where a batch's time goes: gemm, elementwise, optimizer, python",
+    )  # fmt: skip
     b.add_argument("--json", action="store_true")
 
     try:
@@ -218,6 +226,7 @@ def _bench(args: argparse.Namespace) -> int:
         bp=not args.no_bp, record=args.record, compile=args.compile, output=args.output,
         precision=args.precision, timescale=args.timescale, optimizer=args.optimizer,
         temperature=args.temperature, precondition=args.precondition,
+        profile_batch=args.profile, torch_load=args.with_torch_load,
     )  # fmt: skip
     return _print_bench(res, args.json, NOTES)
 

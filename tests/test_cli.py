@@ -40,6 +40,22 @@ def test_bench_json_has_the_documented_fields(capsys: pytest.CaptureFixture[str]
     expected = 2 * (b * 20 * 16 * 2 + b * (16 * 16 + 16 * 4) * (2 * t + 3))
     assert res["mflop_per_batch"] * 1e6 == pytest.approx(expected)
     assert res["efficiency"] == pytest.approx(res["blas_ms_per_batch"] / res["ms_per_batch"])
+    assert res["over_mkl_ceiling"] == pytest.approx(res["ms_per_batch"] / res["mkl_ceiling_ms"])
+    assert res["mkl_gflops"] * res["mkl_ceiling_ms"] == pytest.approx(
+        res["blas_gflops"] * res["blas_ms_per_batch"]
+    )  # the same FLOPs, two ceilings
+
+
+def test_bench_profile_splits_the_batch(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = cli.main(["bench", "--sizes", "20,16,4", "--batch", "8", "--steps", "3", "--timed", "5",
+                   "--no-bp", "--profile", "--with-torch-load", "--json"])  # fmt: skip
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    parts = [res[f"profile_{k}_ms"] for k in ("gemm", "elementwise", "optimizer", "python")]
+    assert all(p >= 0 for p in parts) and res["profile_gemm_ms"] > 0
+    # elementwise is the remainder: the parts add up to the total unless it was floored at 0
+    assert sum(parts) == pytest.approx(res["profile_total_ms"]) or parts[1] == 0.0
+    assert res["torch_load_ms_per_batch"] > 0 and res["over_without_torch"] > 0
 
 
 def test_bench_transformer_reports_the_ratio_to_backprop(
