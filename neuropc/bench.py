@@ -406,6 +406,10 @@ def run(
         "efficiency": blas_ms / ms,
         "compile_s": compile_s,
     }
+    if backend == "numba":
+        from .backends._numba_kernels import BLAS
+
+        out["numba_blas"] = BLAS  # torch-mkl, or scipy-openblas (NEUROPC_NUMBA_BLAS)
     if (device or "cpu") == "cpu":  # torch.mm (MKL on x86 wheels) on the same gemm calls
         mkl_ms = mkl_ceiling_ms(sim, batch, steps, repeats=max(timed // 2, 10))
         out.update(mkl_ceiling_ms=mkl_ms, over_mkl_ceiling=ms / mkl_ms,

@@ -36,10 +36,42 @@ from ..model.distributions import TINY as _TINY  # errors below it are flushed t
 # numba's cache of this file does not see edits to it: clear the cache after changing _normal.py
 from ._normal import fill_normal, key_from_seed
 
-for _name in ("dgemm", "sgemm"):
-    _llvm.add_symbol(
-        "neuropc_" + _name, get_cython_function_address("scipy.linalg.cython_blas", _name)
-    )
+
+def _blas_addresses() -> tuple[str, dict[str, int]]:
+    """The Fortran ``dgemm`` / ``sgemm`` the kernels call, chosen by ``NEUROPC_NUMBA_BLAS``:
+    ``"torch"`` (the default when available): the MKL gemm that the x86 torch wheels export from
+    libtorch_cpu, which runs the small gemms of PC about 2x faster than OpenBLAS and shares
+    torch's OpenMP pool, so torch and numba in one process do not fight over the cores
+    (docs/performance.md); ``"scipy"``: scipy's OpenBLAS (the fallback where torch has no MKL)."""
+    import ctypes
+    import os
+
+    choice = os.environ.get("NEUROPC_NUMBA_BLAS", "auto")
+    if choice not in ("auto", "torch", "scipy"):
+        raise ValueError(f"NEUROPC_NUMBA_BLAS must be auto, torch or scipy; got {choice!r}")
+    if choice != "scipy":
+        try:
+            import torch
+
+            if not torch.backends.mkl.is_available():
+                raise OSError("torch was built without MKL")
+            lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib",
+                                           "libtorch_cpu.so"))  # fmt: skip
+            return "torch-mkl", {
+                n: ctypes.cast(getattr(lib, n + "_"), ctypes.c_void_p).value
+                for n in ("dgemm", "sgemm")
+            }
+        except (ImportError, OSError, AttributeError):
+            if choice == "torch":
+                raise
+    return "scipy-openblas", {
+        n: get_cython_function_address("scipy.linalg.cython_blas", n) for n in ("dgemm", "sgemm")
+    }
+
+
+BLAS, _addresses = _blas_addresses()
+for _name, _address in _addresses.items():
+    _llvm.add_symbol("neuropc_" + _name, _address)
 _vp = types.voidptr
 _dgemm = types.ExternalFunction("neuropc_dgemm", types.void(*([_vp] * 13)))
 _sgemm = types.ExternalFunction("neuropc_sgemm", types.void(*([_vp] * 13)))
