@@ -53,6 +53,15 @@ OPTIMIZERS = {
 }
 
 
+def _peak_rss_mb() -> float:
+    """The process's peak resident memory so far, in MB (Linux reports kB, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**20 if sys.platform == "darwin" else 2**10)
+
+
 def _median_ms(fn, n: int) -> float:
     ts = []
     for _ in range(n):
@@ -406,6 +415,7 @@ def run(
         "efficiency": blas_ms / ms,
         "compile_s": compile_s,
     }
+    out["peak_rss_mb"] = _peak_rss_mb()
     if backend == "numba":
         from .backends._numba_kernels import BLAS
 

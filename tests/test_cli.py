@@ -472,3 +472,23 @@ def test_exit_status_rules(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
         exit_status("p", bad)
     err = FileNotFoundError(2, "No such file or directory", "/x/y")
     assert one_line(err) == "No such file or directory: /x/y"
+
+
+def test_scaling_script_runs_and_fits_power_laws(tmp_path) -> None:
+    import importlib.util
+
+    path = ROOT / "benchmarks" / "scaling.py"
+    spec = importlib.util.spec_from_file_location("scaling", path)
+    scaling = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scaling)
+    # the fit recovers exact power laws (closed form)
+    xs = [1.0, 2.0, 4.0, 8.0]
+    assert scaling._slope(xs, [3 * x**1.5 for x in xs]) == pytest.approx(1.5)
+    out = tmp_path / "s.json"
+    res = subprocess.run([sys.executable, str(path), "--quick", "--repeats", "1", "--timed", "3",
+                          "--json-out", str(out)], capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    data = json.loads(out.read_text())
+    assert len(data["rows"]) == 2 and "ms_vs_flops" in data["fits"]
+    for r in data["rows"]:
+        assert r["peak_rss_mb"] > 0 and r["mkl_ceiling_ms"] > 0
