@@ -30,6 +30,18 @@ BATCHES = (32, 128, 512, 1024)
 STEPS = (5, 20, 50, 100)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def configs(quick: bool) -> list[tuple[int, int, int]]:
     if quick:
         return [(32, 16, 3), (64, 16, 3)]
@@ -47,9 +59,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json-out", default=None)
     args = ap.parse_args()
-    print(
-        f"# {platform.processor() or platform.machine()}, {time.strftime('%Y-%m-%d')}, backend {args.backend}"
-    )
+    print(f"# {cpu_model()}, {time.strftime('%Y-%m-%d')}, backend {args.backend}")
     print(
         "| width | batch | T | ms/batch | GFLOP/s | MKL ceiling ms | efficiency (MKL) | peak MB |"
     )
