@@ -534,7 +534,6 @@ def profile(sim: Simulator, data: dict, batch: int, steps: int, timed: int = 50)
 
     backend.run = timed_run
     try:
-        spent[0] = 0.0
         t = _rounds([lambda: sim.learn(data, state=False),
                      lambda: sim.gradients(data)], timed)  # fmt: skip
         # the rounds call run twice per round (plus 3 warm-up rounds): the learning batches'

@@ -78,8 +78,10 @@ def check_data(
         check_fits(name, a, dtype)
         if not values:  # clamped data of a Bernoulli / Categorical are probabilities
             check_distribution_data(name, pop.distribution, to_rows(a, shape, pop.axis))
-        for c in network.outgoing(name):  # what an operator reads (e.g. token ids in range)
-            c.operator().check_input(c.pres.index(name), name, a.reshape(-1, *shape))
+        q = plan.index(name)
+        for op, pres in zip(plan.cops, plan.cpres):  # what an operator reads (token ids in range)
+            if q in pres:
+                op.check_input(pres.index(q), name, a.reshape(-1, *shape))
         out[name] = a
     if not values:
         missing = sorted(clamped - set(out))

@@ -36,6 +36,17 @@ def run_model_json(name: str, out: Path, *, cli: bool = False, extra: tuple[str,
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def quick_twice(name: str, out: Path) -> tuple[dict, dict, object]:
+    """``models/NAME.py --quick`` in-process, capturing its one PC simulator, and as a script
+    (both seed 0): ``(metrics, the script's metrics, the simulator)``."""
+    from oracles import capture_simulators
+
+    with capture_simulators() as sims:
+        m = load_model(name).main(["--quick", "--out", str(out / "inproc")])
+    assert len(sims) == 1
+    return m, run_model_json(name, out / "script"), sims[0]
+
+
 # ---- the backend under test: the same suite runs against every backend (Nengo-style) ----------
 def _cuda() -> bool:
     try:

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import MODELS, ROOT, load_model, run_model_json
-from oracles import argmax_accuracy_bounds, capture_simulators, chance_threshold
+from conftest import MODELS, ROOT, load_model, quick_twice
+from oracles import argmax_accuracy_bounds, chance_threshold
 
 import neuropc as npc
 
@@ -32,13 +32,7 @@ TIMINGS = ("seconds", "train_seconds", "bp_train_seconds", "ms_per_batch_pc", "m
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory) -> tuple[dict, dict, npc.Simulator]:
     """``conv_classifier --quick`` in-process (with its PC simulator) and as a script, seed 0."""
-    out = tmp_path_factory.mktemp("conv_classifier")
-    mod = load_model("conv_classifier")
-    with capture_simulators() as sims:
-        m = mod.main(["--quick", "--out", str(out / "inproc")])
-    assert len(sims) == 1
-    script = run_model_json("conv_classifier", out / "script")
-    return m, script, sims[0]
+    return quick_twice("conv_classifier", tmp_path_factory.mktemp("conv_classifier"))
 
 
 def _test_set() -> tuple[np.ndarray, np.ndarray]:

@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import MODELS, ROOT, load_model, run_model_json
-from oracles import capture_simulators
+from conftest import MODELS, ROOT, load_model, quick_twice
 
 import neuropc as npc
 
@@ -30,13 +29,7 @@ TIMINGS = ("seconds", "pc_seconds", "bp_seconds")
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory) -> tuple[dict, dict, npc.Simulator]:
     """``pc_vae --quick`` in-process (with its PC simulator) and as a script, both seed 0."""
-    out = tmp_path_factory.mktemp("pc_vae")
-    mod = load_model("pc_vae")
-    with capture_simulators() as sims:
-        m = mod.main(["--quick", "--out", str(out / "inproc")])
-    assert len(sims) == 1
-    script = run_model_json("pc_vae", out / "script")
-    return m, script, sims[0]
+    return quick_twice("pc_vae", tmp_path_factory.mktemp("pc_vae"))
 
 
 def _test_images() -> tuple[np.ndarray, np.ndarray]:

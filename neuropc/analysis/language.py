@@ -28,7 +28,8 @@ def logits(
     output: str = "next",
     batch: int = 256,
 ) -> np.ndarray:
-    """``(N, T, V)`` next-token logits of the ``(N, T)`` token windows ``ids`` (float32)."""
+    """``(N, T, V)`` next-token logits of the ``(N, T)`` token windows ``ids`` (float32);
+    ``params`` numpy arrays or float32 tensors (not copied)."""
     par = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in params.items()}
     shape = net[output].shape
     out = np.empty((len(ids), *shape), np.float32)
@@ -81,12 +82,12 @@ def generate(
     ids = [int(i) for i in np.asarray(prompt, np.int64).ravel()]
     if not ids:
         raise ValueError("generate: the prompt is empty; give at least one token id")
+    par = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in params.items()}  # once
     for _ in range(int(n)):
         window = ids[-seq:]
-        last = len(window) - 1
         window = [window[0]] * (seq - len(window)) + window  # causal: padding on the left
-        last += seq - len(ids[-seq:])
-        lg = logits(net, params, np.asarray([window]), inputs=inputs, output=output)[0, last]
+        # the newest token is always the window's last position
+        lg = logits(net, par, np.asarray([window]), inputs=inputs, output=output)[0, -1]
         if temperature == 0:
             ids.append(int(np.argmax(lg)))
             continue

@@ -25,9 +25,9 @@ from ..dynamics.schedule import (
     ZERO,
     Schedule,
 )  # fmt: skip
-from ..model.activations import NAMES, get
+from ..model.activations import NAMES, get, shaped_activation
 from .base import Backend, RunOutput, TraceSpec, ngd_views
-from .torch_operators import Connections, shaped_activation
+from .torch_operators import Connections
 from .torch_precision import FastPrecisions
 from .torch_relaxation import Relaxation, predict
 from .torch_trace import TraceBuffers

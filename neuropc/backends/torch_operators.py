@@ -10,8 +10,6 @@ from __future__ import annotations
 import torch
 
 from ..dynamics.plan import Plan
-from ..model.activations import Activation
-from ..model.distributions import from_rows, to_rows
 
 
 class Connections:
@@ -36,42 +34,19 @@ class Connections:
         out = self.ops[c].forward(self._inputs(c, fx), W[c])
         return mu + out.reshape(mu.shape[0], -1)
 
-    def back(self, acc, c: int, i: int, eps, fx: list, W: list):
-        """``acc + eps_post (d op_c / d f(x_pre_i))`` (``acc`` may be None), flat."""
+    def back(self, acc, c: int, i: int, eps, fx: list, W: list, done: dict):
+        """``acc + eps_post (d op_c / d f(x_pre_i))`` (``acc`` may be None), flat. ``done``
+        holds the vjps of the connections already back-projected from this state, so an
+        operator of several free inputs (attention's q and k) runs its vjp once per step."""
         if self.flat[c]:
             return eps @ W[c] if acc is None else torch.addmm(acc, eps, W[c])
-        e = eps.reshape(eps.shape[0], *self.shapes[self.post[c]])
-        g = self.ops[c].vjp_inputs(e, self._inputs(c, fx), W[c])[i].reshape(eps.shape[0], -1)
+        if c not in done:
+            e = eps.reshape(eps.shape[0], *self.shapes[self.post[c]])
+            done[c] = self.ops[c].vjp_inputs(e, self._inputs(c, fx), W[c])
+        g = done[c][i].reshape(eps.shape[0], -1)
         return g if acc is None else acc + g
 
     def grads(self, c: int, eps, fx: list, W: list) -> dict:
         """``{parameter: d (eps . op_c) / d theta}`` of a shaped or non-dense connection."""
         e = eps.reshape(eps.shape[0], *self.shapes[self.post[c]])
         return self.ops[c].vjp_params(e, self._inputs(c, fx), W[c])
-
-
-class RowActivation:
-    """A softmax over a shaped population's normalisation axis: the activation's torch forms
-    applied to one row per distribution (:func:`neuropc.model.distributions.to_rows`)."""
-
-    def __init__(self, act: Activation, shape: tuple[int, ...], axis: int) -> None:
-        self.act, self.shape, self.axis = act, shape, axis
-        self.name = act.name
-
-    def torch(self, x):
-        return from_rows(self.act.torch(to_rows(x, self.shape, self.axis)), x.shape[0],
-                         self.shape, self.axis)  # fmt: skip
-
-    def torch_forward(self, x):
-        f, aux = self.act.torch_forward(to_rows(x, self.shape, self.axis))
-        return from_rows(f, x.shape[0], self.shape, self.axis), aux  # aux stays in rows
-
-    def torch_vjp(self, aux, g):
-        b = g.shape[0]
-        r = self.act.torch_vjp(aux, to_rows(g, self.shape, self.axis))
-        return from_rows(r, b, self.shape, self.axis)
-
-
-def shaped_activation(act: Activation, shape: tuple[int, ...], axis: int):
-    """``act`` itself when elementwise or flat, else its :class:`RowActivation`."""
-    return RowActivation(act, shape, axis) if len(shape) > 1 and act.name == "softmax" else act

@@ -128,12 +128,13 @@ class Relaxation:
         has errors), then ``f(x)``; leaky errors step ``eps <- eps + err_rate (d - eps / Pi)`` from
         the same state. With ``tol``, also the per-sample squared norm of the value step."""
         fx0 = fx  # the state the step starts from (a bilinear vjp reads the other inputs' f)
+        vjps: dict = {}  # an operator's vjps from that state, computed once for all its inputs
         x, fx, dfx = list(x), list(fx), list(dfx)
         rown = None
         for p in self.free:
             bp = None
             for post, c, i in self.bp_in[p]:
-                bp = self.K.back(bp, c, i, eps[post], fx0, W)
+                bp = self.K.back(bp, c, i, eps[post], fx0, W, vjps)
             own = eps[p] if self.dist[p] is None else d[p]  # dF/dx's own term
             g = None
             if bp is not None:

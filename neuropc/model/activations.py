@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .distributions import from_rows, to_rows
+
 _GELU_C = math.sqrt(2.0 / math.pi)
 _GELU_A = 0.044715
 
@@ -194,3 +196,30 @@ def _softmax(x):
     import torch
 
     return torch.softmax(x, dim=-1)
+
+
+class RowActivation:
+    """A softmax over a shaped population's normalisation axis: the activation's torch forms
+    applied to one row per distribution (:func:`neuropc.model.distributions.to_rows`)."""
+
+    def __init__(self, act: Activation, shape: tuple[int, ...], axis: int) -> None:
+        self.act, self.shape, self.axis = act, shape, axis
+        self.name = act.name
+
+    def torch(self, x):
+        return from_rows(self.act.torch(to_rows(x, self.shape, self.axis)), x.shape[0],
+                         self.shape, self.axis)  # fmt: skip
+
+    def torch_forward(self, x):
+        f, aux = self.act.torch_forward(to_rows(x, self.shape, self.axis))
+        return from_rows(f, x.shape[0], self.shape, self.axis), aux  # aux stays in rows
+
+    def torch_vjp(self, aux, g):
+        b = g.shape[0]
+        r = self.act.torch_vjp(aux, to_rows(g, self.shape, self.axis))
+        return from_rows(r, b, self.shape, self.axis)
+
+
+def shaped_activation(act: Activation, shape: tuple[int, ...], axis: int):
+    """``act`` itself when elementwise or flat, else its :class:`RowActivation`."""
+    return RowActivation(act, shape, axis) if len(shape) > 1 and act.name == "softmax" else act

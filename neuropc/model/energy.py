@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import operators
-from .distributions import energy_torch, from_rows, to_rows
+from .activations import shaped_activation
+from .distributions import energy_torch, to_rows
 from .network import Network
 
 if TYPE_CHECKING:  # torch is imported lazily so that ``import neuropc`` stays fast
@@ -71,8 +72,7 @@ def activation(net: Network, name: str, x: torch.Tensor) -> torch.Tensor:
     """``f(x)`` of population ``name``, ``(B, n)``: elementwise, or a softmax over the
     population's normalisation axis (each row of a shaped population's categories)."""
     pop = net.populations[name]
-    r = to_rows(x, pop.shape, pop.axis)
-    return from_rows(pop.activation.torch(r), x.shape[0], pop.shape, pop.axis)
+    return shaped_activation(pop.activation, pop.shape, pop.axis).torch(x)
 
 
 def connection_params(net: Network, conn) -> list[tuple[str, str, tuple[int, ...]]]:

@@ -83,12 +83,6 @@ def _check_params(net: Network, params: Mapping[str, object]) -> None:
 
 
 # ---- the forward pass and the loss -----------------------------------------------------------
-def _prediction(net: Network, params: Tensors, values: Tensors, name: str) -> torch.Tensor | None:
-    """``mu`` of population ``name`` (None if it receives nothing): the energy's prediction,
-    written once in :func:`neuropc.model.energy.prediction`."""
-    return _energy.prediction(net, params, values, name)
-
-
 def _batch_data(net: Network, data: Mapping[str, object], need: Iterable[str], dtype) -> dict:
     """Data as tensors of ``dtype``, checking names, the required populations and batch sizes."""
     out: dict[str, torch.Tensor] = {}
@@ -135,7 +129,7 @@ def feedforward(
         if name in clamped:
             values[name] = arrays[name]
             continue
-        mu = _prediction(net, params, values, name)
+        mu = _energy.prediction(net, params, values, name)
         if mu is None:
             raise ValueError(
                 f"population {name!r} is free in phase {phase!r} but has no incoming connection and "
@@ -166,7 +160,7 @@ def loss(net: Network, params: Tensors, data: Mapping[str, torch.Tensor]) -> tor
     for name in net.topological_order():
         if name not in clamped or not net.has_error(name):
             continue
-        mu = _prediction(net, params, values, name)
+        mu = _energy.prediction(net, params, values, name)
         key = f"{name}:precision"
         pi = (
             torch.as_tensor(params[key], dtype=dtype).expand(mu.shape[1])

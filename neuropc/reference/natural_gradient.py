@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from ..dynamics.natural_gradient import NaturalGradient
+from ..model import energy as _energy
 from ..model import operators
 from ..model.distributions import Gaussian, Precision, energy_torch
 from ..model.network import Network
@@ -202,7 +203,7 @@ def _forward(
     mus: dict[str, torch.Tensor] = {}
     probes: dict[str, torch.Tensor] = {}
     for name in net.topological_order():
-        mu = _bp._prediction(net, params, values, name)
+        mu = _energy.prediction(net, params, values, name)
         if mu is not None:
             probes[name] = torch.zeros(batch, net[name].size, dtype=dtype, requires_grad=True)
             mus[name] = mu.expand(batch, net[name].size) + probes[name]
@@ -286,7 +287,7 @@ def exact_natural_gradient(
         for k, piece, shape in zip(keys, torch.split(theta, sizes), shapes):
             par[k] = piece.reshape(shape)
         values = _bp.feedforward(net, par, d64, phase="test")
-        mus = [_bp._prediction(net, par, values, n) for n in outputs]
+        mus = [_energy.prediction(net, par, values, n) for n in outputs]
         return torch.cat([m.expand(batch, net[n].size) for m, n in zip(mus, outputs)], dim=1)
 
     jac = torch.autograd.functional.jacobian(mean_outputs, theta0)  # (B, m, P)
