@@ -25,8 +25,11 @@ if TYPE_CHECKING:
 
 
 def run(sim: Simulator, arrays, phase, vals, cfg: Inference, learn: Optimizer | None,
-        grads: bool = False, b: int | None = None, trials=None) -> RunOutput:  # fmt: skip
-    """Run one batch (``arrays``: the clamped data, ``vals``: given values) and learn from it."""
+        grads: bool = False, b: int | None = None, trials=None,
+        weight: int | None = None) -> RunOutput:  # fmt: skip
+    """Run one batch (``arrays``: the clamped data, ``vals``: given values) and learn from it.
+    Data-parallel (``sim.distributed``), a learning batch is this rank's shard, of ``weight``
+    samples in the minibatch's mean (default: all of them; :mod:`neuropc.distributed`)."""
     if sim.network.version != sim._version:
         raise ValueError(
             "the network changed after the Simulator was built; build a new Simulator "
@@ -42,6 +45,13 @@ def run(sim: Simulator, arrays, phase, vals, cfg: Inference, learn: Optimizer | 
     for name, a in arrays.items():
         buf[:, pl.value_slice(name)] = a
     seed = cfg.seed if cfg.seed is not None else int(sim.noise_rng.integers(0, 2**31 - 1))
+    dp = sim.distributed
+    if dp is not None:  # shards never share noise
+        seed = dp.seed(seed)
+    dp_learn = dp if learn is not None else None
+    if dp_learn is not None:
+        dp.check(sim, cfg, learn)
+        weight = b if weight is None else weight
     amortised = cfg.init == "amortised"
     enc_x = None
     if amortised:  # the encoder's warm start: given values of its targets
@@ -56,8 +66,9 @@ def run(sim: Simulator, arrays, phase, vals, cfg: Inference, learn: Optimizer | 
     moments = objective in ("forward_kl", "jeffreys")  # fitted to the chain's samples
     # the decoder before the batch, for the objectives that evaluate the energy at q's samples
     theta = sim.parameters() if objective in ("reverse_kl", "jeffreys") else None
-    # a natural-gradient step runs on the host after the kernels' gradients
-    kernel_learn = None if isinstance(learn, NaturalGradient) else learn
+    # a natural-gradient step, and a data-parallel one (after the all-reduce), run after the
+    # kernels' gradients
+    kernel_learn = None if isinstance(learn, NaturalGradient) or dp_learn else learn
     rec = sim._recorder
     recording = rec is not None and rec.active(phase)
     ctx = None
@@ -69,12 +80,16 @@ def run(sim: Simulator, arrays, phase, vals, cfg: Inference, learn: Optimizer | 
                             grads=grads or learn is not None, moments=moments)  # fmt: skip
     trace = rec.trace_spec(phase, b) if recording else None
     out = sim.backend.run(b, sched, seed, learn=kernel_learn, trace=trace)
-    check_run(sim, out, phase)
+    total = check_run(sim, out, phase, dp_learn, weight)
     if learn is not None:
+        reduce = None
+        if dp_learn is not None:
+            reduce = _data_parallel_step(sim, out, learn, weight, total, phase)
         undo_encoder = None
         if enc_learns:
-            undo_encoder = _encoder_step(sim, out, arrays, enc_x, sched, theta, learn, seed, phase)
-        learned(sim, out, phase, learn, undo_encoder)
+            undo_encoder = _encoder_step(sim, out, arrays, enc_x, sched, theta, learn, seed,
+                                         phase, reduce)  # fmt: skip
+        learned(sim, out, phase, learn, undo_encoder, reduce)
     if recording:
         rows = _recording.batch_rows(rec, sim, ctx, out, learn is not None)
         rec.consume(out, phase, b, cfg, seed, trials, learn is not None, rows)
@@ -121,7 +136,21 @@ def check_amortised(sim: Simulator, phase: str, clamped: np.ndarray, learn):
     return enc
 
 
-def _encoder_step(sim, out, arrays, x, sched, theta, learn, seed, phase):
+def _data_parallel_step(sim: Simulator, out, learn, weight: int, total: int, phase: str):
+    """The optimiser step on the minibatch's gradients (:func:`check_run` all-reduced them), and
+    the reductions for the host's learning after it (:mod:`neuropc.distributed`)."""
+    dp, backend = sim.distributed, sim.backend
+    if out.grads is not None:  # (a recording of the gradients gets the minibatch's)
+        out.grads = backend.gradient_tensor().detach().cpu().double().numpy()
+    bad = backend.step(learn)
+    if bad >= 0:
+        name, index = sim.plan.locate(bad)
+        raise DivergenceError(None, None, phase, parameter=name, index=index)
+    return {"array": lambda a: dp.mean_array(a, weight, total),
+            "tensors": lambda ts: dp.mean_tensors(ts, weight, total)}  # fmt: skip
+
+
+def _encoder_step(sim, out, arrays, x, sched, theta, learn, seed, phase, reduce=None):
     """The encoder's optimiser step after the batch's run; returns its undo. If it diverges, the
     batch's decoder step is undone too before the error propagates."""
     enc, pl = sim._encoder, sim.plan
@@ -134,17 +163,19 @@ def _encoder_step(sim, out, arrays, x, sched, theta, learn, seed, phase):
         m1, m2 = z, z * z
     clamped = [n for i, n in enumerate(pl.names) if sched.clamped[i]]
     try:
-        enc.learn(x, m1, m2, arrays, clamped, theta, learn, seed, phase)
+        enc.learn(x, m1, m2, arrays, clamped, theta, learn, seed, phase,
+                  reduce["tensors"] if reduce else None)  # fmt: skip
     except DivergenceError:
         sim.backend.undo_step()
         raise
     return enc.undo
 
 
-def learned(sim: Simulator, out, phase: str, learn: Optimizer, undo_encoder=None) -> None:
+def learned(sim: Simulator, out, phase: str, learn: Optimizer, undo_encoder=None,
+            reduce=None) -> None:  # fmt: skip
     """After a learning batch's run: a natural-gradient step (the kernels ran none), then the
     learned precisions' steps; a diverging precision undoes the batch's weight (and encoder)
-    update."""
+    update. ``reduce``: data-parallel training's reductions (:func:`_data_parallel_step`)."""
     undo = sim.backend.undo_step
     if isinstance(learn, NaturalGradient):  # its factors, kept per settings
         state = sim._ngd.setdefault(learn, _ngd.NGDState(learn, sim.plan))
@@ -156,18 +187,31 @@ def learned(sim: Simulator, out, phase: str, learn: Optimizer, undo_encoder=None
             undo_weights()
             undo_encoder()
 
-    _precision.learn(sim._precisions, out, sim.plan, sim.backend, undo, phase)
+    _precision.learn(sim._precisions, out, sim.plan, sim.backend, undo, phase,
+                     reduce["array"] if reduce else None)  # fmt: skip
 
 
-def check_run(sim: Simulator, out, phase: str) -> None:
+def check_run(sim: Simulator, out, phase: str, dp=None, weight: int = 0) -> int | None:
     """Raise :class:`DivergenceError` for a non-finite energy (inference) or an optimiser step
     that would have made a parameter non-finite (the backend left it unapplied). Adds the
-    ``-1/2 log det Pi`` of Precision parameters to the reported energies."""
+    ``-1/2 log det Pi`` of Precision parameters to the reported energies. With ``dp`` (a
+    data-parallel learning batch) the ranks first all-reduce the gradients: any rank's
+    divergence raises on all, ``out.mean_energy`` becomes the minibatch's, and the total weight
+    is returned."""
     for st in sim._precisions.values():
         if st.spec.timescale == "slow":  # (the kernels add a fast precision's, per step)
             out.energies[:, st.index] -= 0.5 * st.logdet()
+    total = None
+    if dp is not None:
+        failed = out.bad_step >= 0
+        energy = 0.0 if failed else float(np.sum(out.energies[-1]))
+        grads = sim.backend.gradient_tensor()
+        total, out.mean_energy = dp.reduce_batch(weight, failed, energy, grads, phase)
     if out.bad_step >= 0:
-        raise DivergenceError(out.bad_step, sim.plan.names[out.bad_pop], phase)
+        err = DivergenceError(out.bad_step, sim.plan.names[out.bad_pop], phase)
+        err.rank = dp.rank if dp is not None else None
+        raise err
     if out.bad_param >= 0:
         name, index = sim.plan.locate(out.bad_param)
         raise DivergenceError(None, None, phase, parameter=name, index=index)
+    return total

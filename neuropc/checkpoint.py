@@ -289,11 +289,13 @@ def load(
     backend: str | None = None,
     device: str | None = None,
     compile: bool | str | None = None,
+    distributed: bool | None = None,
 ) -> Simulator:
     """A new simulator with the network, settings, parameters, optimiser state and random streams
     of the checkpoint at ``path``. ``backend``, ``device`` and ``compile`` override the saved ones
     (e.g. to continue on the CPU a run trained on a GPU; bit-identity holds only on the same
-    backend)."""
+    backend). ``distributed``: as in :class:`~neuropc.simulator.Simulator` (a checkpoint of a
+    data-parallel run loads in one process, and the other way round)."""
     from .simulator import Simulator
 
     ck = read(path)
@@ -306,7 +308,7 @@ def load(
         net, backend=backend or s["backend"],
         device=device if device is not None else (s["device"] if not backend else None),
         dtype=s["dtype"], seed=int(s["seed"]), inference=ck.inference, optimizer=ck.optimizer,
-        compile=s["compile"] if compile is None else compile,
+        compile=s["compile"] if compile is None else compile, distributed=distributed,
     )  # fmt: skip
     apply(sim, ck, str(path))
     return sim

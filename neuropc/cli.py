@@ -53,6 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     r = sub.add_parser("run", help="run a model script (same as python SCRIPT ...)")
     r.add_argument("script")
+    r.add_argument(
+        "--nproc", type=positive_int, default=1,
+        help="data-parallel training in N processes on this machine (torch.distributed, gloo; "
+        "see neuropc.distributed)",
+    )  # fmt: skip
     script_options = add_script_options(r, pass_through=True)
 
     i = sub.add_parser(
@@ -199,8 +204,13 @@ def _recording_command(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, rest: list[str], options: list[argparse.Action]) -> int:
     """Run the script as ``__main__`` with the given options (and any others it defines)."""
     script = check_input_file(args.script, "script")
+    argv = [str(script), *script_argv(args, options), *rest]
+    if args.nproc > 1:
+        from .distributed import launch
+
+        return launch(argv, args.nproc)
     old = sys.argv
-    sys.argv = [str(script), *script_argv(args, options), *rest]
+    sys.argv = argv
     try:
         runpy.run_path(str(script), run_name="__main__")
     except SystemExit as e:

@@ -16,6 +16,10 @@ class DivergenceError(RuntimeError):
       ``index`` is the first bad entry; the step was rolled back.
     * ``"precision"``: a learned precision (:class:`~neuropc.model.distributions.Precision`) of
       ``population`` would have become non-finite or non-positive; the batch was undone.
+
+    In data-parallel training (:mod:`neuropc.distributed`) the ranks whose own inference was
+    finite raise it too, with ``rank`` set to the first rank that diverged (``step`` and
+    ``population`` are that rank's to report).
     """
 
     def __init__(
@@ -27,8 +31,10 @@ class DivergenceError(RuntimeError):
         parameter: str | None = None,
         index: tuple[int, ...] | None = None,
         precision: bool = False,
+        rank: int | None = None,
     ) -> None:
         self.step = step
+        self.rank = rank
         self.population = population
         self.phase = phase
         self.parameter = parameter
@@ -36,7 +42,12 @@ class DivergenceError(RuntimeError):
         self.source = (
             "precision" if precision else "inference" if parameter is None else "optimizer"
         )
-        if precision:
+        if rank is not None:
+            msg = (
+                f"inference diverged on rank {rank} of the process group (phase {phase!r}; "
+                "that rank names the population); no rank learned from the batch"
+            )
+        elif precision:
             msg = (
                 f"the learned precision of population {population!r} became non-finite or not "
                 f"positive definite after the batch (inference step {step}, phase {phase!r}); "

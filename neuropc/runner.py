@@ -11,6 +11,10 @@ with the same options::
     --record PATH    record the run's simulators to HDF5 (PATH, then PATH-2, ...)
     --record-preset  what --record records: energy, settled (default) or steps
 
+``neuropc run SCRIPT --nproc N`` runs it as N data-parallel ranks (:mod:`neuropc.distributed`):
+rank 0 prints and writes to ``--out``; rank ``r > 0`` writes to ``--out``'s ``rank<r>`` folder and
+records to ``PATH-rank<r>``.
+
 ``--record`` arms nothing process-wide: :func:`script_args` puts a :class:`ScriptRecordings` in
 ``args.recordings``, and the script hands it each simulator it builds
 (``args.recordings.attach(sim)``); :func:`report` closes those recordings. A script that records
@@ -42,6 +46,7 @@ from typing import NoReturn
 import numpy as np
 
 from .backends import BACKENDS
+from .distributed import env_rank
 from .errors import DivergenceError, RecordingError
 
 # the progress helpers, re-exported for model scripts
@@ -233,10 +238,15 @@ def script_args(
         extra(ap)
     args = ap.parse_args(argv)
     stem = name or Path(sys.argv[0]).stem or "model"
+    out = args.out if args.out is not None else os.path.join("runs", stem)
+    rank = env_rank()
+    if rank > 0:  # a data-parallel rank's own files (neuropc.distributed): beside rank 0's
+        out = os.path.join(out, f"rank{rank}")
+        if args.record:
+            base, ext = os.path.splitext(args.record)
+            args.record = f"{base}-rank{rank}{ext}"
     try:
-        args.out = check_output_dir(
-            args.out if args.out is not None else os.path.join("runs", stem), "--out"
-        )
+        args.out = check_output_dir(out, "--out")
         if args.record:
             check_output_file(args.record, "--record")
     except ValueError as err:

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import backends as _backends
 from . import batch as _batch
+from . import distributed as _distributed
 from . import inputs as _in
 from . import sampling as _sampling
 from . import validation as _v
@@ -95,6 +96,10 @@ class Simulator:
     C++ compiler on the CPU, compiles once per network structure, batch size and mode (seconds),
     and applies to strict and FPA inference without ``tol``; Z-IL, iPC and ``tol`` act between
     single steps and run eagerly.
+
+    ``distributed``: data-parallel training, one process per shard of each minibatch, on
+    ``torch.distributed`` (:mod:`neuropc.distributed`: gloo on the CPU, NCCL on CUDA). ``None``
+    (default) follows ``NEUROPC_DISTRIBUTED=1``, which ``neuropc run SCRIPT --nproc N`` sets.
     """
 
     def __init__(
@@ -108,6 +113,7 @@ class Simulator:
         optimizer: Optimizer | None = None,
         seed: int = 0,
         compile: bool | str = False,
+        distributed: bool | None = None,
     ) -> None:
         _v.instance(
             network, Network, "Simulator network", "a neuropc Network (e.g. npc.mlp([...]))"
@@ -120,6 +126,9 @@ class Simulator:
             check_optimizer(optimizer, "Simulator optimizer")
         self.seed = _v.integer(seed, "Simulator seed", low=0)
         self.dtype = _in.float_dtype(dtype)
+        data_parallel = _distributed.requested(distributed)
+        if data_parallel:  # each rank on its own GPU
+            device = _distributed.device_for(backend, device)
         self.network = network
         self.plan: Plan = lower(network)  # validates the graph
         self._version = network.version
@@ -148,6 +157,8 @@ class Simulator:
             self._encoder = _amortised.AmortisedEncoder(
                 network, network.encoder_spec, self.dtype, np.random.default_rng(enc_ss)
             )
+        # the process group, once everything it compares across the ranks exists
+        self.distributed = _distributed.DataParallel(self) if data_parallel else None
 
     # ---- parameters ---------------------------------------------------------------------------
     def get_weights(self, connection: str) -> np.ndarray:
@@ -267,6 +278,10 @@ class Simulator:
         refuses any existing file, ``"force"`` replaces anything. See :mod:`neuropc.checkpoint`."""
         from . import checkpoint
 
+        if self.distributed is not None:  # written once, by rank 0
+            return self.distributed.checkpoint(
+                lambda: checkpoint.save(self, path, overwrite=overwrite)
+            )
         return checkpoint.save(self, path, overwrite=overwrite)
 
     def restore(self, path: str | os.PathLike) -> None:
@@ -313,12 +328,14 @@ class Simulator:
         """One training batch in phase ``"train"``: inference, local gradients, optimiser step.
 
         Returns the :class:`State`, or with ``state=False`` only the final total energy (skips
-        copying the buffers, as :meth:`fit` does). ``trials`` as in :meth:`infer`."""
+        copying the buffers, as :meth:`fit` does). ``trials`` as in :meth:`infer`.
+        Data-parallel (``distributed``), ``data`` is this rank's shard and every rank must call
+        it; the state is the shard's, the energy the whole minibatch's mean."""
         out = self._run(
             data, "train", values, inference or self.inference, learn=optimizer or self.optimizer,
             trials=trials,
         )  # fmt: skip
-        return self._state(out, "train") if state else float(np.sum(out.energies[-1]))
+        return self._state(out, "train") if state else _final_energy(out)
 
     def gradients(
         self,
@@ -381,6 +398,8 @@ class Simulator:
         minibatch, and records ``energy`` (mean final total energy), ``seconds`` and, with
         ``validation=(inputs, labels)``, ``accuracy`` of the free target at test time.
         ``trials``: per-sample labels for the recording, shuffled with the samples.
+        Data-parallel (``distributed``), ``batch_size`` is the whole minibatch; each rank takes
+        its contiguous part of it (:mod:`neuropc.distributed`) and ``energy`` is their mean.
         """
         epochs = _v.integer(epochs, "epochs", low=0)
         batch_size = _v.integer(batch_size, "batch_size", low=1)
@@ -403,12 +422,15 @@ class Simulator:
             energies = []
             starts = range(0, n, batch_size)
             for s in batch_bar(starts, progress, f"epoch {ep}/{epochs}"):
-                idx = order[s : s + batch_size]
-                out = self._run_checked(
-                    {k: v[idx] for k, v in arrays.items()}, "train", None, cfg, self.optimizer,
-                    trials={k: v[idx] for k, v in labels.items()} if labels else None,
+                idx, weight = order[s : s + batch_size], None
+                if self.distributed is not None:
+                    idx, weight = self.distributed.shard(idx)
+                out = _batch.run(
+                    self, {k: v[idx] for k, v in arrays.items()}, "train", None, cfg,
+                    self.optimizer, trials={k: v[idx] for k, v in labels.items()} if labels
+                    else None, weight=weight,
                 )  # fmt: skip
-                energies.append(float(np.sum(out.energies[-1])))
+                energies.append(_final_energy(out))
             rec = {"epoch": ep, "energy": float(np.mean(energies)) if energies else float("nan")}
             rec["seconds"] = time.perf_counter() - t0
             if validation is not None:
@@ -468,10 +490,7 @@ class Simulator:
         if vals and cfg.init != "given":
             raise ValueError("values= are used only with Inference(init='given')")
         labels = self._check_trials(trials, b)
-        return self._run_checked(arrays, phase, vals, cfg, learn, grads, b, labels)
-
-    def _run_checked(self, arrays, phase, vals, cfg, learn, grads=False, b=None, trials=None):
-        return _batch.run(self, arrays, phase, vals, cfg, learn, grads, b, trials)
+        return _batch.run(self, arrays, phase, vals, cfg, learn, grads, b, labels)
 
     # ---- recording ------------------------------------------------------------------------------
     def record(
@@ -547,3 +566,8 @@ class Simulator:
                 errors[n] = np.array(out.errors[:, pl.error_slice(n)], dtype=self.dtype)
                 energies[n] = out.energies[:, i].copy()
         return State(values, errors, energies, out.steps, phase)
+
+
+def _final_energy(out) -> float:
+    """A learning batch's final total energy: the minibatch's (data-parallel), else the batch's."""
+    return out.mean_energy if out.mean_energy is not None else float(np.sum(out.energies[-1]))

@@ -58,6 +58,9 @@ class RunOutput:
     # with Schedule.moments: the mean and the mean square of every free value over the collected
     # states, each (B, n_value) (columns of clamped populations are 0)
     moments: tuple[np.ndarray, np.ndarray] | None = None
+    # data-parallel learning (neuropc.distributed): the final total energy's mean over the whole
+    # minibatch (every rank's shard); None otherwise
+    mean_energy: float | None = None
 
 
 class Backend(ABC):
@@ -118,6 +121,18 @@ class Backend(ABC):
         and nothing if a step would leave a non-finite parameter: then ``bad_param`` names it.
         ``seed`` seeds the Langevin noise; with ``trace``, the recorded steps (gathered inside the
         loop: no Python call per step)."""
+
+    @abstractmethod
+    def gradient_tensor(self):
+        """The flat gradient vector of the last run (``dF/dtheta`` of its batch-mean energy) as a
+        ``torch.Tensor`` that shares the backend's memory: changing it in place (e.g. a
+        data-parallel all-reduce, :mod:`neuropc.distributed`) changes what :meth:`step` uses."""
+
+    @abstractmethod
+    def step(self, learn: Optimizer) -> int:
+        """One step of ``learn`` from the current gradients (the update rule the kernels run at
+        the end of a learning batch). Returns -1, or the first flat parameter the step would have
+        made non-finite: then nothing changed. :meth:`undo_step` takes a kept step back."""
 
     @abstractmethod
     def ngd_views(self) -> NGDViews:

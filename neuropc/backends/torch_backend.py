@@ -321,6 +321,19 @@ class TorchBackend(Backend):
         self.S2.copy_(torch.as_tensor(np.asarray(v), dtype=self.tdt))
         self.opt_t = int(t)
 
+    def gradient_tensor(self) -> torch.Tensor:
+        return self.G
+
+    def step(self, learn: Optimizer) -> int:
+        self._save()  # (what undo_step and a bad step restore)
+        self._optimizer_step(learn, self.opt_t + 1)
+        bad = self._first_nonfinite()
+        if bad >= 0:
+            self._restore(self._snap)
+        else:
+            self.opt_t += 1
+        return bad
+
     def ngd_views(self) -> NGDViews:
         fx, eps = self._last
         return ngd_views(self.plan, self.P, self.G, self.trainable, self.pi,

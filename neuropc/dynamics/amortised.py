@@ -159,11 +159,13 @@ class AmortisedEncoder:
 
     # ---- learning ---------------------------------------------------------------------------
     def learn(self, x, m1, m2, values, clamped, theta, optimizer: Optimizer, seed: int,
-              phase: str) -> dict[str, float]:  # fmt: skip
+              phase: str, reduce=None) -> dict[str, float]:  # fmt: skip
         """One optimiser step on phi (module docstring). ``m1``, ``m2``: the targets' sample
         moments ``(B, n_targets)``; ``theta``: the decoder's parameters (``Simulator.parameters``
         keys) before the batch. A step that leaves a non-finite parameter is undone and raises
-        :class:`DivergenceError`; :meth:`undo` takes back the last step."""
+        :class:`DivergenceError`; :meth:`undo` takes back the last step. ``reduce`` maps the
+        batch's gradients (a list of tensors) to the whole minibatch's (data-parallel
+        training)."""
         import torch
 
         obj = self.spec.objective
@@ -182,6 +184,8 @@ class AmortisedEncoder:
                 losses["reverse_kl"] = float(lr.detach())
                 loss = loss + lr
             grads = torch.autograd.grad(loss, list(self.params.values()))
+            if reduce is not None:
+                grads = reduce(list(grads))
             opt = self._optimizer(optimizer)
             self._saved = ({k: t.detach().clone() for k, t in self.params.items()},
                            copy.deepcopy(opt.state_dict()))  # fmt: skip

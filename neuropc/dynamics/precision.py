@@ -76,14 +76,19 @@ class PrecisionState:
         pi = self.per_unit() if fast is None else fast
         return eps @ np.linalg.inv(pi) if self.spec.kind == "full" else eps / pi
 
-    def update(self, d: np.ndarray) -> dict[str, np.ndarray]:
+    def update(self, d: np.ndarray, reduce=None) -> dict[str, np.ndarray]:
         """The rule's proposed new state after a batch with settled prediction errors ``d``
         ``(B, n)``: ``{"pi": ..., and "cov" (EMA) or "chol" (full, gradient)}``. Nothing is
-        stored: the caller checks ``pi``, then passes the proposal to :meth:`commit`."""
+        stored: the caller checks ``pi``, then passes the proposal to :meth:`commit`. ``reduce``
+        maps the batch's second moment ``<d d^T>`` (or its diagonal or mean) to the whole
+        minibatch's (data-parallel training: the mean over the ranks)."""
         p, kind, b = self.spec, self.spec.kind, d.shape[0]
         second = d.T @ d / b if kind == "full" else np.mean(d * d, axis=0)
         if kind == "scalar":
             second = np.mean(second)
+        if reduce is not None:
+            second = reduce(np.asarray(second, np.float64))
+            second = second.reshape(()) if kind == "scalar" else second
         if kind != "full":
             pi, cov = rule_step(
                 self.pi, self.cov, second, p.learn == "ema", *p.rule_options(self.n)
@@ -101,17 +106,20 @@ class PrecisionState:
             setattr(self, k, v)
 
 
-def learn(states: dict[str, PrecisionState], out, plan: Plan, backend, undo, phase: str) -> None:
+def learn(states: dict[str, PrecisionState], out, plan: Plan, backend, undo, phase: str,
+          reduce=None) -> None:  # fmt: skip
     """After a learning batch: each learned precision takes its rule's step from the settled
     errors of ``out`` (a backend's RunOutput) and the backend gets the new values. A non-finite or
     non-positive result calls ``undo`` (which puts the batch's weight update back) and raises
-    :class:`~neuropc.errors.DivergenceError` naming the population; nothing is kept then."""
+    :class:`~neuropc.errors.DivergenceError` naming the population; nothing is kept then.
+    ``reduce``: see :meth:`PrecisionState.update`."""
     new = {}
     for name, st in states.items():
         if not st.learned:
             continue
         eps = out.errors[:, plan.error_slice(name)]
-        proposal = st.update(st.prediction_errors(eps, out.fast_precision.get(st.index)))
+        d = st.prediction_errors(eps, out.fast_precision.get(st.index))
+        proposal = st.update(d, reduce)
         try:
             check_value(st, proposal["pi"], "learning:")
         except ValueError:
