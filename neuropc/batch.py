@@ -140,9 +140,7 @@ def _data_parallel_step(sim: Simulator, out, learn, weight: int, total: int, pha
     """The optimiser step on the minibatch's gradients (:func:`check_run` all-reduced them), and
     the reductions for the host's learning after it (:mod:`neuropc.distributed`)."""
     dp, backend = sim.distributed, sim.backend
-    if out.grads is not None:  # (a recording of the gradients gets the minibatch's)
-        out.grads = backend.gradient_tensor().detach().cpu().double().numpy()
-    bad = backend.step(learn)
+    bad = backend.step(learn)  # (out.grads, the backend's buffer, now holds the minibatch's)
     if bad >= 0:
         name, index = sim.plan.locate(bad)
         raise DivergenceError(None, None, phase, parameter=name, index=index)

@@ -354,7 +354,7 @@ class Simulator:
                 "mode 'ipc' learns during inference and has no end-of-inference gradient; use learn()"
             )
         out = self._run(data, phase, values, inference or self.inference, learn=None, grads=True)
-        return self._state(out, phase), self.plan.unflatten(np.asarray(out.grads, np.float64))
+        return self._state(out, phase), self.plan.unflatten(out.host_grads())
 
     def predict(
         self, data: ArrayDict, *, inference: Inference | None = None, phase: str = "test"

@@ -45,7 +45,9 @@ class RunOutput:
     steps: int  # inference steps taken
     bad_step: int  # -1, or the step at which an energy became non-finite
     bad_pop: int
-    grads: np.ndarray | None = None  # (n_params,) dF/dtheta of the batch-mean energy
+    # (n_params,) dF/dtheta of the batch-mean energy: the backend's own buffer (a numpy array or
+    # a torch tensor), valid until the next run; host_grads() gives a float64 numpy copy
+    grads: object | None = None
     # with a TraceSpec: (values, errors, noise), each (len(rows), steps // every + 1, n_cols);
     # like the other arrays, valid until the next run
     traces: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -61,6 +63,15 @@ class RunOutput:
     # data-parallel learning (neuropc.distributed): the final total energy's mean over the whole
     # minibatch (every rank's shard); None otherwise
     mean_energy: float | None = None
+
+    def host_grads(self) -> np.ndarray | None:
+        """:attr:`grads` as a float64 numpy array on the host (None without gradients)."""
+        g = self.grads
+        if g is None or isinstance(g, np.ndarray):
+            return None if g is None else g.astype(np.float64)
+        import torch  # (a tensor here means torch is loaded)
+
+        return g.detach().to("cpu", dtype=torch.float64).numpy()
 
 
 class Backend(ABC):

@@ -29,7 +29,7 @@ from ..model.activations import NAMES, get, shaped_activation
 from .base import Backend, RunOutput, TraceSpec, ngd_views
 from .torch_operators import Connections
 from .torch_precision import FastPrecisions
-from .torch_relaxation import Relaxation, predict
+from .torch_relaxation import Relaxation, predict, stack
 from .torch_trace import TraceBuffers
 
 # steps per call of the step function: compiled, a chunk of 5 steps fuses the elementwise work
@@ -68,6 +68,7 @@ class TorchBackend(Backend):
         self.all_trainable = bool(np.all(plan.trainable))
         self.opt_t = 0
         self._snap: tuple | None = None
+        self._work_bufs: tuple | None = None
         sizes = [int(s) for s in plan.sizes]
         self.sizes = sizes
         # per connection: a flat dense one's weight matrix, else a dict of the operator's
@@ -106,7 +107,7 @@ class TorchBackend(Backend):
         self.out = [
             [c for c in range(len(plan.cpre)) if p in plan.cpres[c]] for p in range(len(sizes))
         ]
-        self._host: dict[int, np.ndarray] = {}
+        self._host: dict[tuple[str, int], np.ndarray] = {}
         self._relax_cache: dict[tuple, Relaxation] = {}
 
     def _views(self, flat: torch.Tensor, c: int):
@@ -131,12 +132,29 @@ class TorchBackend(Backend):
         self.opt_t = 0
 
     def values_buffer(self, batch: int) -> np.ndarray:
-        buf = self._host.get(batch)
+        return self._host_buffer("values", batch, self.plan.n_value)
+
+    def _host_buffer(self, kind: str, batch: int, n: int) -> np.ndarray:
+        """A ``(batch, n)`` host array kept from run to run (a few batch sizes): a fresh one of
+        this size would cost page faults on every batch."""
+        key = (kind, batch)
+        buf = self._host.get(key)
         if buf is None:
-            if len(self._host) >= 4:
+            if len(self._host) >= 8:
                 self._host.pop(next(iter(self._host)))
-            buf = self._host[batch] = np.zeros((batch, self.plan.n_value), self.dtype)
+            buf = self._host[key] = np.zeros((batch, n), self.dtype)
         return buf
+
+    def _to_host(self, parts: list, out: np.ndarray) -> np.ndarray:
+        """``cat(parts, dim=1)`` written into the host array ``out``; returns ``out``."""
+        if not parts:
+            return out
+        host = torch.from_numpy(out)
+        if self.device.type == "cpu":
+            torch.cat(parts, dim=1, out=host)
+        else:
+            host.copy_(torch.cat(parts, dim=1))
+        return out
 
     # ---- running ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -201,7 +219,7 @@ class TorchBackend(Backend):
 
         mom = [[torch.zeros_like(v), torch.zeros_like(v)] for v in x] if sched.moments else None
         d, eps, e = R.errors(x, fx, muc, eps, W)
-        energies = [e[None]]
+        energies = [stack([e], x[0])]
         if rec is not None:
             rec.gather(0, x, eps)
         t = 0
@@ -244,7 +262,7 @@ class TorchBackend(Backend):
                             muc[p] = self._const_prediction(p, fx, cl, batch)
                 fx = fx1
                 d, eps, e = R.errors(x, fx, muc, eps1, W)
-                energies.append(e[None])
+                energies.append(stack([e], x[0]))
                 states = [(x, eps)]
             else:
                 rown = None
@@ -297,10 +315,11 @@ class TorchBackend(Backend):
                     opt_steps = 0
             self.opt_t += opt_steps
             if sched.grads and bad_param < 0:
-                out_grads = self.G.detach().to("cpu", torch.float64).numpy()
-        values = torch.cat(x, dim=1).cpu().numpy()
+                out_grads = self.G  # (converted only where read: RunOutput.host_grads)
+        # (the values buffer held this run's inputs, already copied into x)
+        values = self._to_host(x, self.values_buffer(batch))
         errs = [eps[p] for p in range(npop) if has_err[p]]
-        errors = torch.cat(errs, dim=1).cpu().numpy() if errs else np.zeros((batch, 0), self.dtype)
+        errors = self._to_host(errs, self._host_buffer("errors", batch, self.plan.n_error))
         traces = rec.host() if rec is not None else None
         self._last = (fx, eps)  # for a natural-gradient step after the run
         fast = self._fast.host()
@@ -447,27 +466,39 @@ class TorchBackend(Backend):
             self.G.mul_(self.trainable)
 
     def _optimizer_step(self, opt: Optimizer, t: int) -> None:
-        """The same update rules as the numba kernel (torch.optim's definitions)."""
+        """The same update rules as the numba kernel (torch.optim's definitions), in place and in
+        reused work buffers: a fresh parameter-sized temporary costs page faults on every batch
+        (on the CPU, more than the arithmetic)."""
         P, G, tr = self.P, self.G, self.trainable
+        w1, w2 = self._work()
         hp = opt.hyper()
         if opt.kind == OPT_SGD:
             lr, mom, wd, nest, damp = (float(v) for v in hp[:5])
-            g = G + wd * P
+            g = G
+            if wd != 0.0:  # g = G + wd P
+                g = torch.mul(P, wd, out=w1).add_(G)
             if mom != 0.0:
                 if t == 1:
                     self.S1.copy_(g)
                 else:
                     self.S1.mul_(mom).add_(g, alpha=1.0 - damp)
-                g = g + mom * self.S1 if nest != 0.0 else self.S1
-            P.sub_(lr * g * tr)
+                g = torch.mul(self.S1, mom, out=w2).add_(g) if nest != 0.0 else self.S1
+            step = torch.mul(g, lr, out=w1)  # (g is no longer needed where it is w1)
+            P.sub_(step if self.all_trainable else step.mul_(tr))
         elif opt.kind == OPT_ADAM:
             lr, b1, b2, eps, wd, dec = (float(v) for v in hp[:6])
-            g = G if (dec != 0.0 or wd == 0.0) else G + wd * P
+            g = G if (dec != 0.0 or wd == 0.0) else torch.mul(P, wd, out=w1).add_(G)
             self.S1.mul_(b1).add_(g, alpha=1.0 - b1)
             self.S2.mul_(b2).addcmul_(g, g, value=1.0 - b2)
             # torch.optim's order of operations: denom = sqrt(v) / sqrt(1 - b2^t) + eps
-            denom = (self.S2.sqrt() / math.sqrt(1.0 - b2**t)).add_(eps)
-            m = self.S1 if self.all_trainable else self.S1 * tr
-            if dec != 0.0 and wd != 0.0:
-                P.sub_(P * tr, alpha=lr * wd)
+            denom = torch.sqrt(self.S2, out=w2).div_(math.sqrt(1.0 - b2**t)).add_(eps)
+            if dec != 0.0 and wd != 0.0:  # decoupled weight decay (AdamW)
+                P.sub_(P if self.all_trainable else torch.mul(P, tr, out=w1), alpha=lr * wd)
+            m = self.S1 if self.all_trainable else torch.mul(self.S1, tr, out=w1)
             P.addcdiv_(m, denom, value=-lr / (1.0 - b1**t))
+
+    def _work(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two parameter-sized work buffers of the optimiser step, made once."""
+        if self._work_bufs is None:
+            self._work_bufs = (torch.empty_like(self.P), torch.empty_like(self.P))
+        return self._work_bufs

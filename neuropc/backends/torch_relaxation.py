@@ -85,7 +85,8 @@ class Relaxation:
         (times ``beta`` where nudged), ``eps_p = Pi_p d_p`` (instant errors; leaky ones keep their
         own state) and ``d . Pi d`` summed over the batch. Other distributions: ``eps_p =
         -dF/dmu_p``, ``d_p`` their own term ``dF/dx_p`` and twice their energy (so that every
-        entry of the stack, populations with errors, is twice the batch's energy)."""
+        entry of the stack, populations with errors, is twice the batch's energy). The energies
+        come as a list of 0-d tensors (:func:`stack` makes rows of them: once per chunk)."""
         d = [None] * len(x)
         eps = list(eps)
         e = []
@@ -107,7 +108,7 @@ class Relaxation:
             if self.fast[p]:  # the normaliser of a precision that changes per step
                 ep = ep - dp.shape[0] * (torch.logdet(pi) if pi.ndim == 2 else torch.log(pi).sum())
             e.append(ep)
-        return d, eps, torch.stack(e) if e else x[0].new_zeros(0)
+        return d, eps, e
 
     def _error_own(self, p: int, x, mu):
         """A non-Gaussian population's ``(eps, dF/dx own term, energy)``, row by row for a
@@ -184,7 +185,7 @@ class Relaxation:
                     es.append(e)
                     if collect:
                         states.append((x, eps))
-                return x, fx, dfx, d, eps, torch.stack(es), states
+                return x, fx, dfx, d, eps, stack(es, x[0]), states
 
             fn = steps
             if self.compile is not None:
@@ -199,6 +200,15 @@ class Relaxation:
                     fn = _graph_safe(fn)
             self._chunks[(k, collect)] = fn
         return fn
+
+
+def stack(rows: list, like: torch.Tensor) -> torch.Tensor:
+    """The ``(len(rows), P_err)`` energies of :meth:`Relaxation.errors`'s lists ``rows``, in one
+    call."""
+    flat = [v for r in rows for v in r]
+    if not flat:
+        return like.new_zeros((len(rows), 0))
+    return torch.stack(flat).view(len(rows), -1)
 
 
 def _uses_cudagraphs(compile_kw: dict | None) -> bool:

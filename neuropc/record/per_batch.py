@@ -57,6 +57,7 @@ def batch_rows(rec: Recorder, sim, ctx: dict, out: RunOutput, learned: bool) -> 
     pl = sim.plan
     P1 = sim.backend.get_params() if any(b.probe.variable in ("weights", "updates")
                                         for b in ctx["due"]) else None  # fmt: skip
+    grads = out.host_grads() if any(b.probe.variable == "updates" for b in ctx["due"]) else None
     for b in ctx["due"]:
         p = b.probe
         if p.variable == "precision":  # the current (possibly learned) value, per unit
@@ -77,11 +78,7 @@ def batch_rows(rec: Recorder, sim, ctx: dict, out: RunOutput, learned: bool) -> 
         else:
             sl, _ = pl.weight_slice(p.target)
             w1, w0 = P1[sl], ctx["P0"][sl] if "P0" in ctx else None
-            g = (
-                np.asarray(out.grads[sl], np.float64)
-                if out.grads is not None
-                else np.full(1, np.nan)
-            )
+            g = grads[sl] if grads is not None else np.full(1, np.nan)
         if p.variable == "weights":
             w = w1
             rows[p.name] = [np.linalg.norm(w), w.mean(), w.std(), w.min(), w.max()]
