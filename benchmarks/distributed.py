@@ -29,11 +29,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from scaling import cpu_model
 
 
-def worker(backend: str, batch: int, epochs: int, out: str, width: int) -> None:
+def worker(backend: str, batch: int, epochs: int, out: str, width: int, samples: int) -> None:
     """One rank: warm up, time ``epochs`` epochs; rank 0 writes samples/s to ``out``."""
     import neuropc as npc
 
     x, labels = npc.data.mnist("train")
+    x, labels = x[:samples], labels[:samples]
     data = {"input": x, "output": npc.one_hot(labels)}
     sim = npc.Simulator(
         npc.mlp([784, width, width, 10], activation="tanh"), backend=backend, seed=0,
@@ -52,12 +53,21 @@ def worker(backend: str, batch: int, epochs: int, out: str, width: int) -> None:
 
 
 def measure(backend: str, nproc: int, batch: int, epochs: int, threads: str | None,
-            width: int) -> dict:  # fmt: skip
+            width: int, samples: int) -> dict:  # fmt: skip
     from neuropc.distributed import launch
 
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "result.json")
-        argv = [__file__, "--worker", backend, str(batch), str(epochs), out, str(width)]
+        argv = [
+            __file__,
+            "--worker",
+            backend,
+            str(batch),
+            str(epochs),
+            out,
+            str(width),
+            str(samples),
+        ]
         env_threads = os.environ.get("OMP_NUM_THREADS")
         if threads is not None:
             os.environ["OMP_NUM_THREADS"] = threads
@@ -75,14 +85,15 @@ def measure(backend: str, nproc: int, batch: int, epochs: int, threads: str | No
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        backend, batch, epochs, out, width = sys.argv[2:7]
-        return worker(backend, int(batch), int(epochs), out, int(width))
+        backend, batch, epochs, out, width, samples = sys.argv[2:8]
+        return worker(backend, int(batch), int(epochs), out, int(width), int(samples))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nproc", default="1,2", help="process counts (default 1,2)")
     ap.add_argument("--backends", default="numba,torch")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--width", type=int, default=128, help="hidden width (default 128)")
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--samples", type=int, default=8000, help="training images (default 8000)")
     ap.add_argument("--json-out", default=None)
     ap.add_argument("--figure", default=None)
     args = ap.parse_args()
@@ -92,14 +103,13 @@ def main() -> None:
     for backend in args.backends.split(","):
         base = None
         for n in counts:
-            r = measure(backend, n, args.batch, args.epochs, None, args.width)
+            r = measure(backend, n, args.batch, args.epochs, None, args.width, args.samples)
             r.update(backend=backend, nproc=n)
             base = base or r["samples_per_s"]
             r["speedup"] = r["samples_per_s"] / base
             rows.append(r)
-        one = measure(
-            backend, 1, args.batch, args.epochs, "1", args.width
-        )  # one process, one thread
+        # one process, one thread
+        one = measure(backend, 1, args.batch, args.epochs, "1", args.width, args.samples)
         one.update(backend=backend, nproc=1, speedup=float("nan"))
         for r in rows:
             if r["backend"] == backend:

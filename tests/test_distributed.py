@@ -136,3 +136,22 @@ def test_neuropc_run_nproc_2(tmp_path):
     assert (tmp_path / "rank1").is_dir()
     bad = subprocess.run([*cmd, "--nproc", "0"], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_throughput_benchmark_runs(tmp_path):
+    """benchmarks/distributed.py end to end on a small sample: one row per process count and
+    backend, plus the one-thread single process; the speed-up is 1 for one process by its
+    definition (samples/s over the one-process rate)."""
+    out = tmp_path / "d.json"
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/distributed.py"), "--backends", "numba",
+         "--samples", "512", "--epochs", "1", "--json-out", str(out)],
+        capture_output=True, text=True, cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"},
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    cores = os.cpu_count()
+    assert [(r["nproc"], r["threads"]) for r in rows][:2] == [(1, cores), (2, max(1, cores // 2))]
+    assert rows[0]["speedup"] == 1.0 and all(r["samples_per_s"] > 0 for r in rows)
+    assert rows[1]["world"] == 2
