@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -54,30 +55,28 @@ def worker(backend: str, batch: int, epochs: int, out: str, width: int, samples:
 
 def measure(backend: str, nproc: int, batch: int, epochs: int, threads: str | None,
             width: int, samples: int) -> dict:  # fmt: skip
+    """One configuration: ``nproc`` ranks through the launcher, or for one process a plain run
+    (no process group: the baseline pays no reduction)."""
     from neuropc.distributed import launch
 
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "result.json")
-        argv = [
-            __file__,
-            "--worker",
-            backend,
-            str(batch),
-            str(epochs),
-            out,
-            str(width),
-            str(samples),
-        ]
-        env_threads = os.environ.get("OMP_NUM_THREADS")
+        args = [backend, str(batch), str(epochs), out, str(width), str(samples)]
+        argv = [__file__, "--worker", *args]
+        env = {k: v for k, v in os.environ.items() if k != "NEUROPC_DISTRIBUTED"}
         if threads is not None:
-            os.environ["OMP_NUM_THREADS"] = threads
-        try:
-            status = launch(argv, nproc)
-        finally:
-            if env_threads is None:
-                os.environ.pop("OMP_NUM_THREADS", None)
-            else:
-                os.environ["OMP_NUM_THREADS"] = env_threads
+            env["OMP_NUM_THREADS"] = threads
+        if nproc == 1:
+            status = subprocess.run([sys.executable, *argv], env=env).returncode
+        else:
+            saved = dict(os.environ)
+            os.environ.clear()
+            os.environ.update(env)
+            try:
+                status = launch(argv, nproc)
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
         if status != 0:
             raise SystemExit(f"{backend} with {nproc} processes failed (exit status {status})")
         return json.loads(Path(out).read_text())
