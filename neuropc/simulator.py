@@ -100,6 +100,8 @@ class Simulator:
     ``distributed``: data-parallel training, one process per shard of each minibatch, on
     ``torch.distributed`` (:mod:`neuropc.distributed`: gloo on the CPU, NCCL on CUDA). ``None``
     (default) follows ``NEUROPC_DISTRIBUTED=1``, which ``neuropc run SCRIPT --nproc N`` sets.
+    ``sim.distributed`` is then the :class:`~neuropc.distributed.DataParallel` link (its
+    ``rank`` and ``world``), else None.
     """
 
     def __init__(
