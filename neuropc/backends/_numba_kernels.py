@@ -1330,13 +1330,20 @@ def _optimizer_pass(kind, P, G, S1, S2, hp, t, trainable, BK):
                 S1[i] = s1
             nbad += not (np.isfinite(p) and np.isfinite(s1))
     elif kind == 2:
+        # the step's constants once, in the parameters' dtype: float32 runs then step in
+        # float32 (as torch.optim does), twice the vector width of float64 and one division
+        # per entry instead of two (the bias corrections become factors)
         lr, b1, b2, eps, wd, dec = hp[0], hp[1], hp[2], hp[3], hp[4], hp[5]
-        c1 = 1.0 - b1**t
-        c2 = 1.0 - b2**t
+        c1 = lr / (1.0 - b1**t)
+        c2 = 1.0 / np.sqrt(1.0 - b2**t)
+        b1_, b2_, a1, a2 = _like(P, b1), _like(P, b2), _like(P, 1.0 - b1), _like(P, 1.0 - b2)
+        c1_, c2_, eps_, wd_, lwd = _like(P, c1), _like(P, c2), _like(P, eps), _like(P, wd), \
+            _like(P, lr * wd)  # fmt: skip
         for i in range(n):
             p0, m0, v0 = P[i], S1[i], S2[i]
             BK[0, i], BK[1, i], BK[2, i] = p0, m0, v0
-            p, m, v = _adam(p0, G[i], m0, v0, trainable[i], lr, b1, b2, eps, wd, dec, c1, c2)
+            p, m, v = _adam(p0, G[i], m0, v0, trainable[i], b1_, b2_, a1, a2, eps_, wd_, lwd,
+                            dec, c1_, c2_)  # fmt: skip
             P[i], S1[i], S2[i] = p, m, v
             nbad += not (np.isfinite(p) and np.isfinite(m) and np.isfinite(v))
     return nbad
@@ -1354,15 +1361,18 @@ def _sgd(p, g, s1, tr, lr, mom, wd, nest, damp, first):
 
 
 @nb.njit(inline="always", **_JIT)
-def _adam(p, g, m, v, tr, lr, b1, b2, eps, wd, dec, c1, c2):
-    """One entry of Adam / AdamW: the new parameter, first and second moment."""
+def _adam(p, g, m, v, tr, b1, b2, a1, a2, eps, wd, lwd, dec, c1, c2):
+    """One entry of Adam / AdamW: the new parameter, first and second moment, with
+    ``a = 1 - b``, ``c1 = lr / (1 - b1^t)``, ``c2 = 1 / sqrt(1 - b2^t)``, ``lwd = lr wd``::
+
+        m = b1 m + a1 g,  v = b2 v + a2 g^2,  p -= c1 m / (sqrt(v) c2 + eps) (+ lwd p, AdamW)"""
     if dec == 0.0:
         g += wd * p
-    m = b1 * m + (1.0 - b1) * g
-    v = b2 * v + (1.0 - b2) * g * g
-    step = lr * (m / c1) / (np.sqrt(v / c2) + eps)
+    m = b1 * m + a1 * g
+    v = b2 * v + a2 * g * g
+    step = c1 * m / (np.sqrt(v) * c2 + eps)
     if dec != 0.0:
-        step += lr * wd * p
+        step += lwd * p
     return p - step * tr, m, v
 
 
