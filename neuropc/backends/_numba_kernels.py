@@ -767,6 +767,8 @@ def _update_block_free(X, DFX, BP, EPS, o, eo, n, has_err, has_bp, rate, noise_s
     e0 = max(eo, 0)
     if has_err and has_bp and not precond and not norms:
         _noise_step(X, DFX, BP, EPS, o, e0, n, rate, Z)
+    elif has_err and has_bp and precond and not norms:
+        _precond_step(X, DFX, BP, EPS, o, e0, n, rate, Z, V, beta2, peps, bc, noise_sd > 0.0)
     elif has_err and has_bp and not precond:
         _noise_rows(X, DFX, BP, EPS, o, e0, n, rate, Z, rown)
     else:
@@ -815,6 +817,59 @@ def _noise_step(X, DFX, BP, EPS, o, e0, n, rate, Z):
         for j in range(n):
             dx = -rate_ * _fmuladd(-d_[j], bp[j], e_[j])
             x_[j] += dx + z_[j]
+
+
+@nb.njit(**_JIT)
+def _precond_step(X, DFX, BP, EPS, o, e0, n, rate, Z, V, beta2, peps, bc, noisy):
+    """The preconditioned (Langevin) step of a population with errors and back-projections
+    without tol's update norms: :func:`_precond_rows` (with ``noisy``,
+    :func:`_precond_noise_rows`) in one pass per row, ``g = eps - f'(x) bp`` computed in place
+    rather than through the scratch ``G``. The per-pass set-up and the scratch's traffic were
+    most of the preconditioner's cost once the plain step got fast."""
+    if noisy:
+        _precond_noise_pass(X, DFX, BP, EPS, o, e0, n, rate, Z, V, beta2, peps, bc)
+    else:
+        _precond_pass(X, DFX, BP, EPS, o, e0, n, rate, V, beta2, peps, bc)
+
+
+@nb.njit(**_JIT)
+def _precond_pass(X, DFX, BP, EPS, o, e0, n, rate, V, beta2, peps, bc):
+    """v <- beta2 v + (1 - beta2) g^2,  x <- x - rate g / (peps + sqrt(v bc))."""
+    rate_, b2, c2 = _like(X, rate), _like(X, beta2), _like(X, 1.0 - beta2)
+    pe, bc_, one = _like(X, peps), _like(X, bc), _like(X, 1.0)
+    for b in range(X.shape[0]):
+        x_ = X[b, o : o + n]
+        v_ = V[b, o : o + n]
+        d_ = DFX[b, o : o + n]
+        bp = BP[b, o : o + n]
+        e_ = EPS[b, e0 : e0 + n]
+        for j in range(n):
+            g = e_[j] - d_[j] * bp[j]
+            v = b2 * v_[j] + c2 * g * g
+            v_[j] = v
+            x_[j] += -rate_ * (one / (pe + np.sqrt(v * bc_))) * g
+
+
+@nb.njit(**_JIT)
+def _precond_noise_pass(X, DFX, BP, EPS, o, e0, n, rate, Z, V, beta2, peps, bc):
+    """:func:`_precond_pass` plus the noise sqrt(M) z, written back into Z (the noise added)."""
+    rate_, b2, c2 = _like(X, rate), _like(X, beta2), _like(X, 1.0 - beta2)
+    pe, bc_, one = _like(X, peps), _like(X, bc), _like(X, 1.0)
+    for b in range(X.shape[0]):
+        x_ = X[b, o : o + n]
+        v_ = V[b, o : o + n]
+        d_ = DFX[b, o : o + n]
+        bp = BP[b, o : o + n]
+        e_ = EPS[b, e0 : e0 + n]
+        z_ = Z[b * n : b * n + n]
+        for j in range(n):
+            g = e_[j] - d_[j] * bp[j]
+            v = b2 * v_[j] + c2 * g * g
+            v_[j] = v
+            m = one / (pe + np.sqrt(v * bc_))
+            xi = np.sqrt(m) * z_[j]
+            z_[j] = xi
+            x_[j] += -rate_ * m * g + xi
 
 
 @nb.njit(**_JIT)
