@@ -21,6 +21,7 @@ from pathlib import Path
 import distributed_cases as cases
 import numpy as np
 import pytest
+import torch
 import torch.distributed as dist
 
 import neuropc as npc
@@ -155,3 +156,24 @@ def test_throughput_benchmark_runs(tmp_path):
     assert [(r["nproc"], r["threads"]) for r in rows][:2] == [(1, cores), (2, max(1, cores // 2))]
     assert rows[0]["speedup"] == 1.0 and all(r["samples_per_s"] > 0 for r in rows)
     assert rows[1]["world"] == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_a_group_of_one_on_cuda_nccl(tmp_path):
+    """The NCCL path (device tensors in the all-reduce): a group of one on the GPU learns as a
+    plain simulator on the GPU, bit for bit."""
+    dist.init_process_group("nccl", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                            world_size=1)  # fmt: skip
+    try:
+        sims = []
+        for flag in (False, True):
+            net = cases.network("plain")
+            sim = npc.Simulator(net, backend="torch", device="cuda", dtype="float64", seed=3,
+                                inference=npc.Inference(steps=8, rate=0.1),
+                                optimizer=npc.Adam(lr=0.01), distributed=flag)  # fmt: skip
+            for data in cases.batches("plain"):
+                sim.learn(data, state=False)
+            sims.append(cases.flat(sim))
+        np.testing.assert_array_equal(sims[0], sims[1])
+    finally:
+        dist.destroy_process_group()
