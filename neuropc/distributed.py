@@ -144,6 +144,12 @@ class DataParallel:
         self.dist = dist
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         nccl = dist.get_backend() == "nccl"
+        if nccl and not cuda:
+            raise ValueError(
+                f"distributed=True: the process group uses NCCL, which reduces CUDA tensors "
+                f"only, but this simulator runs on the CPU ({sim.backend.name} backend); "
+                "initialise a gloo group (torch.distributed.init_process_group('gloo'))"
+            )
         # NCCL reduces device tensors only; gloo reduces host (and, slowly, device) tensors
         self.device = torch.device(dev) if nccl else torch.device("cpu")
         self._check_alike(sim)
@@ -235,7 +241,7 @@ class DataParallel:
             buf[:n].zero_()
             head[2 + self.rank] = 1.0
         else:
-            torch.mul(grads.reshape(-1), float(weight), out=buf[:n])
+            buf[:n].copy_(grads.reshape(-1)).mul_(float(weight))  # (any device to the group's)
             head[0], head[1] = float(weight), float(weight) * energy
         self.dist.all_reduce(buf)
         h = head.cpu().to(torch.float64).numpy()
@@ -254,7 +260,7 @@ class DataParallel:
         local.mul_(weight / total)
         if local.device == self.device:
             self.dist.all_reduce(local)
-        else:  # e.g. a numba backend's host gradients under NCCL
+        else:  # e.g. the host's precision moments or encoder gradients under NCCL
             moved = local.to(self.device)
             self.dist.all_reduce(moved)
             local.copy_(moved)
