@@ -69,14 +69,7 @@ def measure(backend: str, nproc: int, batch: int, epochs: int, threads: str | No
         if nproc == 1:
             status = subprocess.run([sys.executable, *argv], env=env).returncode
         else:
-            saved = dict(os.environ)
-            os.environ.clear()
-            os.environ.update(env)
-            try:
-                status = launch(argv, nproc)
-            finally:
-                os.environ.clear()
-                os.environ.update(saved)
+            status = launch(argv, nproc, env)
         if status != 0:
             raise SystemExit(f"{backend} with {nproc} processes failed (exit status {status})")
         return json.loads(Path(out).read_text())

@@ -206,9 +206,8 @@ def check_run(sim: Simulator, out, phase: str, dp=None, weight: int = 0) -> int 
         grads = sim.backend.gradient_tensor()
         total, out.mean_energy = dp.reduce_batch(weight, failed, energy, grads, phase)
     if out.bad_step >= 0:
-        err = DivergenceError(out.bad_step, sim.plan.names[out.bad_pop], phase)
-        err.rank = dp.rank if dp is not None else None
-        raise err
+        raise DivergenceError(out.bad_step, sim.plan.names[out.bad_pop], phase,
+                              rank=dp.rank if dp is not None else None)  # fmt: skip
     if out.bad_param >= 0:
         name, index = sim.plan.locate(out.bad_param)
         raise DivergenceError(None, None, phase, parameter=name, index=index)

@@ -46,7 +46,8 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -152,6 +153,7 @@ class DataParallel:
             )
         # NCCL reduces device tensors only; gloo reduces host (and, slowly, device) tensors
         self.device = torch.device(dev) if nccl else torch.device("cpu")
+        self._buf = None  # reduce_batch's message, kept from batch to batch
         self._check_alike(sim)
 
     # ---- set-up -------------------------------------------------------------------------------
@@ -231,7 +233,7 @@ class DataParallel:
         from .errors import DivergenceError
 
         n = grads.numel()
-        buf = getattr(self, "_buf", None)
+        buf = self._buf
         if buf is None or buf.numel() != n + 2 + self.world or buf.dtype != grads.dtype:
             buf = self._buf = torch.empty(n + 2 + self.world, dtype=grads.dtype,
                                           device=self.device)  # fmt: skip
@@ -300,8 +302,6 @@ class DataParallel:
             raise err
         if result[0] is None:
             raise CheckpointError(f"rank 0 could not write the checkpoint: {result[1]}")
-        from pathlib import Path
-
         return Path(result[0])
 
 
@@ -312,21 +312,22 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def launch(argv: Sequence[str], nproc: int) -> int:
+def launch(argv: Sequence[str], nproc: int, env: Mapping[str, str] | None = None) -> int:
     """Run ``python *argv`` in ``nproc`` processes on this machine as one gloo group (what
-    ``neuropc run SCRIPT --nproc N`` does); returns the exit status: 0, or the first failing
-    rank's. Rank 0's output is shown; the other ranks' standard output is discarded (their
+    ``neuropc run SCRIPT --nproc N`` does), in environment ``env`` (default: this process's);
+    returns the exit status: 0, or the first failing rank's. Rank 0's output is shown; the other ranks' standard output is discarded (their
     errors are shown). Each process gets ``cores / nproc`` threads unless ``OMP_NUM_THREADS``
     is set. If a rank fails, the others are stopped (they would wait for it forever)."""
     port = _free_port()
-    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // nproc))
+    base = dict(os.environ if env is None else env)
+    threads = base.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // nproc))
     procs = []
     for r in range(nproc):
-        env = dict(os.environ, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(nproc),
+        rank_env = dict(base, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(nproc),
                    LOCAL_WORLD_SIZE=str(nproc), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
                    OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, **{ENV: "1"})  # fmt: skip
         out = None if r == 0 else subprocess.DEVNULL
-        procs.append(subprocess.Popen([sys.executable, *argv], env=env, stdout=out))
+        procs.append(subprocess.Popen([sys.executable, *argv], env=rank_env, stdout=out))
     status = 0
     try:
         while procs and status == 0:

@@ -17,9 +17,9 @@ class DivergenceError(RuntimeError):
     * ``"precision"``: a learned precision (:class:`~neuropc.model.distributions.Precision`) of
       ``population`` would have become non-finite or non-positive; the batch was undone.
 
-    In data-parallel training (:mod:`neuropc.distributed`) the ranks whose own inference was
-    finite raise it too, with ``rank`` set to the first rank that diverged (``step`` and
-    ``population`` are that rank's to report).
+    In data-parallel training (:mod:`neuropc.distributed`) ``rank`` is the rank that diverged:
+    that rank reports the step and population, and the ranks whose own inference was finite
+    raise it too, with only ``rank`` set.
     """
 
     def __init__(
@@ -42,7 +42,7 @@ class DivergenceError(RuntimeError):
         self.source = (
             "precision" if precision else "inference" if parameter is None else "optimizer"
         )
-        if rank is not None:
+        if rank is not None and population is None and parameter is None and not precision:
             msg = (
                 f"inference diverged on rank {rank} of the process group (phase {phase!r}; "
                 "that rank names the population); no rank learned from the batch"

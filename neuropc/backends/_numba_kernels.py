@@ -454,7 +454,8 @@ def _exp_shifted(src, dst, shift):
 
 @nb.njit(**_JIT)
 def _categorical_f(X, MUC, MUV, EPS, OWN, o, eo, n, has_var, clamped):
-    """:func:`_dist_block` for a Categorical under ``F``: per row, ``mu`` (into OWN), its max,
+    """:func:`_dist_block` for a Categorical under ``F`` (or under KL on data, which adds the
+    constant ``x log x``): per row, ``mu`` (into OWN), its max,
     ``sum x`` and ``x . mu`` in one pass, ``exp(mu - max)`` (into EPS) and its sum ``z`` in a
     second, then ``eps = x - (sum x / z) exp(mu - max)`` and, free, ``dF/dx = lse - mu``; returns
     the sum over rows of ``F = sum x lse - x . mu``. Three passes over a row instead of six:
@@ -499,10 +500,16 @@ def _dist_block(X, MUC, MUV, EPS, OWN, code, o, eo, n, has_var, clamped):
     batch-mean energy, from ``mu = MUC (+ MUV)`` (logits). Formulas in the distributions module's
     docstring; a clamped value holds probabilities, a free one under KL holds logits."""
     nb_ = X.shape[0]
-    if code == 3:  # Categorical F, the common case: a loop nest of its own
-        return _categorical_f(X, MUC, MUV, EPS, OWN, o, eo, n, has_var, clamped) / nb_
+    if code == 3 or (code == 4 and clamped):  # Categorical F, or KL on data: F plus x log x
+        acc = _categorical_f(X, MUC, MUV, EPS, OWN, o, eo, n, has_var, clamped)
+        if code == 4:
+            for b in range(nb_):
+                x_ = X[b, o : o + n]
+                for j in range(n):
+                    acc += _xlogx(float(x_[j]))
+        return acc / nb_
     acc = 0.0
-    plain = code == 1 or code == 3 or clamped  # F, or a clamped KL population (data)
+    plain = code == 1 or clamped  # Bernoulli F, or a clamped Bernoulli KL (data)
     for b in range(nb_):
         x_ = X[b, o : o + n]
         mc = MUC[b, eo : eo + n]
@@ -531,17 +538,12 @@ def _dist_block(X, MUC, MUV, EPS, OWN, code, o, eo, n, has_var, clamped):
                         _softplus(mu) - _softplus(x)
                     )
                 acc += f
-        else:  # Categorical: softmax over the row
+        else:  # a free Categorical under KL (F and data go to _categorical_f): softmax rows
             # in the buffers' dtype (float32 math for float32 runs: the errors are stored in it
             # anyway), accumulating the energy in float64
-            # pass 1: mu (kept in the OWN row), its max, sum x and x . mu
-            sx = 0.0
-            xmu = 0.0
+            # pass 1: mu (kept in the OWN row) and its max
             for j in range(n):
-                mu = mc[j] + mv[j] if has_var else mc[j]
-                w_[j] = mu
-                sx += x_[j]
-                xmu += x_[j] * mu
+                w_[j] = mc[j] + mv[j] if has_var else mc[j]
             mmax = w_[0]
             for j in range(1, n):
                 mmax = max(mmax, w_[j])
@@ -551,34 +553,22 @@ def _dist_block(X, MUC, MUV, EPS, OWN, code, o, eo, n, has_var, clamped):
             for j in range(n):
                 z += e_[j]
             lse = mmax + np.log(z)
-            if plain:
-                f = sx * lse - xmu
-                sz = sx / z
-                for j in range(n):
-                    e_[j] = x_[j] - sz * e_[j]
-                if not clamped:  # -log softmax(mu): the own term of a free F population
-                    for j in range(n):
-                        w_[j] = lse - w_[j]
-                if code == 4:
-                    for j in range(n):
-                        f += _xlogx(float(x_[j]))
-            else:
-                xmax = -np.inf
-                for j in range(n):
-                    xmax = max(xmax, float(x_[j]))
-                zx = 0.0
-                for j in range(n):
-                    zx += np.exp(float(x_[j]) - xmax)
-                lsex = xmax + np.log(zx)
-                f = 0.0  # sum p ell, ell = log p - log q
-                for j in range(n):
-                    lp = float(x_[j]) - lsex
-                    f += np.exp(lp) * (lp - (float(w_[j]) - lse))
-                for j in range(n):
-                    lp = float(x_[j]) - lsex
-                    p = np.exp(lp)
-                    e_[j] = p - float(e_[j]) / z
-                    w_[j] = p * ((lp - (float(w_[j]) - lse)) - f)
+            xmax = -np.inf
+            for j in range(n):
+                xmax = max(xmax, float(x_[j]))
+            zx = 0.0
+            for j in range(n):
+                zx += np.exp(float(x_[j]) - xmax)
+            lsex = xmax + np.log(zx)
+            f = 0.0  # sum p ell, ell = log p - log q
+            for j in range(n):
+                lp = float(x_[j]) - lsex
+                f += np.exp(lp) * (lp - (float(w_[j]) - lse))
+            for j in range(n):
+                lp = float(x_[j]) - lsex
+                p = np.exp(lp)
+                e_[j] = p - float(e_[j]) / z
+                w_[j] = p * ((lp - (float(w_[j]) - lse)) - f)
             acc += f
     return acc / nb_
 
