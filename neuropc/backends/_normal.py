@@ -292,17 +292,39 @@ def fill_normal(out, key, counter, scale=1.0):
     unused counter, ``counter + ceil(len(out) / 2)``. Same arguments, bit-identical output
     (``scale`` multiplies the radius: 1 gives the standard normals exactly). Word ``counter + i``
     gives the pair ``out[i]``, ``out[n // 2 + i]`` (its high half the radius, its low half the
-    angle), and for an odd length ``n`` the last word gives ``out[n - 1]``.
+    angle), and for an odd length ``n`` the last word gives ``out[n - 1]``."""
+    S = np.empty(2 * max(min(out.shape[0] // 2, _CHUNK), 1), np.uint32)
+    return _fill(out, _U(key), _U(counter), scale, S)
+
+
+@nb.njit(**_JIT)
+def fill_normal_rows(out, n, row0, key, counter, scale=1.0):
+    """Fill ``out``, rows of ``n`` values each (row-major, 1-D contiguous), as rows ``row0``,
+    ``row0 + 1``, ... of a batch: row ``r`` is :func:`fill_normal` of its own ``n`` values from
+    word ``counter + r ceil(n / 2)``. A row's draws depend on its index in the batch only, so a
+    batch run in row blocks (on several threads) draws exactly the normals of the whole batch.
+    Returns nothing: the caller advances the counter by ``rows ceil(n / 2)`` for the batch."""
+    if n == 0:
+        return
+    S = np.empty(2 * max(min(n // 2, _CHUNK), 1), np.uint32)
+    words = _U((n + 1) // 2)
+    key = _U(key)
+    for i in range(out.shape[0] // n):
+        _fill(out[i * n : (i + 1) * n], key, _U(counter) + _U(row0 + i) * words, scale, S)
+
+
+@nb.njit(**_JIT)
+def _fill(out, key, base, scale, S):
+    """:func:`fill_normal` with its scratch ``S`` (uint32, ``2 min(len(out) // 2, _CHUNK)`` or
+    more, at least 2) given.
 
     Done in chunks of ``_CHUNK`` words: a pass of hashes into an L1 scratch, then a pass of
     Box-Muller on it (each loop one simple stream over separate arrays, which LLVM vectorises)."""
     n = out.shape[0]
     half = n // 2
-    key = _U(key)
-    base = _U(counter)
-    S = np.empty(2 * max(min(half, _CHUNK), 1), np.uint32)
-    A = S[: S.shape[0] // 2]
-    B = S[S.shape[0] // 2 :]
+    w = S.shape[0] // 2
+    A = S[:w]
+    B = S[w : 2 * w]
     lo = out[:half]
     hi = out[half : 2 * half]
     for c in range(0, half, _CHUNK):

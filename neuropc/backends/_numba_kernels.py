@@ -36,7 +36,7 @@ from ..model.distributions import TINY as _TINY  # errors below it are flushed t
 
 # the Langevin noise's generator (counter-based, vectorised); compiled into the kernels below, so
 # numba's cache of this file does not see edits to it: clear the cache after changing _normal.py
-from ._normal import fill_normal, key_from_seed
+from ._normal import fill_normal_rows, key_from_seed
 
 
 def _blas_addresses() -> tuple[str, dict[str, int]]:
@@ -69,6 +69,25 @@ def _blas_addresses() -> tuple[str, dict[str, int]]:
     return "scipy-openblas", {
         n: get_cython_function_address("scipy.linalg.cython_blas", n) for n in ("dgemm", "sgemm")
     }
+
+
+def blas_single_thread():
+    """A function ``f(n) -> previous`` that sets the calling thread's own MKL thread count (0:
+    back to the process-wide count), or None where the kernels' BLAS has no such setting
+    (OpenBLAS's count is process-wide). Threads that each run a row block of a batch
+    (:mod:`.row_blocks`) call their gemms on one MKL thread: from threads outside OpenMP, MKL
+    would start a team per calling thread, more threads than cores."""
+    if BLAS != "torch-mkl":
+        return None
+    import ctypes
+    import os
+
+    import torch
+
+    lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
+    f = lib.MKL_Set_Num_Threads_Local  # the C interface: the count by value
+    f.argtypes, f.restype = [ctypes.c_int], ctypes.c_int
+    return f
 
 
 BLAS, _addresses = _blas_addresses()
@@ -1044,12 +1063,12 @@ def _add_moments(X, MOM, clamped, voff, sizes, w):
                     MOM[1, b, j] += w * x * x
 
 
-@nb.njit(**_JIT)
+@nb.njit(nogil=True, **_JIT)  # without the GIL: row blocks of a batch run on threads
 def infer(
     X, FX, DFX, BP, MUC, MUV, EPS, OWN, P, PI, G, S1, S2, BK,
     sizes, voff, eoff, has_err, act_code, act_param, cpre, cpost, cwoff, boff, trainable, dist,
     clamped, init, frozen, var_pred, is_pre, refresh_act, leaks, backproj, first_bp, receives_bp,
-    grad_at, T, rate, noise_sd, tol, err_rate, seed, energies, want_grads, zero_grads, opt_when,
+    grad_at, T, rate, noise_sd, tol, err_rate, seed, row0, rows, energies, want_grads, zero_grads, opt_when,
     nudge, nudged, grad_scale, fast_rule, fast_hp, SF, collect, collect_weight, MOM, moments,
     V, precond, beta2, peps, bias_correction, opt_kind, hp, opt_t,
     rec_every, rec_rows, rec_vcols, rec_ecols, rec_ncols, VT, ET, NT, NZ,
@@ -1076,6 +1095,10 @@ def infer(
     errors ``EPS`` of state t (rows ``rec_rows``, columns ``rec_vcols`` / ``rec_ecols``) are
     gathered into ``VT[:, t // rec_every]`` / ``ET[...]``, and the noise added by update t into
     ``NT`` (through ``NZ``); rows after an early stop repeat the final state (noise 0).
+
+    Row blocks: the arrays may hold rows ``row0 .. row0 + B`` of a batch of ``rows`` (see
+    :mod:`neuropc.backends.row_blocks`). A row's noise depends on its index in the batch only
+    (:func:`fill_normal_rows`), so a batch run in blocks draws the normals it draws whole.
     """
     nb_ = X.shape[0]
     NV = X.shape[1]
@@ -1083,7 +1106,7 @@ def infer(
     npop = sizes.shape[0]
     nconn = cpre.shape[0]
     # the Langevin noise: one counter-based stream per run (the seed's key), drawn per free
-    # population and step into the scratch Z (neuropc.backends._normal)
+    # population, step and row into the scratch Z (neuropc.backends._normal)
     key = key_from_seed(seed)
     ctr = np.uint64(0)
     Z = np.empty(nb_ * NV if noise_sd > 0.0 else 0, X.dtype)
@@ -1169,10 +1192,10 @@ def infer(
                     return t, t, p, steps_taken, -1
         if any_step_grads:  # the connections into populations scheduled at step t learn now
             weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, trainable,
-                         grad_at, t, grad_scale, False)  # fmt: skip
+                         grad_at, t, grad_scale, False, rows)  # fmt: skip
         if collecting and collect[t]:  # a collected sample: its gradient joins the average
             weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, trainable,
-                         grad_at, GRAD_COLLECTED, grad_scale * collect_weight, True)  # fmt: skip
+                         grad_at, GRAD_COLLECTED, grad_scale * collect_weight, True, rows)  # fmt: skip
         if moments and collect[t]:  # the free values' mean and mean square over the samples
             _add_moments(X, MOM, clamped, voff, sizes, collect_weight)
         if rec_every > 0 and t % rec_every == 0:
@@ -1199,7 +1222,7 @@ def infer(
                 _softmax_vjp(FX, BP, voff[p], sizes[p])
         if every_grads:  # gradients from the same state as the value step
             weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, trainable,
-                         grad_at, GRAD_EVERY, grad_scale, False)  # fmt: skip
+                         grad_at, GRAD_EVERY, grad_scale, False, rows)  # fmt: skip
         # value (and leaky error) updates
         for b in range(nb_):
             rown[b] = 0.0
@@ -1212,7 +1235,8 @@ def infer(
             bc = 1.0 / (1.0 - beta2 ** (t + 1)) if bias_correction else 1.0
             zp = Z[: nb_ * sizes[p]]
             if free and noise_sd > 0.0:  # noise_sd N(0, 1) per unit
-                ctr = fill_normal(zp, key, ctr, noise_sd)
+                fill_normal_rows(zp, sizes[p], row0, key, ctr, noise_sd)
+                ctr += np.uint64(rows * ((sizes[p] + 1) // 2))
             if leaks[p]:
                 _update_block_general(X, DFX, BP, own, MUC, MUV, PI, voff[p], eoff[p], sizes[p],
                                       has_err[p], receives_bp[p], var_pred[p], free, leaks[p],
@@ -1266,7 +1290,7 @@ def infer(
                         X[b, o + j] = mu + nudge * (X[b, o + j] - mu)
     if want_grads and end_grads:
         weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, trainable, grad_at,
-                     GRAD_END, grad_scale, False)  # fmt: skip
+                     GRAD_END, grad_scale, False, rows)  # fmt: skip
     if learn and opt_when == OPT_END:
         bad_i = optimizer_step(opt_kind, P, G, S1, S2, hp, opt_t + steps_taken + 1, trainable, BK)
         if bad_i >= 0:
@@ -1280,11 +1304,12 @@ def infer(
 # ---------------------------------------------------------------------------------------------
 @nb.njit(**_JIT_REDUCE)
 def weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, trainable, grad_at, sel,
-                 scale, acc):  # fmt: skip
+                 scale, acc, B):  # fmt: skip
     """Gradient of the batch-mean energy w.r.t. the parameters (local, Hebbian form)::
 
         dF/dW_c = -1/B sum_b eps_post f(x_pre)^T,    dF/db_p = -1/B sum_b eps_p
 
+    over the rows of ``FX`` and ``EPS`` (a row block's part of a batch of ``B``)
     so a descent step ``W -= lr * G`` is the Hebbian update ``dW ∝ eps_post f(x_pre)^T``. Times
     ``scale`` (1/beta when nudging). Only the connections into, and the biases of, populations
     with ``grad_at == sel`` are computed (the schedule's timing); with ``acc`` they are added to
@@ -1299,7 +1324,7 @@ def weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, traina
         p = cpost[c]
         if grad_at[p] != sel:
             continue
-        gemm(True, False, sizes[p], sizes[q], nb_, -scale / nb_, EPS[0:, eoff[p]:], NE,
+        gemm(True, False, sizes[p], sizes[q], nb_, -scale / B, EPS[0:, eoff[p]:], NE,
              FX[0:, voff[q]:], NV, 1.0 if acc else 0.0, G[cwoff[c]:], sizes[q])  # fmt: skip
     for p in range(sizes.shape[0]):
         bo = boff[p]
@@ -1315,7 +1340,7 @@ def weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, traina
                 for j in range(n):
                     g_[j] -= e_[j]
             for j in range(n):
-                g_[j] *= scale / nb_
+                g_[j] *= scale / B
             if acc:  # a collected sample: add to the average so far
                 for j in range(n):
                     g_[j] += old[j]
@@ -1338,8 +1363,39 @@ def optimizer_step(kind, P, G, S1, S2, hp, t, trainable, BK):
     the old parameters and state in the same pass (no slower than the step alone: it is bound by
     the arithmetic), so a bad step is undone without a second pass over the common case.
     """
-    if _optimizer_pass(kind, P, G, S1, S2, hp, t, trainable, BK) == 0:
+    if _optimizer_pass(kind, P, G, S1, S2, hp, t, trainable, BK[0], BK[1], BK[2]) == 0:
         return -1
+    return undo_optimizer_step(kind, P, S1, S2, hp, BK)
+
+
+@nb.njit(nogil=True, **_JIT)
+def reduce_step(kind, P, G, GB, S1, S2, hp, t, trainable, BK, a, b):
+    """Entries ``a .. b`` of the parameters, for a batch run in row blocks: the gradient
+    ``G = GB[0] + GB[1] + ...`` of the blocks' ``GB`` (each computed from zero, so ``G`` is
+    rewritten), in block order; then, unless ``kind`` is ``OPT_NONE``, :func:`optimizer_step`'s
+    update of these entries, the old values kept in ``BK``. Returns how many entries became
+    non-finite: if any did over all ranges, :func:`undo_optimizer_step` names the first and
+    restores the step."""
+    g = G[a:b]
+    g[:] = GB[0, a:b]
+    for k in range(1, GB.shape[0]):  # one straight (vectorised) pass per block
+        _add_into(g, GB[k, a:b])
+    if kind == OPT_NONE:
+        return 0
+    return _optimizer_pass(kind, P[a:b], G[a:b], S1[a:b], S2[a:b], hp, t, trainable[a:b],
+                           BK[0, a:b], BK[1, a:b], BK[2, a:b])  # fmt: skip
+
+
+@nb.njit(inline="always", **_JIT)
+def _add_into(y, x):
+    for i in range(y.shape[0]):
+        y[i] += x[i]
+
+
+@nb.njit(**_JIT)
+def undo_optimizer_step(kind, P, S1, S2, hp, BK):
+    """After a step that made some entry non-finite: the index of the first such parameter, with
+    parameters and state put back from ``BK``."""
     bad = 0
     for i in range(P.shape[0]):  # rare: name the first bad entry, then undo the whole step
         if not (np.isfinite(P[i]) and np.isfinite(S1[i]) and np.isfinite(S2[i])):
@@ -1356,9 +1412,9 @@ def optimizer_step(kind, P, G, S1, S2, hp, t, trainable, BK):
 
 
 @nb.njit(**_JIT)
-def _optimizer_pass(kind, P, G, S1, S2, hp, t, trainable, BK):
+def _optimizer_pass(kind, P, G, S1, S2, hp, t, trainable, B0, B1, B2):
     """The update of :func:`optimizer_step`, one fused loop per rule, keeping the old values in
-    ``BK``; returns how many entries got a non-finite parameter or state (an integer count, so
+    ``B0``, ``B1``, ``B2`` (parameters and state); returns how many entries got a non-finite parameter or state (an integer count, so
     the loop still vectorises)."""
     n = P.shape[0]
     nbad = 0
@@ -1367,11 +1423,11 @@ def _optimizer_pass(kind, P, G, S1, S2, hp, t, trainable, BK):
         first = t == 1
         for i in range(n):  # SGD is bound by memory traffic: keep only what it changes
             p0, s0 = P[i], S1[i]
-            BK[0, i] = p0
+            B0[i] = p0
             p, s1 = _sgd(p0, G[i], s0, trainable[i], lr, mom, wd, nest, damp, first)
             P[i] = p
             if mom != 0.0:
-                BK[1, i] = s0
+                B1[i] = s0
                 S1[i] = s1
             nbad += not (np.isfinite(p) and np.isfinite(s1))
     elif kind == 2:
@@ -1386,7 +1442,7 @@ def _optimizer_pass(kind, P, G, S1, S2, hp, t, trainable, BK):
             _like(P, lr * wd)  # fmt: skip
         for i in range(n):
             p0, m0, v0 = P[i], S1[i], S2[i]
-            BK[0, i], BK[1, i], BK[2, i] = p0, m0, v0
+            B0[i], B1[i], B2[i] = p0, m0, v0
             p, m, v = _adam(p0, G[i], m0, v0, trainable[i], b1_, b2_, a1, a2, eps_, wd_, lwd,
                             dec, c1_, c2_)  # fmt: skip
             P[i], S1[i], S2[i] = p, m, v

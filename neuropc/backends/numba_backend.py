@@ -8,9 +8,13 @@ import numpy as np
 from ..dynamics.natural_gradient import NGDViews
 from ..dynamics.optim import OPT_NONE, Optimizer
 from ..dynamics.plan import Plan
-from ..dynamics.schedule import EACH_STEP, Schedule
+from ..dynamics.schedule import AT_END, EACH_STEP, Schedule
 from . import _numba_kernels as K
+from . import row_blocks
 from .base import Backend, RunOutput, TraceSpec, ngd_views
+
+# the BLAS's per-thread setting that row blocks need (None: run every batch whole)
+_BLAS_1 = K.blas_single_thread()
 
 
 def _changed_state(kind: int, hp: np.ndarray) -> int:
@@ -48,11 +52,21 @@ class NumbaBackend(Backend):
         self._i64 = [
             np.ascontiguousarray(a, dtype=np.int64) for a in (plan.sizes, plan.voff, plan.eoff)
         ]
-        self._dist = np.ascontiguousarray(plan.dist, dtype=np.int64)
-        self._conn = [
+        dist = np.ascontiguousarray(plan.dist, dtype=np.int64)
+        conn = [
             np.ascontiguousarray(a, dtype=np.int64)
             for a in (plan.cpre, plan.cpost, plan.cwoff, plan.boff)
         ]
+        # the network's part of the kernel's arguments
+        self._structure = (
+            *self._i64,
+            plan.has_err,
+            plan.act_code,
+            plan.act_param,
+            *conn,
+            self.trainable,
+            dist,
+        )
 
     # ---- parameters -------------------------------------------------------------------------
     def get_params(self) -> np.ndarray:
@@ -147,27 +161,11 @@ class NumbaBackend(Backend):
         learn: Optimizer | None = None,
         trace: TraceSpec | None = None,
     ) -> RunOutput:
-        X, FX, DFX, BP, MUC, MUV, EPS, OWN = self._buffers(batch)
+        bufs = self._buffers(batch)
         pl = self.plan
         self._last_batch = batch
-        sizes, voff, eoff = self._i64
-        cpre, cpost, cwoff, boff = self._conn
         energies = np.zeros((sched.steps + 1, pl.n_pops), np.float64)
         mom = np.zeros((2, batch, pl.n_value) if sched.moments else (2, 1, 1), self.dtype)
-        structure = (
-            sizes, voff, eoff, pl.has_err, pl.act_code, pl.act_param, cpre, cpost, cwoff, boff,
-            self.trainable, self._dist,
-        )  # fmt: skip
-        policy = (
-            sched.clamped, sched.init, sched.frozen, sched.var_pred, sched.is_pre,
-            sched.refresh_act, sched.leaks, sched.backproj, sched.first_bp, sched.receives_bp,
-            sched.grad_at, sched.steps, sched.rate, sched.noise_sd, sched.tol, sched.err_rate,
-            int(seed), energies, sched.grads, sched.zero_grads, sched.opt_when, sched.nudge,
-            sched.nudged, sched.grad_scale, sched.fast_rule, pl.prec_hp, self.SF, sched.collect,
-            sched.collect_weight, mom, sched.moments,
-            self._precond_buffer(batch, sched.precond), sched.precond,
-            sched.beta2, sched.precond_eps, sched.bias_correction,
-        )  # fmt: skip
         if len(self._fast):
             self.PI[:] = self.PI_slow
         kind, hp = (learn.kind, learn.hyper()) if learn is not None else (OPT_NONE, np.zeros(6))
@@ -182,10 +180,31 @@ class NumbaBackend(Backend):
             else None
         )
         rec = self._trace_buffers(trace, sched.steps, batch)
-        done, bad_t, bad_p, nsteps, bad_param = K.infer(
-            X, FX, DFX, BP, MUC, MUV, EPS, OWN, self.P, self.PI, self.G, self.S1, self.S2, self.BK,
-            *structure, *policy, kind, hp, self.opt_t, *rec,
+        V = self._precond_buffer(batch, sched.precond)
+
+        def args(r0: int, r1: int, G: np.ndarray, en: np.ndarray, zero: bool, opt: int) -> tuple:
+            """The kernel's arguments for rows r0..r1 (a view of every per-row buffer)."""
+            rows = slice(r0, r1)
+            return (
+                *(b[rows] for b in bufs), self.P, self.PI, G, self.S1, self.S2, self.BK,
+                *self._structure, *self._policy(sched, seed, r0, batch, en, zero, mom),
+                V[rows] if sched.precond else V, sched.precond, sched.beta2, sched.precond_eps,
+                sched.bias_correction, opt, hp, self.opt_t, *rec,
+            )  # fmt: skip
+
+        spans = (
+            row_blocks.blocks(batch)
+            if sched.rows_independent and trace is None and not sched.moments and _BLAS_1 else
+            [(0, batch)]
         )  # fmt: skip
+        if len(spans) == 1:
+            done, bad_t, bad_p, nsteps, bad_param = K.infer(
+                *args(0, batch, self.G, energies, sched.zero_grads, kind)
+            )
+        else:
+            done, bad_t, bad_p, nsteps, bad_param = self._infer_blocks(
+                spans, args, energies, sched, kind, hp
+            )
         failed = bad_t >= 0 or bad_param >= 0
         if failed and saved is not None:
             self.P[:], self.S1[:], self.S2[:] = saved
@@ -195,10 +214,80 @@ class NumbaBackend(Backend):
         traces = rec[5:8] if trace is not None else None
         fast = {int(p): self.PI[pl.error_slice(pl.names[p])].astype(np.float64) for p in self._fast}
         return RunOutput(
-            X, EPS, energies[: done + 1], int(done), int(bad_t), int(bad_p), out_grads, traces,
-            bad_param=int(bad_param), fast_precision=fast,
+            bufs[0], bufs[6], energies[: done + 1], int(done), int(bad_t), int(bad_p), out_grads,
+            traces, bad_param=int(bad_param), fast_precision=fast,
             moments=(mom[0], mom[1]) if sched.moments else None,
         )  # fmt: skip
+
+    def _policy(self, sched: Schedule, seed: int, row0: int, batch: int, energies: np.ndarray,
+                zero_grads: bool, mom: np.ndarray) -> tuple:  # fmt: skip
+        """The schedule's part of the kernel's arguments, up to the moments."""
+        pl = self.plan
+        return (
+            sched.clamped, sched.init, sched.frozen, sched.var_pred, sched.is_pre,
+            sched.refresh_act, sched.leaks, sched.backproj, sched.first_bp, sched.receives_bp,
+            sched.grad_at, sched.steps, sched.rate, sched.noise_sd, sched.tol, sched.err_rate,
+            int(seed), row0, batch, energies, sched.grads, zero_grads, sched.opt_when,
+            sched.nudge, sched.nudged, sched.grad_scale, sched.fast_rule, pl.prec_hp, self.SF,
+            sched.collect, sched.collect_weight, mom, sched.moments,
+        )  # fmt: skip
+
+    def _infer_blocks(self, spans, args, energies, sched, kind, hp) -> tuple[int, ...]:
+        """The kernel on row blocks, one per thread (:mod:`.row_blocks`); then, on the same
+        threads, each taking a range of the parameters, the gradient summed over the blocks in
+        block order and the optimiser step. The energies are the blocks' batch means weighted by
+        their rows. Returns what ``K.infer`` returns.
+
+        Every block's gradient starts from zero, so the batch's gradient is rewritten as a whole
+        (the kernel run whole overwrites every entry it computes and leaves the rest: in every
+        schedule that runs in blocks, it computes them all)."""
+        n = len(spans)
+        GB = self._block_grads(n)
+        parts = [np.zeros_like(energies) for _ in range(n)]
+        opt = kind if sched.opt_when == AT_END else OPT_NONE
+        np_ = self.plan.n_params
+        cuts = [k * np_ // n // 16 * 16 for k in range(n)] + [np_]  # 64-byte aligned ranges
+        res: list = [None] * n  # each block's (steps_done, bad_step, bad_pop, 0, -1)
+
+        def infer(i: int) -> None:
+            res[i] = K.infer(*args(*spans[i], GB[i], parts[i], True, OPT_NONE))
+
+        def step(i: int) -> int:  # (after every block's infer: a barrier comes between)
+            if any(r[1] >= 0 for r in res):  # a block diverged: nothing is learned
+                return 0
+            if not sched.grads:
+                return 0
+            return K.reduce_step(opt, self.P, self.G, GB, self.S1, self.S2, hp, self.opt_t + 1,
+                                 self.trainable, self.BK, cuts[i], cuts[i + 1])  # fmt: skip
+
+        nonfinite = row_blocks.run([infer, step], n, _BLAS_1)[1]
+        bad = min(((int(r[1]), int(r[2])) for r in res if r[1] >= 0), default=None)
+        energies[:] = parts[0] * (spans[0][1] - spans[0][0])
+        for (r0, r1), e in zip(spans[1:], parts[1:]):
+            energies += e * (r1 - r0)
+        energies /= spans[-1][1]
+        stepped = bad is None and opt != OPT_NONE
+        if bad is None and not np.isfinite(energies).all():  # finite parts, non-finite sum
+            bad = tuple(int(i) for i in np.argwhere(~np.isfinite(energies))[0])
+        if bad is not None:
+            if stepped:  # the step ran already: take it back
+                self.undo_step()
+                self.opt_t += 1  # (undo_step counts it off; this step was never counted)
+            return bad[0], bad[0], bad[1], 0, -1
+        done = int(res[0][0])
+        if not stepped:
+            return done, -1, -1, 0, -1
+        if sum(nonfinite) > 0:  # some entry became non-finite: name it, restore the step
+            return done, -1, -1, 0, int(K.undo_optimizer_step(opt, self.P, self.S1, self.S2, hp,
+                                                              self.BK))  # fmt: skip
+        return done, -1, -1, 1, -1
+
+    def _block_grads(self, n: int) -> np.ndarray:
+        """``(n, n_params)`` gradient buffers, one per row block (reused from batch to batch)."""
+        g = getattr(self, "_gb", None)
+        if g is None or g.shape[0] < n:
+            g = self._gb = np.zeros((n, self.plan.n_params), self.dtype)
+        return g[:n]
 
     def _trace_buffers(self, trace: TraceSpec | None, steps: int, batch: int) -> tuple:
         """The kernel's recording arguments. The output arrays are reused from run to run (like

@@ -113,6 +113,14 @@ class Schedule:
             or (self.grads and bool(np.any(self.grad_at != END)))
         )
 
+    @property
+    def rows_independent(self) -> bool:
+        """Whether every sample of a batch relaxes on its own, so that a backend may run the batch
+        in row blocks and add up their energies and gradients afterwards: no early stop on the
+        batch's largest update, no fast precision (per-step batch statistics) and no optimiser
+        step during inference (iPC)."""
+        return not (self.tol > 0 or self.opt_when == EACH_STEP or bool(self.fast_rule.any()))
+
     def grads_at(self, when: int) -> np.ndarray:
         """(P,) bool: the populations whose incoming connections and bias take gradients at
         ``when`` (a step, ``END`` or ``EVERY``)."""

@@ -1,0 +1,180 @@
+"""Row blocks (neuropc.backends.row_blocks): a numba batch cut into blocks of rows, one per
+thread. Oracle: the same batch run whole on one thread (an independent path through the same
+kernel: one call, sums over the whole batch), which every block split must match to 1e-10 in
+float64; and the closed form of the split itself."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import neuropc as npc
+from neuropc.backends import numba_backend, row_blocks
+
+pytestmark = pytest.mark.skipif(
+    numba_backend._BLAS_1 is None, reason="the kernels' BLAS has no per-thread setting"
+)
+
+BATCH = 96  # three blocks of 32 with 3 threads, two of 48 with 2
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    yield
+    row_blocks.set_threads(None)
+
+
+def _network(case: str) -> npc.Network:
+    out = npc.Categorical() if case == "categorical" else None
+    net = npc.mlp([6, 12, 10, 4], activation="tanh", output_distribution=out)
+    if case == "precision":
+        net = npc.Network()
+        net.population("input", 6, role="input")
+        net.population("h1", 12, activation="tanh", bias=True,
+                       precision=npc.Precision("diag", learn="gradient", lr=0.05))  # fmt: skip
+        net.population("h2", 10, activation="tanh", bias=True,
+                       precision=npc.Precision("scalar", learn="ema", decay=0.2))  # fmt: skip
+        net.population("output", 4, role="target", bias=True)
+        for a, b in (("input", "h1"), ("h1", "h2"), ("h2", "output")):
+            net.connect(a, b)
+    return net
+
+
+def _inference(case: str) -> npc.Inference:
+    return {
+        "langevin": npc.Inference(steps=10, rate=0.05, temperature=1.0, burn_in=4, collect=3),
+        "precondition": npc.Inference(steps=10, rate=0.1, preconditioner=npc.Preconditioner()),
+        "langevin_precondition": npc.Inference(steps=10, rate=0.05, temperature=0.5,
+                                               preconditioner=npc.Preconditioner()),
+        "tol": npc.Inference(steps=30, rate=0.1, tol=1e-3),
+        "ipc": npc.Inference(steps=10, rate=0.1, mode="ipc"),
+    }.get(case, npc.Inference(steps=10, rate=0.1))
+
+
+def _data(n: int = BATCH) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 4, n)
+    return {"input": rng.normal(size=(n, 6)), "output": np.eye(4)[y]}
+
+
+def _train(case: str, threads: int, dtype: str = "float64"):
+    row_blocks.set_threads(threads)
+    sim = npc.Simulator(_network(case), backend="numba", dtype=dtype, seed=7,
+                        inference=_inference(case), optimizer=npc.Adam(0.01))  # fmt: skip
+    data = _data()
+    energies = [sim.learn(data).energy for _ in range(3)]
+    state = sim.infer({"input": data["input"]})
+    params = np.concatenate([np.ravel(v) for v in sim.parameters().values()])
+    return params, energies, state
+
+
+CASES = ("plain", "precision", "categorical", "langevin", "precondition",
+         "langevin_precondition")  # fmt: skip
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("case", CASES)
+def test_blocks_match_the_whole_batch(case, threads):
+    p1, e1, s1 = _train(case, 1)
+    pn, en, sn = _train(case, threads)
+    np.testing.assert_allclose(pn, p1, rtol=0, atol=1e-10)
+    for a, b in zip(en, e1):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(sn["h1"], s1["h1"], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(sn.energy, s1.energy, rtol=1e-10, atol=1e-12)
+
+
+def test_same_threads_bit_identical():
+    a = _train("langevin", 2, "float32")
+    b = _train("langevin", 2, "float32")
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[2]["h2"], b[2]["h2"])
+
+
+@pytest.mark.parametrize("case", ["tol", "ipc"])
+def test_coupled_rows_run_whole(case):
+    """An early stop on the batch's largest update, and weight steps during inference (iPC),
+    couple the rows: such a batch runs whole, so the thread count changes nothing at all."""
+    p1, e1, _ = _train(case, 1)
+    p2, e2, _ = _train(case, 2)
+    np.testing.assert_array_equal(p2, p1)
+    for a, b in zip(e2, e1):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_divergence_in_one_block_learns_nothing():
+    """A sample that overflows in the second block: the batch fails as it does whole (same step
+    and population named), and no parameter changes."""
+    errs = []
+    for threads in (1, 2):
+        row_blocks.set_threads(threads)
+        sim = npc.Simulator(_network("plain"), backend="numba", dtype="float64", seed=7,
+                            inference=npc.Inference(steps=10, rate=0.1),
+                            optimizer=npc.Adam(0.01))  # fmt: skip
+        data = _data()
+        data["output"][-1, 0] = 1e200  # its squared error overflows
+        before = {k: v.copy() for k, v in sim.parameters().items()}
+        with pytest.raises(npc.DivergenceError) as info:
+            sim.learn(data)
+        for k, v in sim.parameters().items():
+            np.testing.assert_array_equal(v, before[k])
+        errs.append(str(info.value))
+    assert errs[0] == errs[1]
+
+
+@pytest.mark.parametrize(
+    ("batch", "threads", "expect"),
+    [
+        (128, 2, [(0, 64), (64, 128)]),
+        (96, 3, [(0, 32), (32, 64), (64, 96)]),
+        (100, 3, [(0, 33), (33, 66), (66, 100)]),
+        (63, 2, [(0, 63)]),  # fewer than 2 x MIN_ROWS rows: whole
+        (128, 1, [(0, 128)]),
+        (64, 8, [(0, 32), (32, 64)]),  # at most one block per MIN_ROWS rows
+    ],
+)
+def test_blocks_split(batch, threads, expect):
+    assert row_blocks.MIN_ROWS == 32
+    assert row_blocks.blocks(batch, threads) == expect
+
+
+def test_threads_setting(monkeypatch):
+    monkeypatch.setenv("NEUROPC_THREADS", "3")
+    assert row_blocks.get_threads() == 3
+    row_blocks.set_threads(2)
+    assert row_blocks.get_threads() == 2
+    row_blocks.set_threads(None)
+    monkeypatch.setenv("NEUROPC_THREADS", "two")
+    with pytest.raises(ValueError, match="NEUROPC_THREADS must be a positive integer; got 'two'"):
+        row_blocks.get_threads()
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="set_threads: expected a positive integer"):
+            row_blocks.set_threads(bad)
+    monkeypatch.delenv("NEUROPC_THREADS")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert row_blocks.get_threads() == 1
+
+
+def test_phases_and_errors():
+    """Phases run in order with a barrier between them (phase 2 sees all of phase 1); an error
+    in one thread skips the later phases everywhere and is raised once all threads are done."""
+    seen = [None] * 3
+
+    def first(i):
+        seen[i] = i * i
+        return i
+
+    def second(i):
+        return sum(seen) + i  # every first-phase value is in place
+
+    assert row_blocks.run([first, second], 3, numba_backend._BLAS_1) == [[0, 1, 2], [5, 6, 7]]
+    done = []
+
+    def fails(i):
+        if i == 1:
+            raise RuntimeError("block 1 failed")
+        done.append(i)
+
+    with pytest.raises(RuntimeError, match="block 1 failed"):
+        row_blocks.run([fails, lambda i: done.append(10 + i)], 3, numba_backend._BLAS_1)
+    assert sorted(done) == [0, 2]  # the others finished phase 1, and nobody ran phase 2
