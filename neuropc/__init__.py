@@ -12,6 +12,7 @@ from __future__ import annotations
 from . import analysis, data
 from .analysis import alignment
 from .analysis.alignment import gradient_alignment
+from .backends.row_blocks import get_threads, set_threads
 from .checkpoint import load
 from .data import one_hot
 from .dynamics import modes, schedule
@@ -67,6 +68,7 @@ __all__ = [
     "analysis",
     "data",
     "energy",
+    "get_threads",
     "gradient_alignment",
     "load",
     "lower",
@@ -75,5 +77,6 @@ __all__ = [
     "one_hot",
     "open",
     "schedule",
+    "set_threads",
     "transformer",
 ]

@@ -44,8 +44,9 @@ def _inference(case: str) -> npc.Inference:
     return {
         "langevin": npc.Inference(steps=10, rate=0.05, temperature=1.0, burn_in=4, collect=3),
         "precondition": npc.Inference(steps=10, rate=0.1, preconditioner=npc.Preconditioner()),
-        "langevin_precondition": npc.Inference(steps=10, rate=0.05, temperature=0.5,
-                                               preconditioner=npc.Preconditioner()),
+        "langevin_precondition": npc.Inference(
+            steps=10, rate=0.05, temperature=0.5, preconditioner=npc.Preconditioner()
+        ),
         "tol": npc.Inference(steps=30, rate=0.1, tol=1e-3),
         "ipc": npc.Inference(steps=10, rate=0.1, mode="ipc"),
     }.get(case, npc.Inference(steps=10, rate=0.1))
@@ -136,6 +137,15 @@ def test_divergence_in_one_block_learns_nothing():
 def test_blocks_split(batch, threads, expect):
     assert row_blocks.MIN_ROWS == 32
     assert row_blocks.blocks(batch, threads) == expect
+
+
+def test_large_weights_need_many_rows():
+    """Weights beyond LARGE_WEIGHTS bytes: at least MIN_ROWS_LARGE (256) rows per block."""
+    big = row_blocks.LARGE_WEIGHTS + 1
+    assert row_blocks.blocks(128, 2, big) == [(0, 128)]
+    assert row_blocks.blocks(511, 2, big) == [(0, 511)]
+    assert row_blocks.blocks(512, 2, big) == [(0, 256), (256, 512)]
+    assert row_blocks.blocks(128, 2, row_blocks.LARGE_WEIGHTS) == [(0, 64), (64, 128)]
 
 
 def test_threads_setting(monkeypatch):

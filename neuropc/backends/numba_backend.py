@@ -57,6 +57,14 @@ class NumbaBackend(Backend):
             np.ascontiguousarray(a, dtype=np.int64)
             for a in (plan.cpre, plan.cpost, plan.cwoff, plan.boff)
         ]
+        # the largest weight matrix, in bytes (how a batch is cut into row blocks)
+        self._weight_bytes = (
+            max(
+                (int(plan.sizes[q]) * int(plan.sizes[p]) for q, p in zip(plan.cpre, plan.cpost)),
+                default=0,
+            )
+            * self.dtype.itemsize
+        )
         # the network's part of the kernel's arguments
         self._structure = (
             *self._i64,
@@ -193,7 +201,7 @@ class NumbaBackend(Backend):
             )  # fmt: skip
 
         spans = (
-            row_blocks.blocks(batch)
+            row_blocks.blocks(batch, weight_bytes=self._weight_bytes)
             if sched.rows_independent and trace is None and not sched.moments and _BLAS_1 else
             [(0, batch)]
         )  # fmt: skip
@@ -248,9 +256,11 @@ class NumbaBackend(Backend):
         np_ = self.plan.n_params
         cuts = [k * np_ // n // 16 * 16 for k in range(n)] + [np_]  # 64-byte aligned ranges
         res: list = [None] * n  # each block's (steps_done, bad_step, bad_pop, 0, -1)
+        # the arguments built here, not on the threads, which hold the GIL only to start
+        pre = [args(*spans[i], GB[i], parts[i], True, OPT_NONE) for i in range(n)]
 
         def infer(i: int) -> None:
-            res[i] = K.infer(*args(*spans[i], GB[i], parts[i], True, OPT_NONE))
+            res[i] = K.infer(*pre[i])
 
         def step(i: int) -> int:  # (after every block's infer: a barrier comes between)
             if any(r[1] >= 0 for r in res):  # a block diverged: nothing is learned

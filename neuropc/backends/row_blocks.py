@@ -4,21 +4,23 @@ The samples of a batch relax independently wherever the schedule allows it
 (:attr:`neuropc.dynamics.schedule.Schedule.rows_independent`). There the numba backend cuts a
 batch into contiguous blocks of at least :data:`MIN_ROWS` rows, one per thread, and every thread
 runs the whole compiled inference (``_numba_kernels.infer``, which holds no GIL) on its block,
-with its gemms on one MKL thread. The blocks' energies (batch means) and gradients (sums) are
-added up afterwards, in block order, and the optimiser steps once.
+with its gemms on one MKL thread. Then, after a barrier, each thread adds up the blocks'
+gradients over a range of the parameters, in block order, and takes the optimiser step there;
+the energies are the blocks' batch means weighted by their rows.
 
 Why: on the 2-core Xeon of docs/performance.md, with one thread running the elementwise loops
 and MKL's two threads the gemms, every step moved half of each gemm's output from the other
 core's cache, and the elementwise loops ran on one core; in blocks, each core keeps its rows in
-its own cache from the first step to the last (the standard task: 2.9 -> about 1.7 ms a batch).
+its own cache from the first step to the last (the standard task: 2.98 -> 2.2 ms a batch).
 
 Same seed, same thread count: bit-identical results. Another thread count changes the order of
 the sums over the batch, so energies and gradients differ at the rounding level (the Langevin
 noise of a row depends on its index alone: :func:`._normal.fill_normal_rows`).
 
 Threads: :func:`set_threads`, else ``NEUROPC_THREADS``, else ``OMP_NUM_THREADS`` (which
-``neuropc run --nproc`` sets for each rank), else the cores this process may run on. The workers
-wait on a queue (no spinning), so they do not compete with torch's thread pool.
+``neuropc run --nproc`` sets for each rank), else the cores this process may run on. They are
+the members of torch's own OpenMP team (:class:`_Team`), so they never compete with torch's
+thread pool; a thread pool of our own serves only where torch has no libgomp.
 """
 
 from __future__ import annotations
@@ -30,6 +32,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 MIN_ROWS = 32  # below this a block's gemms lose more than a second core gains (measured)
+# Every block's gemm packs the weight matrix anew (MKL packs it per call). A matrix beyond the
+# caches is then read from memory by every thread, which at tens of rows per block costs as much
+# as the product itself (measured, 784-2048-2048-10 at B = 128: 0.60 of the MKL ceiling in
+# blocks of 64 rows against 0.83 whole). Such networks run in blocks only of many rows.
+LARGE_WEIGHTS = 4 << 20  # bytes: a weight matrix larger than this counts as beyond the caches
+MIN_ROWS_LARGE = 256
 
 _lock = threading.Lock()
 _threads: int | None = None
@@ -70,10 +78,13 @@ def get_threads() -> int:
         return os.cpu_count() or 1
 
 
-def blocks(batch: int, threads: int | None = None) -> list[tuple[int, int]]:
+def blocks(batch: int, threads: int | None = None, weight_bytes: int = 0) -> list[tuple[int, int]]:
     """Contiguous row ranges ``[(start, stop), ...]`` covering ``range(batch)``: as many as the
-    threads allow with at least :data:`MIN_ROWS` rows each (one block: run whole)."""
-    n = max(1, min(threads if threads is not None else get_threads(), batch // MIN_ROWS))
+    threads allow with at least :data:`MIN_ROWS` rows each, or :data:`MIN_ROWS_LARGE` where the
+    largest weight matrix has more than :data:`LARGE_WEIGHTS` bytes (``weight_bytes``); one
+    block: run whole."""
+    least = MIN_ROWS_LARGE if weight_bytes > LARGE_WEIGHTS else MIN_ROWS
+    n = max(1, min(threads if threads is not None else get_threads(), batch // least))
     return [(i * batch // n, (i + 1) * batch // n) for i in range(n)]
 
 
