@@ -151,6 +151,7 @@ class Simulator:
         for st in self._precisions.values():
             self.backend.set_precision(st.index, st.per_unit())
         self._masks: dict[str, np.ndarray] = {}
+        self._schedules: dict[tuple, object] = {}  # batch.schedule's cache
         self._recorder: _recording.Recorder | None = None
         self._ngd: dict[NaturalGradient, _ngd.NGDState] = {}  # natural-gradient factors
         self._encoder = None  # the amortised encoder's parameters and optimiser state
