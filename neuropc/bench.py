@@ -513,8 +513,8 @@ def profile(sim: Simulator, data: dict, batch: int, steps: int, timed: int = 50)
     * ``gemm``: the batch's gemm calls alone through the backend's own matmul
       (:func:`blas_ceiling_ms`);
     * ``optimizer``: a learning batch (``learn``) minus the same batch computing only the
-      gradients (``Simulator.gradients``: inference and local gradients, no step; it copies the
-      gradients to the host, so this slightly underestimates the step);
+      gradients (inference and local gradients, no step; run as ``gradients`` does, without its
+      copy of the gradients to the host, which once made this read 0);
     * ``python``: a learning batch minus the time spent inside the backend's ``run`` (the
       simulator's checks, buffers, schedule and bookkeeping);
     * ``elementwise``: the rest of ``run``: activations, errors, value updates, energies,
@@ -534,8 +534,8 @@ def profile(sim: Simulator, data: dict, batch: int, steps: int, timed: int = 50)
 
     backend.run = timed_run
     try:
-        t = _rounds([lambda: sim.learn(data, state=False),
-                     lambda: sim.gradients(data)], timed)  # fmt: skip
+        grads_only = lambda: sim._run(data, "train", None, sim.inference, None, grads=True)
+        t = _rounds([lambda: sim.learn(data, state=False), grads_only], timed)
         # the rounds call run twice per round (plus 3 warm-up rounds): the learning batches'
         # share of the time in run is measured separately below
         spent[0] = 0.0
