@@ -213,3 +213,28 @@ def test_matrix_case_in_blocks(case, monkeypatch):
         row_blocks.set_threads(threads)
         results.append(cm.run(cm.simulator(case, {"backend": "numba"}, seed), case, seed))
     cm.assert_same(results[0], results[1], 1e-10)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_traces_in_blocks(temperature):
+    """Per-step traces (values, errors, Langevin noise) of samples in both blocks, every other
+    step: recorded in two blocks of 32 rows as in the whole batch of 64, to 1e-10 in float64."""
+    samples = [0, 5, 31, 32, 40, 63]
+    probes = [npc.Probe(p, v, mode="steps", samples=samples, every=2, dtype="float64")
+              for p in ("h1", "h2") for v in ("value", "error", "noise")]  # fmt: skip
+    inf = npc.Inference(steps=10, rate=0.05, temperature=temperature)
+    got = []
+    for threads in (1, 2):
+        row_blocks.set_threads(threads)
+        sim = npc.Simulator(_network("plain"), backend="numba", dtype="float64", seed=7,
+                            inference=inf, optimizer=npc.Adam(0.01))  # fmt: skip
+        sim.record(None, probes, preset="none")
+        for _ in range(2):
+            sim.learn(_data(64))
+        rec = sim.recorder.open()
+        got.append({k: rec[k].values for k in ("h1:value", "h2:error", "h2:noise")})
+    for k in got[0]:
+        assert got[0][k].shape == (2 * len(samples), 6, got[0][k].shape[2]), k
+        np.testing.assert_allclose(got[1][k], got[0][k], rtol=0, atol=1e-10, err_msg=k)
+    moved = np.abs(got[0]["h2:noise"]).max()
+    assert (moved > 0.1) == (temperature > 0)  # the noise trace is there (or is 0 without)

@@ -23,6 +23,19 @@ def _changed_state(kind: int, hp: np.ndarray) -> int:
     return 2 if kind == 2 else (1 if kind == 1 and hp[1] != 0.0 else 0)
 
 
+def _block_trace(rec: tuple, r0: int, r1: int, batch: int) -> tuple:
+    """The kernel's recording arguments (``NumbaBackend._trace_buffers``) for rows ``r0 .. r1`` of
+    a batch: the recorded rows among them, renumbered from ``r0``, and their rows of the trace
+    buffers (the recorded rows are sorted, so those are one contiguous slice), and the rows of the
+    noise scratch."""
+    every, rows, vcols, ecols, ncols, VT, ET, NT, NZ = rec
+    if every == 0 or (r0 == 0 and r1 == batch):
+        return rec
+    lo, hi = (int(i) for i in np.searchsorted(rows, [r0, r1]))
+    nz = NZ[r0:r1] if len(ncols) else NZ
+    return every, rows[lo:hi] - r0, vcols, ecols, ncols, VT[lo:hi], ET[lo:hi], NT[lo:hi], nz
+
+
 class NumbaBackend(Backend):
     name = "numba"
 
@@ -197,13 +210,12 @@ class NumbaBackend(Backend):
                 *(b[rows] for b in bufs), self.P, self.PI, G, self.S1, self.S2, self.BK,
                 *self._structure, *self._policy(sched, seed, r0, batch, en, zero, mom),
                 V[rows] if sched.precond else V, sched.precond, sched.beta2, sched.precond_eps,
-                sched.bias_correction, opt, hp, self.opt_t, *rec,
+                sched.bias_correction, opt, hp, self.opt_t, *_block_trace(rec, r0, r1, batch),
             )  # fmt: skip
 
         spans = (
             row_blocks.blocks(batch, weight_bytes=self._weight_bytes)
-            if sched.rows_independent and trace is None and not sched.moments and _BLAS_1 else
-            [(0, batch)]
+            if sched.rows_independent and not sched.moments and _BLAS_1 else [(0, batch)]
         )  # fmt: skip
         if len(spans) == 1:
             done, bad_t, bad_p, nsteps, bad_param = K.infer(
