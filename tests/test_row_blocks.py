@@ -238,3 +238,35 @@ def test_traces_in_blocks(temperature):
         np.testing.assert_allclose(got[1][k], got[0][k], rtol=0, atol=1e-10, err_msg=k)
     moved = np.abs(got[0]["h2:noise"]).max()
     assert (moved > 0.1) == (temperature > 0)  # the noise trace is there (or is 0 without)
+
+
+@pytest.mark.parametrize("objective", ["forward_kl", "jeffreys"])
+def test_encoder_moments_in_blocks(objective, monkeypatch):
+    """An amortised encoder fitted to the chain's sample moments (forward KL, Jeffreys): each
+    block gathers the moments of its own rows; decoder and encoder learn as with the whole
+    batch, to 1e-10 in float64."""
+    calls = []
+    run_blocks = numba_backend.NumbaBackend._infer_blocks
+    monkeypatch.setattr(numba_backend.NumbaBackend, "_infer_blocks",
+                        lambda self, *a: calls.append(1) or run_blocks(self, *a))  # fmt: skip
+    rng = np.random.default_rng(2)
+    data = [{"x": rng.normal(size=(BATCH, 6))} for _ in range(3)]
+    flat = []
+    for threads in (1, 2):
+        row_blocks.set_threads(threads)
+        net = npc.Network()
+        net.population("z", 3, bias=True)
+        net.population("h", 8, activation="tanh", bias=True)
+        net.population("x", 6, role="input", bias=True)
+        net.connect("z", "h")
+        net.connect("h", "x")
+        net.encoder("x", ["z", "h"], hidden=(5,), objective=objective)
+        sim = npc.Simulator(net, backend="numba", dtype="float64", seed=3,
+                            inference=npc.Inference(steps=8, rate=0.05, temperature=1.0,
+                                                    collect="mean", burn_in=2, init="amortised"),
+                            optimizer=npc.Adam(0.01))  # fmt: skip
+        for d in data:
+            sim.learn(d)
+        flat.append(np.concatenate([np.ravel(v) for v in sim.parameters().values()]))
+    assert len(calls) == len(data)  # the second simulator ran its batches in blocks
+    np.testing.assert_allclose(flat[1], flat[0], rtol=0, atol=1e-10)

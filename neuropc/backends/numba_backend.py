@@ -208,15 +208,20 @@ class NumbaBackend(Backend):
             rows = slice(r0, r1)
             return (
                 *(b[rows] for b in bufs), self.P, self.PI, G, self.S1, self.S2, self.BK,
-                *self._structure, *self._policy(sched, seed, r0, batch, en, zero, mom),
+                *self._structure,
+                *self._policy(sched, seed, r0, batch, en, zero, block_mom.get((r0, r1), mom)),
                 V[rows] if sched.precond else V, sched.precond, sched.beta2, sched.precond_eps,
                 sched.bias_correction, opt, hp, self.opt_t, *_block_trace(rec, r0, r1, batch),
             )  # fmt: skip
 
         spans = (
             row_blocks.blocks(batch, weight_bytes=self._weight_bytes)
-            if sched.rows_independent and not sched.moments and _BLAS_1 else [(0, batch)]
+            if sched.rows_independent and _BLAS_1 else [(0, batch)]
         )  # fmt: skip
+        # a block's moments of its own (a row slice of (2, B, n) is not contiguous), copied back
+        block_mom = {
+            (r0, r1): np.zeros((2, r1 - r0, pl.n_value), self.dtype) for r0, r1 in spans
+        } if sched.moments and len(spans) > 1 else {}  # fmt: skip
         if len(spans) == 1:
             done, bad_t, bad_p, nsteps, bad_param = K.infer(
                 *args(0, batch, self.G, energies, sched.zero_grads, kind)
@@ -225,6 +230,8 @@ class NumbaBackend(Backend):
             done, bad_t, bad_p, nsteps, bad_param = self._infer_blocks(
                 spans, args, energies, sched, kind, hp
             )
+            for (r0, r1), m in block_mom.items():
+                mom[:, r0:r1] = m
         failed = bad_t >= 0 or bad_param >= 0
         if failed and saved is not None:
             self.P[:], self.S1[:], self.S2[:] = saved
