@@ -14,9 +14,10 @@ BATCH = 128  # the minibatch: 64 per rank with 2 ranks
 FIT_SAMPLES, FIT_BATCH = 257, 128  # the last minibatch has 1 sample: one rank sits it out
 
 
-def network(kind: str) -> npc.Network:
+def network(kind: str, objective: str = "forward_kl") -> npc.Network:
     """``plain``: 6-10-8-4 tanh; ``precision``: its hidden layers learn a diagonal / scalar
-    precision; ``encoder``: a latent 3 -> 6 generative model with an amortised encoder."""
+    precision; ``encoder``: a latent 3 -> 6 generative model with an amortised encoder (fitted
+    with ``objective``)."""
     if kind == "encoder":
         net = npc.Network()
         net.population("z", 3, bias=True)
@@ -24,7 +25,7 @@ def network(kind: str) -> npc.Network:
         net.population("x", 6, role="input", bias=True)
         net.connect("z", "h")
         net.connect("h", "x")
-        net.encoder("x", ["z", "h"], hidden=(5,), objective="forward_kl")
+        net.encoder("x", ["z", "h"], hidden=(5,), objective=objective)
         return net
     learned = kind == "precision"
     net = npc.Network()

@@ -245,6 +245,8 @@ def test_encoder_moments_in_blocks(objective, monkeypatch):
     """An amortised encoder fitted to the chain's sample moments (forward KL, Jeffreys): each
     block gathers the moments of its own rows; decoder and encoder learn as with the whole
     batch, to 1e-10 in float64."""
+    import distributed_cases
+
     calls = []
     run_blocks = numba_backend.NumbaBackend._infer_blocks
     monkeypatch.setattr(numba_backend.NumbaBackend, "_infer_blocks",
@@ -254,13 +256,7 @@ def test_encoder_moments_in_blocks(objective, monkeypatch):
     flat = []
     for threads in (1, 2):
         row_blocks.set_threads(threads)
-        net = npc.Network()
-        net.population("z", 3, bias=True)
-        net.population("h", 8, activation="tanh", bias=True)
-        net.population("x", 6, role="input", bias=True)
-        net.connect("z", "h")
-        net.connect("h", "x")
-        net.encoder("x", ["z", "h"], hidden=(5,), objective=objective)
+        net = distributed_cases.network("encoder", objective)
         sim = npc.Simulator(net, backend="numba", dtype="float64", seed=3,
                             inference=npc.Inference(steps=8, rate=0.05, temperature=1.0,
                                                     collect="mean", burn_in=2, init="amortised"),
