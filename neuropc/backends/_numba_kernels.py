@@ -39,6 +39,16 @@ from ..model.distributions import TINY as _TINY  # errors below it are flushed t
 from ._normal import fill_normal_rows, key_from_seed
 
 
+def _torch_cpu():
+    """libtorch_cpu (ctypes), which exports the MKL that the x86 torch wheels link in."""
+    import ctypes
+    import os
+
+    import torch
+
+    return ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
+
+
 def _blas_addresses() -> tuple[str, dict[str, int]]:
     """The Fortran ``dgemm`` / ``sgemm`` the kernels call, chosen by ``NEUROPC_NUMBA_BLAS``:
     ``"torch"`` (the default when available): the MKL gemm that the x86 torch wheels export from
@@ -57,8 +67,7 @@ def _blas_addresses() -> tuple[str, dict[str, int]]:
 
             if not torch.backends.mkl.is_available():
                 raise OSError("torch was built without MKL")
-            lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib",
-                                           "libtorch_cpu.so"))  # fmt: skip
+            lib = _torch_cpu()
             return "torch-mkl", {
                 n: ctypes.cast(getattr(lib, n + "_"), ctypes.c_void_p).value
                 for n in ("dgemm", "sgemm")
@@ -80,12 +89,8 @@ def blas_single_thread():
     if BLAS != "torch-mkl":
         return None
     import ctypes
-    import os
 
-    import torch
-
-    lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
-    f = lib.MKL_Set_Num_Threads_Local  # the C interface: the count by value
+    f = _torch_cpu().MKL_Set_Num_Threads_Local  # the C interface: the count by value
     f.argtypes, f.restype = [ctypes.c_int], ctypes.c_int
     return f
 

@@ -67,8 +67,10 @@ class RunOutput:
     def host_grads(self) -> np.ndarray | None:
         """:attr:`grads` as a float64 numpy array on the host (None without gradients)."""
         g = self.grads
-        if g is None or isinstance(g, np.ndarray):
-            return None if g is None else g.astype(np.float64)
+        if g is None:
+            return None
+        if isinstance(g, np.ndarray):
+            return g.astype(np.float64)
         import torch  # (a tensor here means torch is loaded)
 
         return g.detach().to("cpu", dtype=torch.float64).numpy()

@@ -52,6 +52,8 @@ class NumbaBackend(Backend):
         self.S2 = np.zeros(plan.n_params, dt)
         # the optimiser step's copy of the old parameters and state, to undo a non-finite step
         self.BK = np.zeros((3, plan.n_params), dt)
+        # the gradients of a batch's row blocks, one row each (grown by _block_grads)
+        self._gb = np.zeros((0, plan.n_params), dt)
         self.PI = plan.precision.astype(dt)
         # the slow (parameter) precision, from which every run's fast precisions start, and the
         # fast EMA rule's running covariance
@@ -107,13 +109,17 @@ class NumbaBackend(Backend):
         self.PI_slow[eo : eo + n] = value
 
     def undo_step(self) -> None:
-        # the last optimiser step kept the old values of what it changed in BK
+        self._restore_step()
+        self.opt_t -= 1
+
+    def _restore_step(self) -> None:
+        """Parameters and optimiser state as before the last step, which kept the old values of
+        what it changed in BK (the step count is the caller's)."""
         self.P[:] = self.BK[0]
         if self._last_state >= 1:
             self.S1[:] = self.BK[1]
         if self._last_state == 2:
             self.S2[:] = self.BK[2]
-        self.opt_t -= 1
 
     def optimizer_state(self) -> dict[str, np.ndarray | int]:
         return {"m": self.S1.astype(np.float64), "v": self.S2.astype(np.float64), "t": self.opt_t}
@@ -299,9 +305,8 @@ class NumbaBackend(Backend):
         if bad is None and not np.isfinite(energies).all():  # finite parts, non-finite sum
             bad = tuple(int(i) for i in np.argwhere(~np.isfinite(energies))[0])
         if bad is not None:
-            if stepped:  # the step ran already: take it back
-                self.undo_step()
-                self.opt_t += 1  # (undo_step counts it off; this step was never counted)
+            if stepped:  # the step ran already (and was not counted yet): take it back
+                self._restore_step()
             return bad[0], bad[0], bad[1], 0, -1
         done = int(res[0][0])
         if not stepped:
@@ -313,10 +318,9 @@ class NumbaBackend(Backend):
 
     def _block_grads(self, n: int) -> np.ndarray:
         """``(n, n_params)`` gradient buffers, one per row block (reused from batch to batch)."""
-        g = getattr(self, "_gb", None)
-        if g is None or g.shape[0] < n:
-            g = self._gb = np.zeros((n, self.plan.n_params), self.dtype)
-        return g[:n]
+        if self._gb.shape[0] < n:
+            self._gb = np.zeros((n, self.plan.n_params), self.dtype)
+        return self._gb[:n]
 
     def _trace_buffers(self, trace: TraceSpec | None, steps: int, batch: int) -> tuple:
         """The kernel's recording arguments. The output arrays are reused from run to run (like

@@ -25,6 +25,7 @@ thread pool; a thread pool of our own serves only where torch has no libgomp.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -151,29 +152,22 @@ class _Team:
         lib.GOMP_parallel(cb, None, n, 0)  # returns when every member has finished
 
 
+@functools.cache
 def _omp_team() -> _Team | None:
     """The team of torch's own libgomp, or None where there is none. Its threads are torch's
     intra-op pool: after torch work they spin for a while waiting for more, and a pool of our own
     would compete with them for the cores (measured: a batch right after a torch.mm ran 1.2-1.4x
     slower); as members of that team the blocks run on those very threads. (A member's Python
     code holds the GIL only to start the compiled kernel, which runs without it.)"""
-    global _team
-    if _team is not False:
-        return _team
-    with _lock:
-        try:
-            import ctypes
+    try:
+        import ctypes
 
-            import torch
+        import torch
 
-            path = os.path.join(os.path.dirname(torch.__file__), "lib", "libgomp.so.1")
-            _team = _Team(ctypes.CDLL(path))
-        except (ImportError, OSError, AttributeError):
-            _team = None
-        return _team
-
-
-_team: _Team | bool | None = False  # False: not looked for yet
+        return _Team(ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib",
+                                              "libgomp.so.1")))  # fmt: skip
+    except (ImportError, OSError, AttributeError):
+        return None
 
 
 def _workers(n: int) -> ThreadPoolExecutor:
