@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 import neuropc as npc
+from neuropc.backends import _numba_kernels as K
 from neuropc.backends import numba_backend, row_blocks
 
 pytestmark = pytest.mark.skipif(
-    numba_backend._BLAS_1 is None, reason="the kernels' BLAS has no per-thread setting"
+    not K.ROW_BLOCKS, reason="the kernels' BLAS has no per-thread setting"
 )
 
 BATCH = 96  # three blocks of 32 with 3 threads, two of 48 with 2
@@ -165,29 +166,25 @@ def test_threads_setting(monkeypatch):
     assert row_blocks.get_threads() == 1
 
 
-def test_phases_and_errors():
-    """Phases run in order with a barrier between them (phase 2 sees all of phase 1); an error
-    in one thread skips the later phases everywhere and is raised once all threads are done."""
-    seen = [None] * 3
-
-    def first(i):
-        seen[i] = i * i
-        return i
-
-    def second(i):
-        return sum(seen) + i  # every first-phase value is in place
-
-    assert row_blocks.run([first, second], 3, numba_backend._BLAS_1) == [[0, 1, 2], [5, 6, 7]]
-    done = []
-
-    def fails(i):
-        if i == 1:
-            raise RuntimeError("block 1 failed")
-        done.append(i)
-
-    with pytest.raises(RuntimeError, match="block 1 failed"):
-        row_blocks.run([fails, lambda i: done.append(10 + i)], 3, numba_backend._BLAS_1)
-    assert sorted(done) == [0, 2]  # the others finished phase 1, and nobody ran phase 2
+@pytest.mark.parametrize("starter", ["pool", "team of 1", "team of 4"])
+def test_any_thread_count_runs_the_blocks(starter, monkeypatch):
+    """Three blocks, started by the thread pool (where torch has no libgomp), or by a team of one
+    thread or of more threads than blocks: every thread claims blocks until none is left, waits
+    for all, then claims parameter ranges, so the results are bit-identical to the usual start
+    (a team of exactly three) whatever the number of threads that arrive."""
+    expect = _train("langevin", 3, "float32")
+    if starter == "pool":
+        monkeypatch.setattr(K, "TEAM", False)
+    else:
+        if not K.TEAM:
+            pytest.skip("torch has no libgomp here")
+        size = int(starter.split()[-1])
+        monkeypatch.setattr(row_blocks, "launch", lambda job, n: K.team_run(job, size))
+    got = _train("langevin", 3, "float32")
+    np.testing.assert_array_equal(got[0], expect[0])
+    for a, b in zip(got[1], expect[1]):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(got[2]["h2"], expect[2]["h2"])
 
 
 # ---- every case of the conformance matrix, in blocks ----------------------------------------

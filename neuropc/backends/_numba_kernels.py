@@ -80,25 +80,54 @@ def _blas_addresses() -> tuple[str, dict[str, int]]:
     }
 
 
-def blas_single_thread():
-    """A function ``f(n) -> previous`` that sets the calling thread's own MKL thread count (0:
-    back to the process-wide count), or None where the kernels' BLAS has no such setting
-    (OpenBLAS's count is process-wide). Threads that each run a row block of a batch
-    (:mod:`.row_blocks`) call their gemms on one MKL thread: from threads outside OpenMP, MKL
-    would start a team per calling thread, more threads than cores."""
-    if BLAS != "torch-mkl":
-        return None
+def _team_addresses(blas: str) -> dict[str, int]:
+    """What row blocks (:mod:`.row_blocks`, :func:`block_run`) call from compiled code, where it
+    exists: ``mkl_local``, MKL's own thread count for the calling thread (``MKL_Set_Num_Threads_Local``
+    of libtorch_cpu; OpenBLAS's count is process-wide, so without it batches run whole);
+    ``gomp_parallel``, ``GOMP_parallel`` of torch's own libgomp, which starts the threads of
+    :func:`team_run` (without it, a thread pool starts them); ``yield``, the OS's yield of a
+    waiting thread."""
     import ctypes
+    import os
+    import sys
 
-    f = _torch_cpu().MKL_Set_Num_Threads_Local  # the C interface: the count by value
-    f.argtypes, f.restype = [ctypes.c_int], ctypes.c_int
-    return f
+    out: dict[str, int] = {}
+    if blas != "torch-mkl":
+        return out
+
+    def address(lib, name: str) -> int:
+        return ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+
+    try:
+        out["yield"] = (
+            address(ctypes.WinDLL("kernel32"), "SwitchToThread")
+            if sys.platform == "win32"
+            else address(ctypes.CDLL(None), "sched_yield")
+        )
+        out["mkl_local"] = address(_torch_cpu(), "MKL_Set_Num_Threads_Local")
+    except (OSError, AttributeError):
+        return {}
+    try:
+        import torch
+
+        gomp = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libgomp.so.1"))
+        out["gomp_parallel"] = address(gomp, "GOMP_parallel")
+    except (OSError, AttributeError):
+        pass
+    return out
 
 
 BLAS, _addresses = _blas_addresses()
-for _name, _address in _addresses.items():
+_team = _team_addresses(BLAS)
+for _name, _address in {**_addresses, **_team}.items():
     _llvm.add_symbol("neuropc_" + _name, _address)
+# a batch can run in row blocks (:func:`block_run`), and their threads start without Python
+# (:func:`team_run`; else a thread pool starts them)
+ROW_BLOCKS = "mkl_local" in _team
+TEAM = "gomp_parallel" in _team
 _vp = types.voidptr
+_mkl_local = types.ExternalFunction("neuropc_mkl_local", types.int32(types.int32))
+_yield = types.ExternalFunction("neuropc_yield", types.int32())
 _dgemm = types.ExternalFunction("neuropc_dgemm", types.void(*([_vp] * 13)))
 _sgemm = types.ExternalFunction("neuropc_sgemm", types.void(*([_vp] * 13)))
 
@@ -1395,6 +1424,143 @@ def reduce_step(kind, P, G, GB, S1, S2, hp, t, trainable, BK, a, b):
 def _add_into(y, x):
     for i in range(y.shape[0]):
         y[i] += x[i]
+
+
+# ---------------------------------------------------------------------------------------------
+# row blocks: one thread's share of a batch, and the team that runs them
+# ---------------------------------------------------------------------------------------------
+def _slot(context, builder, sig, args):
+    """The address of entry ``args[1]`` of the 1-d int64 array ``args[0]``."""
+    ary = context.make_array(sig.args[0])(context, builder, args[0])
+    return cgutils.get_item_pointer(context, builder, sig.args[0], ary, [args[1]])
+
+
+@intrinsic
+def _atomic_add(typingctx, a, i, v):
+    """``a[i] += v`` atomically (sequentially consistent); returns the old value."""
+
+    def codegen(context, builder, sig, args):
+        return builder.atomic_rmw("add", _slot(context, builder, sig, args), args[2], "seq_cst")
+
+    return types.int64(a, types.intp, types.int64), codegen
+
+
+@intrinsic
+def _atomic_load(typingctx, a, i):
+    """``a[i]``, read atomically (sequentially consistent: never hoisted out of a wait loop)."""
+
+    def codegen(context, builder, sig, args):
+        return builder.load_atomic(_slot(context, builder, sig, args), "seq_cst", 8)
+
+    return types.int64(a, types.intp), codegen
+
+
+@intrinsic
+def _pause(typingctx):
+    """The x86 ``pause`` of a spin-wait loop (the row blocks run only with the x86 MKL)."""
+
+    def codegen(context, builder, sig, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                            "llvm.x86.sse2.pause")  # fmt: skip
+        builder.call(fn, [])
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
+@nb.njit(inline="always", nogil=True, **_JIT)
+def _wait_until(a, i, n):
+    """Spin until ``a[i] >= n``, yielding the core every 64 turns (so that waiting threads
+    never starve the ones they wait for when there are more threads than cores)."""
+    turns = 0
+    while _atomic_load(a, i) < n:
+        _pause()
+        turns += 1
+        if turns == 64:
+            _yield()
+            turns = 0
+
+
+@nb.njit(nogil=True, **_JIT)
+def block_run(job):
+    """One thread's share of a batch run in row blocks (:mod:`.row_blocks`). ``job`` is
+    ``(sync, res, nonfinite, blocks, P, G, GB, S1, S2, hp, t, trainable, BK, cuts, opt, grads)``:
+    ``blocks`` holds :func:`infer`'s arguments for each block of rows (gradients from zero into
+    its row of ``GB``), ``sync`` three zeroed counters. Every thread that runs this, however many
+    there are, claims blocks until none is left and runs :func:`infer` on each (its result into
+    ``res[i, :3]``, ``res[i, 3] = 1`` if it raised), waits until every block is done, then claims
+    parameter ranges ``cuts[j] .. cuts[j + 1]`` and runs :func:`reduce_step` on each (the count of
+    non-finite entries into ``nonfinite[j]``), unless a block failed or diverged or ``grads`` is
+    off. Its gemms run on one MKL thread."""
+    sync, res, nonfinite, blocks, P, G, GB, S1, S2, hp, t, trainable, BK, cuts, opt, grads = job
+    n = len(blocks)
+    prev = _mkl_local(1)
+    while True:
+        i = _atomic_add(sync, 0, 1)
+        if i >= n:
+            break
+        try:
+            r = infer(*blocks[i])
+            res[i, 0], res[i, 1], res[i, 2] = r[0], r[1], r[2]
+        except Exception:  # (out of memory): counted as done, or the others would wait forever
+            res[i, 3] = 1
+        _atomic_add(sync, 1, 1)
+    _wait_until(sync, 1, n)
+    ok = grads
+    for k in range(n):
+        ok = ok and res[k, 1] < 0 and res[k, 3] == 0
+    while True:
+        j = _atomic_add(sync, 2, 1)
+        if j >= n:
+            break
+        if ok:
+            nonfinite[j] = reduce_step(opt, P, G, GB, S1, S2, hp, t, trainable, BK, cuts[j],
+                                       cuts[j + 1])  # fmt: skip
+    _mkl_local(prev)
+
+
+def _block_task(job):  # the body of team_run's callback, compiled into it
+    block_run(job)
+
+
+@intrinsic
+def _team_call(typingctx, job, n):
+    """``GOMP_parallel(task, &job, n, 0)`` of torch's libgomp: ``n`` threads of torch's own
+    OpenMP team (the caller among them) each run ``task(&job)``, a C function generated here for
+    ``job``'s type that reads ``job`` back and runs :func:`block_run` on it. No thread touches
+    Python (the GIL handovers of a Python callback cost 0.1-0.2 ms a batch, measured)."""
+
+    def codegen(context, builder, sig, args):
+        value, nthreads = args
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        task_ty = ir.FunctionType(ir.VoidType(), [i8p])
+        task = ir.Function(builder.module, task_ty, name="neuropc_block_task")
+        task.linkage = "internal"
+        tb = ir.IRBuilder(task.append_basic_block("entry"))
+        job_ty = sig.args[0]
+        loaded = tb.load(tb.bitcast(task.args[0], context.get_value_type(job_ty).as_pointer()))
+        task_sig = types.none(job_ty)
+        cres = context.compile_subroutine(tb, _block_task, task_sig)
+        # block_run raises nothing (a failed block is reported in res): no status to pass on
+        context.call_internal_no_propagate(tb, cres.fndesc, task_sig, [loaded])
+        tb.ret_void()
+        gomp = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [task_ty.as_pointer(), i8p, i32, i32]),
+            "neuropc_gomp_parallel",
+        )  # fmt: skip
+        slot = cgutils.alloca_once_value(builder, value)
+        builder.call(gomp, [task, builder.bitcast(slot, i8p), builder.trunc(nthreads, i32),
+                            ir.Constant(i32, 0)])  # fmt: skip
+        return context.get_dummy_value()
+
+    return types.none(job, types.intp), codegen
+
+
+@nb.njit(nogil=True, **_JIT)
+def team_run(job, n):
+    """:func:`block_run` on ``n`` threads of torch's OpenMP team, started and joined in compiled
+    code. (Where torch's team has fewer free threads, fewer run it: still correct.)"""
+    _team_call(job, n)
 
 
 @nb.njit(**_JIT)

@@ -13,9 +13,6 @@ from . import _numba_kernels as K
 from . import row_blocks
 from .base import Backend, RunOutput, TraceSpec, ngd_views
 
-# the BLAS's per-thread setting that row blocks need (None: run every batch whole)
-_BLAS_1 = K.blas_single_thread()
-
 
 def _changed_state(kind: int, hp: np.ndarray) -> int:
     """How many optimiser state buffers a step of rule ``kind`` changes (Adam 2, SGD with
@@ -222,7 +219,7 @@ class NumbaBackend(Backend):
 
         spans = (
             row_blocks.blocks(batch, weight_bytes=self._weight_bytes)
-            if sched.rows_independent and _BLAS_1 else [(0, batch)]
+            if sched.rows_independent and K.ROW_BLOCKS else [(0, batch)]
         )  # fmt: skip
         # a block's moments of its own (a row slice of (2, B, n) is not contiguous), copied back
         block_mom = {
@@ -279,23 +276,17 @@ class NumbaBackend(Backend):
         parts = [np.zeros_like(energies) for _ in range(n)]
         opt = kind if sched.opt_when == AT_END else OPT_NONE
         np_ = self.plan.n_params
-        cuts = [k * np_ // n // 16 * 16 for k in range(n)] + [np_]  # 64-byte aligned ranges
-        res: list = [None] * n  # each block's (steps_done, bad_step, bad_pop, 0, -1)
-        # the arguments built here, not on the threads, which hold the GIL only to start
-        pre = [args(*spans[i], GB[i], parts[i], True, OPT_NONE) for i in range(n)]
-
-        def infer(i: int) -> None:
-            res[i] = K.infer(*pre[i])
-
-        def step(i: int) -> int:  # (after every block's infer: a barrier comes between)
-            if any(r[1] >= 0 for r in res):  # a block diverged: nothing is learned
-                return 0
-            if not sched.grads:
-                return 0
-            return K.reduce_step(opt, self.P, self.G, GB, self.S1, self.S2, hp, self.opt_t + 1,
-                                 self.trainable, self.BK, cuts[i], cuts[i + 1])  # fmt: skip
-
-        nonfinite = row_blocks.run([infer, step], n, _BLAS_1)[1]
+        cuts = np.array([k * np_ // n // 16 * 16 for k in range(n)] + [np_], np.int64)  # aligned
+        blocks = tuple(args(*spans[i], GB[i], parts[i], True, OPT_NONE) for i in range(n))
+        # per block: (steps_done, bad_step, bad_pop, failed); per parameter range: non-finite
+        res, nonfinite = np.zeros((n, 4), np.int64), np.zeros(n, np.int64)
+        row_blocks.launch((np.zeros(3, np.int64), res, nonfinite, blocks, self.P, self.G, GB,
+                           self.S1, self.S2, hp, self.opt_t + 1, self.trainable, self.BK, cuts,
+                           opt, bool(sched.grads)), n)  # fmt: skip
+        if res[:, 3].any():
+            # (the kernels raise only where they cannot allocate their scratch memory)
+            raise MemoryError("a row block of the batch could not allocate its scratch memory; "
+                              "nothing was learned")  # fmt: skip
         bad = min(((int(r[1]), int(r[2])) for r in res if r[1] >= 0), default=None)
         energies[:] = parts[0] * (spans[0][1] - spans[0][0])
         for (r0, r1), e in zip(spans[1:], parts[1:]):
@@ -311,7 +302,7 @@ class NumbaBackend(Backend):
         done = int(res[0][0])
         if not stepped:
             return done, -1, -1, 0, -1
-        if sum(nonfinite) > 0:  # some entry became non-finite: name it, restore the step
+        if nonfinite.sum() > 0:  # some entry became non-finite: name it, restore the step
             return done, -1, -1, 0, int(K.undo_optimizer_step(opt, self.P, self.S1, self.S2, hp,
                                                               self.BK))  # fmt: skip
         return done, -1, -1, 1, -1
