@@ -1506,15 +1506,19 @@ def _wait_until(a, i, n):
 @nb.njit(nogil=True, **_JIT)
 def block_run(job):
     """One thread's share of a batch run in row blocks (:mod:`.row_blocks`). ``job`` is
-    ``(sync, res, nonfinite, blocks, P, G, GB, S1, S2, hp, t, trainable, BK, cuts, opt, grads)``:
-    ``blocks`` holds :func:`infer`'s arguments for each block of rows (gradients from zero into
-    its row of ``GB``), ``sync`` three zeroed counters. Every thread that runs this, however many
-    there are, claims blocks until none is left and runs :func:`infer` on each (its result into
-    ``res[i, :3]``, ``res[i, 3] = 1`` if it raised), waits until every block is done, then claims
-    parameter ranges ``cuts[j] .. cuts[j + 1]`` and runs :func:`reduce_step` on each (the count of
-    non-finite entries into ``nonfinite[j]``), unless a block failed or diverged or ``grads`` is
-    off. Its gemms run on one MKL thread."""
-    sync, res, nonfinite, blocks, P, G, GB, S1, S2, hp, t, trainable, BK, cuts, opt, grads = job
+    ``(sync, summary, res, blocks, parts, share, energies, P, G, GB, S1, S2, hp, t, trainable, BK,
+    cuts, opt, grads)``: ``blocks`` holds :func:`infer`'s arguments for each block of rows (its
+    energies into ``parts[i]``, its gradient from zero into ``GB[i]``); ``sync`` and ``summary``
+    are zeroed counters.
+
+    Every thread that runs this, however many there are, claims blocks until none is left and runs
+    :func:`infer` on each (its result into ``res[i, :3]``; ``res[i, 3] = 1`` if it raised), waits
+    until every block is done, then claims parameter ranges ``cuts[j] .. cuts[j + 1]`` and runs
+    :func:`reduce_step` on each (adding its count of non-finite entries to ``summary[4]``), unless
+    a block failed or diverged or ``grads`` is off. Whoever claims range 0 also sums the energies
+    (:func:`_summarise`). Its gemms run on one MKL thread."""
+    sync, summary, res, blocks, parts, share, energies = job[:7]
+    P, G, GB, S1, S2, hp, t, trainable, BK, cuts, opt, grads = job[7:]
     n = len(blocks)
     prev = _mkl_local(1)
     while True:
@@ -1535,10 +1539,37 @@ def block_run(job):
         j = _atomic_add(sync, 2, 1)
         if j >= n:
             break
+        if j == 0:
+            _summarise(res, parts, share, energies, summary)
         if ok:
-            nonfinite[j] = reduce_step(opt, P, G, GB, S1, S2, hp, t, trainable, BK, cuts[j],
-                                       cuts[j + 1])  # fmt: skip
+            bad = reduce_step(opt, P, G, GB, S1, S2, hp, t, trainable, BK, cuts[j], cuts[j + 1])
+            _atomic_add(summary, 4, bad)
     _mkl_local(prev)
+
+
+@nb.njit(nogil=True, **_JIT)
+def _summarise(res, parts, share, energies, summary):
+    """The batch's energies ``sum_i share[i] parts[i]`` (each block's batch mean weighted by its
+    share of the rows), and into ``summary``: ``[0]`` whether a block failed, ``[1]``, ``[2]`` the
+    earliest divergence (step, population; the lowest population on a tie; -1 if none) among the
+    blocks, else the first non-finite entry of the summed energies, with ``[5] = 1``, ``[3]``
+    the steps done (every block runs the same steps)."""
+    best_t, best_p = -1, -1
+    for k in range(res.shape[0]):
+        summary[0] = max(summary[0], res[k, 3])
+        tk, pk = res[k, 1], res[k, 2]
+        if tk >= 0 and (best_t < 0 or tk < best_t or (tk == best_t and pk < best_p)):
+            best_t, best_p = tk, pk
+    energies[:] = 0.0
+    for k in range(parts.shape[0]):
+        energies += share[k] * parts[k]
+    if best_t < 0:
+        for a in range(energies.shape[0]):
+            for b in range(energies.shape[1]):
+                if best_t < 0 and not np.isfinite(energies[a, b]):
+                    best_t, best_p = a, b
+                    summary[5] = 1
+    summary[1], summary[2], summary[3] = best_t, best_p, res[0, 0]
 
 
 def _block_task(job):  # the body of team_run's callback, compiled into it

@@ -273,36 +273,28 @@ class NumbaBackend(Backend):
         schedule that runs in blocks, it computes them all)."""
         n = len(spans)
         GB = self._block_grads(n)
-        parts = [np.zeros_like(energies) for _ in range(n)]
+        parts = np.zeros((n, *energies.shape))  # each block's batch-mean energies
+        share = np.array([(r1 - r0) / spans[-1][1] for r0, r1 in spans])  # of the batch's rows
         opt = kind if sched.opt_when == AT_END else OPT_NONE
         np_ = self.plan.n_params
         cuts = np.array([k * np_ // n // 16 * 16 for k in range(n)] + [np_], np.int64)  # aligned
         blocks = tuple(args(*spans[i], GB[i], parts[i], True, OPT_NONE) for i in range(n))
-        # per block: (steps_done, bad_step, bad_pop, failed); per parameter range: non-finite
-        res, nonfinite = np.zeros((n, 4), np.int64), np.zeros(n, np.int64)
-        row_blocks.launch((np.zeros(3, np.int64), res, nonfinite, blocks, self.P, self.G, GB,
-                           self.S1, self.S2, hp, self.opt_t + 1, self.trainable, self.BK, cuts,
-                           opt, bool(sched.grads)), n)  # fmt: skip
-        if res[:, 3].any():
-            # (the kernels raise only where they cannot allocate their scratch memory)
+        summary = np.zeros(6, np.int64)  # see K._summarise; [4]: entries that became non-finite
+        row_blocks.launch((np.zeros(3, np.int64), summary, np.zeros((n, 4), np.int64), blocks,
+                           parts, share, energies, self.P, self.G, GB, self.S1, self.S2, hp,
+                           self.opt_t + 1, self.trainable, self.BK, cuts, opt, bool(sched.grads)),
+                          n)  # fmt: skip
+        failed, bad_t, bad_p, done, nonfinite, in_sum = summary.tolist()
+        if failed:  # (the kernels raise only where they cannot allocate scratch memory)
             raise MemoryError("a row block of the batch could not allocate its scratch memory; "
                               "nothing was learned")  # fmt: skip
-        bad = min(((int(r[1]), int(r[2])) for r in res if r[1] >= 0), default=None)
-        energies[:] = parts[0] * (spans[0][1] - spans[0][0])
-        for (r0, r1), e in zip(spans[1:], parts[1:]):
-            energies += e * (r1 - r0)
-        energies /= spans[-1][1]
-        stepped = bad is None and opt != OPT_NONE
-        if bad is None and not np.isfinite(energies).all():  # finite parts, non-finite sum
-            bad = tuple(int(i) for i in np.argwhere(~np.isfinite(energies))[0])
-        if bad is not None:
-            if stepped:  # the step ran already (and was not counted yet): take it back
-                self._restore_step()
-            return bad[0], bad[0], bad[1], 0, -1
-        done = int(res[0][0])
-        if not stepped:
+        if bad_t >= 0:
+            if in_sum and opt != OPT_NONE:  # finite blocks, non-finite sum: the step ran
+                self._restore_step()  # already (and was not counted yet): take it back
+            return bad_t, bad_t, bad_p, 0, -1
+        if opt == OPT_NONE:
             return done, -1, -1, 0, -1
-        if nonfinite.sum() > 0:  # some entry became non-finite: name it, restore the step
+        if nonfinite:  # some entry became non-finite: name it, restore the step
             return done, -1, -1, 0, int(K.undo_optimizer_step(opt, self.P, self.S1, self.S2, hp,
                                                               self.BK))  # fmt: skip
         return done, -1, -1, 1, -1

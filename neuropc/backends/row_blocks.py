@@ -26,6 +26,7 @@ torch's thread pool; a thread pool of our own serves only where torch has no lib
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -56,7 +57,8 @@ def set_threads(n: int | None) -> None:
 
 def get_threads() -> int:
     """The threads a numba batch may use: :func:`set_threads`'s value, else ``NEUROPC_THREADS``,
-    else ``OMP_NUM_THREADS``, else the cores this process may run on."""
+    else ``OMP_NUM_THREADS``, else the cores this process may run on (as they were at the first
+    call: set the count explicitly after changing the process's CPU affinity)."""
     if _threads is not None:
         return _threads
     for var in ("NEUROPC_THREADS", "OMP_NUM_THREADS"):
@@ -69,6 +71,13 @@ def get_threads() -> int:
             if n < 1:
                 raise ValueError(f"{var} must be a positive integer; got {raw!r}")
             return n
+    return _usable_cores()
+
+
+@functools.cache
+def _usable_cores() -> int:
+    """The cores this process may run on (looked up once: a system call per batch cost more than
+    the rest of this function)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
