@@ -72,9 +72,10 @@ def check_data(
             raise ValueError(
                 f"population {name!r}: batch size {a.shape[0]} differs from {n} of the other arrays"
             )
-        if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
+        if a.dtype.kind not in "iuf":  # integers and floats (booleans are no numbers here)
             raise ValueError(f"population {name!r}: expected real numbers; got dtype {a.dtype}")
-        check_finite(name, a)
+        if a.dtype.kind == "f":  # (integers are finite)
+            check_finite(name, a)
         check_fits(name, a, dtype)
         if not values:  # clamped data of a Bernoulli / Categorical are probabilities
             check_distribution_data(name, pop.distribution, to_rows(a, shape, pop.axis))

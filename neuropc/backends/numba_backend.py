@@ -242,7 +242,9 @@ class NumbaBackend(Backend):
         self.opt_t += nsteps
         out_grads = self.G if (not failed and sched.grads) else None
         traces = rec[5:8] if trace is not None else None
-        fast = {int(p): self.PI[pl.error_slice(pl.names[p])].astype(np.float64) for p in self._fast}
+        fast = {
+            int(p): self.PI[pl.error_slice(pl.names[p])].astype(np.float64) for p in self._fast
+        } if len(self._fast) else {}  # fmt: skip
         return RunOutput(
             bufs[0], bufs[6], energies[: done + 1], int(done), int(bad_t), int(bad_p), out_grads,
             traces, bad_param=int(bad_param), fast_precision=fast,

@@ -10,7 +10,7 @@ kernel serve every graph.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -61,6 +61,10 @@ class Plan:
     cops: tuple = ()  # (C,) the operator instances (neuropc.model.operators)
     # (C,) per connection: operator parameter name -> (key, flat offset, shape)
     cparams: tuple[dict[str, tuple[str, int, tuple[int, ...]]], ...] = ()
+    # phase -> clamped names, filled on first use (asked for by every batch's data check)
+    _clamped: dict[str, frozenset[str]] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -91,7 +95,11 @@ class Plan:
         return self._clamped_for(phase)
 
     def _clamped_for(self, phase: str) -> frozenset[str]:
-        return clamped_set(dict(zip(self.names, self.roles)), self.extra_clamps, phase)
+        out = self._clamped.get(phase)
+        if out is None:
+            out = self._clamped[phase] = clamped_set(dict(zip(self.names, self.roles)),
+                                                     self.extra_clamps, phase)  # fmt: skip
+        return out
 
     def value_slice(self, name: str) -> slice:
         i = self.index(name)
