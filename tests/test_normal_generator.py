@@ -148,3 +148,20 @@ def test_float32_normals_agree_with_float64_ones() -> None:
     r = np.hypot(z64[: n // 2], z64[n // 2 :])
     r = np.concatenate([r, r])
     assert np.all(np.abs(z32 - z64) <= 2e-6 * (1 + np.abs(z64)) + 2.0**-25 / r)
+
+
+@pytest.mark.parametrize("n", [2, 128, 130, 4096, 4098, 7, 129])
+def test_rows_are_fill_normal_of_each_row(n) -> None:
+    """``fill_normal_rows``: row r of a block from row0 is ``fill_normal`` of its own n values from
+    word ``counter + (row0 + r) ceil(n / 2)`` (the oracle: one call per row), whether the block's
+    rows are filled in passes over many rows (even n up to 4096) or one by one (odd n, longer
+    rows); several passes (70 rows of 128 span three)."""
+    key, counter, row0, rows = N.key_from_seed(9), np.uint64(5), 3, 70 if n <= 130 else 3
+    for dtype in (np.float32, np.float64):
+        got = np.empty(rows * n, dtype)
+        N.fill_normal_rows(got, n, row0, key, counter, 0.5)
+        words = (n + 1) // 2
+        for r in range(rows):
+            row = np.empty(n, dtype)
+            N.fill_normal(row, key, counter + np.uint64((row0 + r) * words), 0.5)
+            np.testing.assert_array_equal(got[r * n : (r + 1) * n], row)

@@ -303,14 +303,39 @@ def fill_normal_rows(out, n, row0, key, counter, scale=1.0):
     ``row0 + 1``, ... of a batch: row ``r`` is :func:`fill_normal` of its own ``n`` values from
     word ``counter + r ceil(n / 2)``. A row's draws depend on its index in the batch only, so a
     batch run in row blocks (on several threads) draws exactly the normals of the whole batch.
-    Returns nothing: the caller advances the counter by ``rows ceil(n / 2)`` for the batch."""
+    Returns nothing: the caller advances the counter by ``rows ceil(n / 2)`` for the batch.
+
+    Rows of an even length up to ``2 _CHUNK`` use consecutive words: their hashes are drawn for
+    many rows in one pass, then Box-Muller fills row by row (the same values as row-by-row
+    :func:`fill_normal` calls, whose set-up per row of 128 cost 0.45 ns per normal, measured)."""
     if n == 0:
         return
-    S = np.empty(2 * max(min(n // 2, _CHUNK), 1), np.uint32)
+    rows = out.shape[0] // n
     words = _U((n + 1) // 2)
     key = _U(key)
-    for i in range(out.shape[0] // n):
-        _fill(out[i * n : (i + 1) * n], key, _U(counter) + _U(row0 + i) * words, scale, S)
+    h = n // 2
+    if n % 2 == 1 or h > _CHUNK:
+        S = np.empty(2 * max(min(h, _CHUNK), 1), np.uint32)
+        for i in range(rows):
+            _fill(out[i * n : (i + 1) * n], key, _U(counter) + _U(row0 + i) * words, scale, S)
+        return
+    per = _CHUNK // h  # rows per pass
+    S = np.empty(2 * min(per, rows) * h, np.uint32)
+    w = S.shape[0] // 2
+    for r in range(0, rows, per):
+        m = min(per, rows - r)
+        A = S[: m * h]
+        B = S[w : w + m * h]
+        _hash_words(A, B, key, _U(counter) + _U(row0 + r) * words)
+        for k in range(m):
+            lo = out[(r + k) * n : (r + k) * n + h]  # (slices indexed from 0: numba's
+            hi = out[(r + k) * n + h : (r + k + 1) * n]  # wraparound check on o[h + j] would
+            a = A[k * h : (k + 1) * h]  # stop the loop from vectorising)
+            b = B[k * h : (k + 1) * h]
+            for j in range(h):
+                z0, z1 = _pair(a[j], b[j], scale, out)
+                lo[j] = z0
+                hi[j] = z1
 
 
 @nb.njit(**_JIT)

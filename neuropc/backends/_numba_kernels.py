@@ -1165,8 +1165,14 @@ def infer(
     # population, step and row into the scratch Z (neuropc.backends._normal)
     key = key_from_seed(seed)
     ctr = np.uint64(0)
-    Z = np.empty(nb_ * NV if noise_sd > 0.0 else 0, X.dtype)
-    GR = np.empty(nb_ * NV if noise_sd > 0.0 or precond else 0, X.dtype)  # dF/dx (_grad_rows)
+    # scratch of one updated population (sized for the widest: the whole row of values, the
+    # clamped input's 784 included, cost a fresh mmap and its page faults per run, measured)
+    wide = 0
+    for p in range(npop):
+        if not clamped[p] or leaks[p]:
+            wide = max(wide, sizes[p])
+    Z = np.empty(nb_ * wide if noise_sd > 0.0 else 0, X.dtype)
+    GR = np.empty(nb_ * wide if noise_sd > 0.0 or precond else 0, X.dtype)  # dF/dx (_grad_rows)
     if precond:  # the preconditioner's statistics start at 0 in every run
         for b in range(nb_):
             for j in range(NV):
