@@ -150,6 +150,18 @@ def _xgemm_impl(C, *args):
     return None
 
 
+@intrinsic
+def _ref(typingctx, x):
+    """A pointer to a stack copy of the scalar ``x`` (Fortran BLAS takes every argument by
+    reference; three small arrays per call, allocated and freed, cost more, measured)."""
+
+    def codegen(context, builder, sig, args):
+        slot = cgutils.alloca_once_value(builder, args[0])
+        return builder.bitcast(slot, ir.IntType(8).as_pointer())
+
+    return types.voidptr(x), codegen
+
+
 @nb.njit(**_JIT)
 def gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc):
     """Row-major ``C[M,N] = alpha op(A)[M,K] op(B)[K,N] + beta C`` (``op`` = transpose when the flag
@@ -158,23 +170,11 @@ def gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc):
     """
     if M == 0 or N == 0:
         return
-    ints = np.empty(6, np.int32)
-    ints[0] = N
-    ints[1] = M
-    ints[2] = K
-    ints[3] = ldb
-    ints[4] = lda
-    ints[5] = ldc
-    ch = np.empty(2, np.uint8)
-    ch[0] = 84 if tb else 78  # 'T' / 'N'
-    ch[1] = 84 if ta else 78
-    sc = np.empty(2, C.dtype)
-    sc[0] = alpha
-    sc[1] = beta
+    i32, u8 = np.int32, np.uint8
     _xgemm(
-        C, ch[0:].ctypes, ch[1:].ctypes, ints[0:].ctypes, ints[1:].ctypes, ints[2:].ctypes,
-        sc[0:].ctypes, B.ctypes, ints[3:].ctypes, A.ctypes, ints[4:].ctypes, sc[1:].ctypes,
-        C.ctypes, ints[5:].ctypes,
+        C, _ref(u8(84 if tb else 78)), _ref(u8(84 if ta else 78)), _ref(i32(N)), _ref(i32(M)),
+        _ref(i32(K)), _ref(_like(C, alpha)), B.ctypes, _ref(i32(ldb)), A.ctypes, _ref(i32(lda)),
+        _ref(_like(C, beta)), C.ctypes, _ref(i32(ldc)),
     )  # fmt: skip
 
 
