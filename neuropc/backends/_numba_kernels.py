@@ -545,18 +545,18 @@ def _categorical_f(X, MUC, MUV, EPS, OWN, o, eo, n, has_var, clamped):
         w_ = OWN[b, eo : eo + n]
         sx = 0.0
         xmu = 0.0
-        mmax = -np.inf
+        mmax = _like(X, -np.inf)  # (in X's precision: a float64 max made every exp a float64 one)
         for j in range(n):
             mu = mc[j] + mv[j] if has_var else mc[j]
             w_[j] = mu
             sx += x_[j]
             xmu += x_[j] * mu
             mmax = max(mmax, mu)
+        for j in range(n):  # (apart from the sum below: this loop vectorises, the sum does not)
+            e_[j] = _exp_nonpos(w_[j] - mmax)
         z = 0.0
         for j in range(n):
-            ez = _exp_nonpos(w_[j] - mmax)
-            e_[j] = ez
-            z += ez
+            z += e_[j]
         lse = mmax + np.log(z)
         sz = sx / z
         for j in range(n):
