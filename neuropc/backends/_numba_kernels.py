@@ -1578,10 +1578,6 @@ def _summarise(res, parts, share, energies, summary):
     summary[1], summary[2], summary[3] = best_t, best_p, res[0, 0]
 
 
-def _block_task(job):  # the body of team_run's callback, compiled into it
-    block_run(job)
-
-
 @intrinsic
 def _team_call(typingctx, job, n):
     """``GOMP_parallel(task, &job, n, 0)`` of torch's libgomp: ``n`` threads of torch's own
@@ -1599,7 +1595,9 @@ def _team_call(typingctx, job, n):
         job_ty = sig.args[0]
         loaded = tb.load(tb.bitcast(task.args[0], context.get_value_type(job_ty).as_pointer()))
         task_sig = types.none(job_ty)
-        cres = context.compile_subroutine(tb, _block_task, task_sig)
+        # block_run's body compiled into this function (not a call of its dispatcher, which
+        # would optimise infer's linked code once more: 10 s of the first compile, measured)
+        cres = context.compile_subroutine(tb, block_run.py_func, task_sig)
         # block_run raises nothing (a failed block is reported in res): no status to pass on
         context.call_internal_no_propagate(tb, cres.fndesc, task_sig, [loaded])
         tb.ret_void()

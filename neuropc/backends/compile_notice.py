@@ -2,8 +2,9 @@
 
 The numba backend runs every batch through one compiled entry point, ``_numba_kernels.infer``
 (it calls every other kernel), jitted with ``cache=True``: the first process on a machine compiles
-it (10-35 s) and writes it to numba's on-disk cache; later processes load it in well under a
-second. :func:`announce` prints :data:`MESSAGE` to stderr when a numba simulator is built and that
+it (10-35 s; row blocks compile it once more into ``team_run``: 40 s in all for a float32 MLP on
+the Xeon of docs/performance.md) and writes it to numba's on-disk cache; later processes load it
+in well under a second. :func:`announce` prints :data:`MESSAGE` to stderr when a numba simulator is built and that
 compilation is about to happen, once per dtype and process.
 
 Whether it will happen is read from numba's own cache index (numba's developer "Notes on
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-MESSAGE = "neuropc: compiling kernels (once per machine, ~10 s)"
+MESSAGE = "neuropc: compiling kernels (once per machine, up to a minute)"
 _announced: set[str] = set()
 
 
