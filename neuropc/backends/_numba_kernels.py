@@ -15,8 +15,9 @@ from compiled code through scipy's BLAS. Everything else is fused elementwise lo
 
 Two traps of this machine class shape the code: transcendental functions inside numba are scalar
 libm calls (no SVML), so ``sigmoid``/``gelu`` and the float64 ``tanh`` use a vectorisable exp
-written here, and the float32 ``tanh`` a rational fit (all accurate to a few ulp); and numba's default Python error model (a ZeroDivisionError check on every division)
-stops LLVM from vectorising, so every kernel uses ``error_model="numpy"``.
+written here, and the float32 ``tanh`` a rational fit (all accurate to a few ulp); and numba's
+default Python error model (a ZeroDivisionError check on every division) stops LLVM from
+vectorising, so every kernel uses ``error_model="numpy"``.
 """
 
 from __future__ import annotations
@@ -39,14 +40,15 @@ from ..model.distributions import TINY as _TINY  # errors below it are flushed t
 from ._normal import fill_normal_rows, key_from_seed
 
 
-def _torch_cpu():
-    """libtorch_cpu (ctypes), which exports the MKL that the x86 torch wheels link in."""
+def _torch_lib(name: str = "libtorch_cpu.so"):
+    """A library of torch's own ``lib`` folder (ctypes): libtorch_cpu exports the MKL that the x86
+    torch wheels link in, libgomp.so.1 is torch's OpenMP runtime."""
     import ctypes
     import os
 
     import torch
 
-    return ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
+    return ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", name))
 
 
 def _blas_addresses() -> tuple[str, dict[str, int]]:
@@ -67,7 +69,7 @@ def _blas_addresses() -> tuple[str, dict[str, int]]:
 
             if not torch.backends.mkl.is_available():
                 raise OSError("torch was built without MKL")
-            lib = _torch_cpu()
+            lib = _torch_lib()
             return "torch-mkl", {
                 n: ctypes.cast(getattr(lib, n + "_"), ctypes.c_void_p).value
                 for n in ("dgemm", "sgemm")
@@ -88,7 +90,6 @@ def _team_addresses(blas: str) -> dict[str, int]:
     :func:`team_run` (without it, a thread pool starts them); ``yield``, the OS's yield of a
     waiting thread."""
     import ctypes
-    import os
     import sys
 
     out: dict[str, int] = {}
@@ -104,14 +105,11 @@ def _team_addresses(blas: str) -> dict[str, int]:
             if sys.platform == "win32"
             else address(ctypes.CDLL(None), "sched_yield")
         )
-        out["mkl_local"] = address(_torch_cpu(), "MKL_Set_Num_Threads_Local")
+        out["mkl_local"] = address(_torch_lib(), "MKL_Set_Num_Threads_Local")
     except (OSError, AttributeError):
         return {}
     try:
-        import torch
-
-        gomp = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libgomp.so.1"))
-        out["gomp_parallel"] = address(gomp, "GOMP_parallel")
+        out["gomp_parallel"] = address(_torch_lib("libgomp.so.1"), "GOMP_parallel")
     except (OSError, AttributeError):
         pass
     return out
@@ -1371,8 +1369,7 @@ def weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, traina
 
         dF/dW_c = -1/B sum_b eps_post f(x_pre)^T,    dF/db_p = -1/B sum_b eps_p
 
-    over the rows of ``FX`` and ``EPS`` (a row block's part of a batch of ``B``)
-    so a descent step ``W -= lr * G`` is the Hebbian update ``dW ∝ eps_post f(x_pre)^T``. Times
+    over the rows of ``FX`` and ``EPS`` (a row block's part of a batch of ``B``), so a descent step ``W -= lr * G`` is the Hebbian update ``dW ∝ eps_post f(x_pre)^T``. Times
     ``scale`` (1/beta when nudging). Only the connections into, and the biases of, populations
     with ``grad_at == sel`` are computed (the schedule's timing); with ``acc`` they are added to
     ``G`` (a collected sample of Langevin learning) instead of replacing it. Frozen entries are
@@ -1621,6 +1618,13 @@ def team_run(job, n):
 
 
 @nb.njit(**_JIT)
+def changed_state(kind, hp):
+    """How many optimiser state buffers a step of rule ``kind`` changes (Adam 2, SGD with
+    momentum 1, plain SGD 0): what an undone step restores besides the parameters."""
+    return 2 if kind == 2 else (1 if kind == 1 and hp[1] != 0.0 else 0)
+
+
+@nb.njit(**_JIT)
 def undo_optimizer_step(kind, P, S1, S2, hp, BK):
     """After a step that made some entry non-finite: the index of the first such parameter, with
     parameters and state put back from ``BK``."""
@@ -1629,7 +1633,7 @@ def undo_optimizer_step(kind, P, S1, S2, hp, BK):
         if not (np.isfinite(P[i]) and np.isfinite(S1[i]) and np.isfinite(S2[i])):
             bad = i
             break
-    state = 2 if kind == 2 else (1 if hp[1] != 0.0 else 0)  # state buffers the rule changed
+    state = changed_state(kind, hp)
     for i in range(P.shape[0]):
         P[i] = BK[0, i]
         if state >= 1:
@@ -1642,8 +1646,8 @@ def undo_optimizer_step(kind, P, S1, S2, hp, BK):
 @nb.njit(**_JIT)
 def _optimizer_pass(kind, P, G, S1, S2, hp, t, trainable, B0, B1, B2):
     """The update of :func:`optimizer_step`, one fused loop per rule, keeping the old values in
-    ``B0``, ``B1``, ``B2`` (parameters and state); returns how many entries got a non-finite parameter or state (an integer count, so
-    the loop still vectorises)."""
+    ``B0``, ``B1``, ``B2`` (parameters and state); returns how many entries got a non-finite
+    parameter or state (an integer count, so the loop still vectorises)."""
     n = P.shape[0]
     nbad = 0
     if kind == 1:

@@ -14,12 +14,6 @@ from . import row_blocks
 from .base import Backend, RunOutput, TraceSpec, ngd_views
 
 
-def _changed_state(kind: int, hp: np.ndarray) -> int:
-    """How many optimiser state buffers a step of rule ``kind`` changes (Adam 2, SGD with
-    momentum 1, plain SGD 0): what :meth:`NumbaBackend.undo_step` restores."""
-    return 2 if kind == 2 else (1 if kind == 1 and hp[1] != 0.0 else 0)
-
-
 def _block_trace(rec: tuple, r0: int, r1: int, batch: int) -> tuple:
     """The kernel's recording arguments (``NumbaBackend._trace_buffers``) for rows ``r0 .. r1`` of
     a batch: the recorded rows among them, renumbered from ``r0``, and their rows of the trace
@@ -134,7 +128,7 @@ class NumbaBackend(Backend):
     def step(self, learn: Optimizer) -> int:
         # the kernels' own end-of-batch step (its BK copy serves undo_step)
         kind, hp = learn.kind, learn.hyper()
-        self._last_state = _changed_state(kind, hp)
+        self._last_state = K.changed_state(kind, hp)
         bad = K.optimizer_step(kind, self.P, self.G, self.S1, self.S2, hp, self.opt_t + 1,
                                self.trainable, self.BK)  # fmt: skip
         if bad < 0:
@@ -194,7 +188,7 @@ class NumbaBackend(Backend):
             self.PI[:] = self.PI_slow
         kind, hp = (learn.kind, learn.hyper()) if learn is not None else (OPT_NONE, np.zeros(6))
         # which state buffers the optimiser changes (and BK keeps): for undo_step
-        self._last_state = _changed_state(kind, hp)
+        self._last_state = K.changed_state(kind, hp)
         # steps during inference change the weights: keep a copy to restore if inference
         # diverges (the optimiser steps check themselves: one that would write a non-finite value
         # writes nothing)
