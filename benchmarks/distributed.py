@@ -100,9 +100,14 @@ def main() -> None:
             base = base or r["samples_per_s"]
             r["speedup"] = r["samples_per_s"] / base
             rows.append(r)
+            # as each configuration ends, so a run cut off by a time limit keeps what it measured
+            print(f"{backend}, {n} processes: {r['samples_per_s']:.0f} samples/s", file=sys.stderr,
+                  flush=True)  # fmt: skip
         # one process, one thread
         one = measure(backend, 1, args.batch, args.epochs, "1", args.width, args.samples)
         one.update(backend=backend, nproc=1, speedup=float("nan"))
+        print(f"{backend}, 1 process, 1 thread: {one['samples_per_s']:.0f} samples/s",
+              file=sys.stderr, flush=True)  # fmt: skip
         for r in rows:
             if r["backend"] == backend:
                 r["per_process_efficiency"] = r["samples_per_s"] / (
