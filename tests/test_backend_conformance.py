@@ -159,3 +159,35 @@ def test_compiled_runs_the_eager_steps(be: dict, mode: str) -> None:
     pa, pb = sims[0].parameters(), sims[1].parameters()
     for k in pa:
         assert _scaled(pb[k], pa[k]) <= 1e-10, k
+
+
+@pytest.mark.parametrize("be", COMPILED_PARAMS)
+def test_compiled_chunks_follow_every_change_of_call(be: dict) -> None:
+    """The compiled chunks keep only dynamo's tensor and global-state guards (the Python values
+    they read are part of their cache key): a change of batch size, noise on and off, another
+    rate, and a recording that starts mid-run each give the eager backend's numbers (float64)."""
+    plain = npc.Inference(steps=6, rate=0.05)
+    calls = [
+        (6, plain, False),
+        (4, plain, False),  # a new batch size: a tensor guard fails, a new graph
+        (6, plain.replace(temperature=0.02), False),  # noise tensors where None was
+        (6, plain, False),  # and back
+        (6, plain.replace(rate=0.08), False),  # another rate: another relaxation
+        (6, plain, True),  # a recording collects states
+    ]
+    kw = {"backend": "torch", "device": be["device"], "dtype": "float64", "seed": 3}
+    sims = [
+        npc.Simulator(random_dag(5), compile=c, optimizer=npc.SGD(0.05), **kw)
+        for c in (False, be["compile"])
+    ]
+    for i, (batch, inf, record) in enumerate(calls):
+        if record:
+            for s in sims:
+                s.record(None, preset="steps")
+        data = _data(sims[0].network, "train", 60 + i, batch=batch)
+        outs = [s.learn(data, inference=inf) for s in sims]
+        for n in outs[0].values:
+            assert _scaled(outs[1].values[n], outs[0].values[n]) <= 1e-10, (i, n)
+        pa, pb = sims[0].parameters(), sims[1].parameters()
+        for k in pa:
+            assert _scaled(pb[k], pa[k]) <= 1e-10, (i, k)
