@@ -174,11 +174,13 @@ class TorchBackend(Backend):
         """The schedule's skeleton (:mod:`neuropc.dynamics.schedule`) as batched torch ops."""
         pl = self.plan
         npop = pl.n_pops
+        cols = [slice(int(pl.voff[p]), int(pl.voff[p]) + self.sizes[p]) for p in range(npop)]
         host = torch.from_numpy(self.values_buffer(batch)).to(self.device)
-        x = [
-            host[:, int(pl.voff[p]) : int(pl.voff[p]) + self.sizes[p]].clone() for p in range(npop)
-        ]
+        inputs = [host[:, cols[p]] for p in range(npop)]
         cl = [bool(v) for v in sched.clamped]
+        # the free values are the run's own copies (updated in place); a clamped population reads
+        # its columns of the values buffer where they are (never written: no copy either way)
+        x = [inputs[p] if cl[p] else inputs[p].clone() for p in range(npop)]
         has_err = [bool(v) for v in pl.has_err]
         # per population: the connections from free pres, and those recomputed every step
         free_in = [[c for c in self.inc[p] if sched.backproj[c]] for p in range(npop)]
@@ -247,7 +249,8 @@ class TorchBackend(Backend):
             noise = [self._draw(R.free, sched.noise_sd, gen, batch, drec, t + i) for i in range(k)]
             if hooks:
                 R.tick()
-                x, fx1, dfx, eps1, rown = R.relax(x, fx, dfx, d, eps, W, noise[0])
+                # (a recorded state is gathered below, before the next step writes x in place)
+                x, fx1, dfx, eps1, rown = R.relax(x, fx, dfx, d, eps, W, noise[0], owned=True)
                 if (
                     sched.precond
                     and rec is not None
@@ -320,8 +323,12 @@ class TorchBackend(Backend):
             self.opt_t += opt_steps
             if sched.grads and bad_param < 0:
                 out_grads = self.G  # (converted only where read: RunOutput.host_grads)
-        # (the values buffer held this run's inputs, already copied into x)
-        values = self._to_host(x, self.values_buffer(batch))
+        # the values buffer holds this run's inputs: write what the run changed
+        values = self.values_buffer(batch)
+        out = torch.from_numpy(values)
+        for p in range(npop):
+            if x[p] is not inputs[p]:
+                out[:, cols[p]].copy_(x[p])
         errs = [eps[p] for p in range(npop) if has_err[p]]
         errors = self._to_host(errs, self._host_buffer("errors", batch, self.plan.n_error))
         traces = rec.host() if rec is not None else None
