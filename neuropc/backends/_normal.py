@@ -77,6 +77,8 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic, overload
 
+from ._simd import prefer_512
+
 # contract: a * b + c may become one fused multiply-add (same code, same CPU, same bits: streams
 # stay reproducible); nothing is reassociated, so the polynomials keep their order of evaluation.
 _JIT = dict(cache=True, error_model="numpy", fastmath={"contract"})
@@ -277,6 +279,7 @@ _CHUNK = 2048  # words per pass: the scratch (16 KiB) stays in L1
 def _hash_words(A, B, key, base):
     """Words base, base + 1, ... of the stream ``key``, ``h_i = mix64(key + (base + i) G)``: their
     high halves into ``A``, their low halves into ``B`` (uint32)."""
+    prefer_512()
     w = key + base * GOLDEN
     for i in range(A.shape[0]):
         h = mix64(w)
@@ -293,6 +296,7 @@ def fill_normal(out, key, counter, scale=1.0):
     (``scale`` multiplies the radius: 1 gives the standard normals exactly). Word ``counter + i``
     gives the pair ``out[i]``, ``out[n // 2 + i]`` (its high half the radius, its low half the
     angle), and for an odd length ``n`` the last word gives ``out[n - 1]``."""
+    prefer_512()
     S = np.empty(2 * max(min(out.shape[0] // 2, _CHUNK), 1), np.uint32)
     return _fill(out, _U(key), _U(counter), scale, S)
 
@@ -308,6 +312,7 @@ def fill_normal_rows(out, n, row0, key, counter, scale=1.0):
     Rows of an even length up to ``2 _CHUNK`` use consecutive words: their hashes are drawn for
     many rows in one pass, then Box-Muller fills row by row (the same values as row-by-row
     :func:`fill_normal` calls, whose set-up per row of 128 cost 0.45 ns per normal, measured)."""
+    prefer_512()
     if n == 0:
         return
     rows = out.shape[0] // n
@@ -345,6 +350,7 @@ def _fill(out, key, base, scale, S):
 
     Done in chunks of ``_CHUNK`` words: a pass of hashes into an L1 scratch, then a pass of
     Box-Muller on it (each loop one simple stream over separate arrays, which LLVM vectorises)."""
+    prefer_512()
     n = out.shape[0]
     half = n // 2
     w = S.shape[0] // 2

@@ -38,6 +38,7 @@ from ..model.distributions import TINY as _TINY  # errors below it are flushed t
 # the Langevin noise's generator (counter-based, vectorised); compiled into the kernels below, so
 # numba's cache of this file does not see edits to it: clear the cache after changing _normal.py
 from ._normal import fill_normal_rows, key_from_seed
+from ._simd import prefer_512
 
 
 def _torch_lib(name: str = "libtorch_cpu.so"):
@@ -329,6 +330,7 @@ def act_block(code, param, X, FX, DFX, o, n):
     """FX = f(X), DFX = f'(X) on the column block [o, o+n) of every row (see :func:`_act_row`).
     tanh, the common case, has a loop nest of its own: dispatched per row on a code known only at
     run time, the same loop ran 1.2-1.4x slower (measured)."""
+    prefer_512()
     if code == ACT_TANH:
         _tanh_rows(X, FX, DFX, o, n)
         return
@@ -339,6 +341,7 @@ def act_block(code, param, X, FX, DFX, o, n):
 @nb.njit(**_JIT)
 def _tanh_rows(X, FX, DFX, o, n):
     """FX = tanh(X), DFX = 1 - tanh(X)^2 on the column block [o, o+n) (as in :func:`_act_row`)."""
+    prefer_512()
     for b in range(X.shape[0]):
         x_ = X[b, o : o + n]
         f_ = FX[b, o : o + n]
@@ -356,6 +359,7 @@ def _act_row(code, param, x_, f_, d_, n):
     Loops run over 1-D row views with indices from 0: numba's negative-index wraparound on
     ``X[b, o + j]`` would otherwise stop LLVM from vectorising (measured 5-10x). Compiled without
     fast-math flags: the exp range reduction keeps its exact order of operations."""
+    prefer_512()
     if code == 0:  # linear
         for j in range(n):
             f_[j] = x_[j]
@@ -416,6 +420,7 @@ def _act_row(code, param, x_, f_, d_, n):
 def _softmax_vjp(FX, BP, o, n):
     """BP <- J^T BP for a softmax population, J = diag(s) - s s^T, s = FX: per row
     ``bp_j <- s_j (bp_j - sum_k s_k bp_k)`` (its f' is then 1 in the elementwise updates)."""
+    prefer_512()
     for b in range(FX.shape[0]):
         s_ = FX[b, o : o + n]
         bp = BP[b, o : o + n]
@@ -448,6 +453,7 @@ def _errors_block(X, MUC, MUV, EPS, PI, o, eo, n, has_var, write_eps, beta):
 @nb.njit(**_JIT_REDUCE)
 def _errors_var(X, MUC, MUV, EPS, PI, o, eo, n, beta):
     """:func:`_errors_block` with mu = MUC + MUV: writes eps, returns sum d^T Pi d."""
+    prefer_512()
     pi = PI[eo : eo + n]
     acc = 0.0
     for b in range(X.shape[0]):
@@ -468,6 +474,7 @@ def _errors_var(X, MUC, MUV, EPS, PI, o, eo, n, beta):
 @nb.njit(**_JIT_REDUCE)
 def _errors_const(X, MUC, EPS, PI, o, eo, n, beta):
     """:func:`_errors_block` with mu = MUC: writes eps, returns sum d^T Pi d."""
+    prefer_512()
     pi = PI[eo : eo + n]
     acc = 0.0
     for b in range(X.shape[0]):
@@ -487,6 +494,7 @@ def _errors_const(X, MUC, EPS, PI, o, eo, n, beta):
 @nb.njit(**_JIT_REDUCE)
 def _energy_only(X, MUC, MUV, PI, o, eo, n, has_var, beta):
     """sum d^T Pi d of :func:`_errors_block` without writing eps."""
+    prefer_512()
     pi = PI[eo : eo + n]
     acc = 0.0
     for b in range(X.shape[0]):
@@ -521,6 +529,7 @@ def _xlogx(a):
 def _exp_shifted(src, dst, shift):
     """dst[j] = exp(src[j] - shift) for src <= shift, vectorised; compiled without fast-math
     flags, so the exp's range reduction keeps its exact order of operations."""
+    prefer_512()
     for j in range(src.shape[0]):
         dst[j] = _exp_nonpos(src[j] - shift)
 
@@ -534,6 +543,7 @@ def _categorical_f(X, MUC, MUV, EPS, OWN, o, eo, n, has_var, clamped):
     the sum over rows of ``F = sum x lse - x . mu``. Three passes over a row instead of six:
     with ten units a row, the passes' set-up, not their arithmetic, was the cost. Compiled
     without fast-math (the exp's range reduction keeps its order)."""
+    prefer_512()
     acc = 0.0
     for b in range(X.shape[0]):
         x_ = X[b, o : o + n]
@@ -572,6 +582,7 @@ def _dist_block(X, MUC, MUV, EPS, OWN, code, o, eo, n, has_var, clamped):
     ``eps = -dF/dmu`` into EPS, the own terms ``dF/dx`` into OWN (free populations) and the
     batch-mean energy, from ``mu = MUC (+ MUV)`` (logits). Formulas in the distributions module's
     docstring; a clamped value holds probabilities, a free one under KL holds logits."""
+    prefer_512()
     nb_ = X.shape[0]
     if code == 3 or (code == 4 and clamped):  # Categorical F, or KL on data: F plus x log x
         acc = _categorical_f(X, MUC, MUV, EPS, OWN, o, eo, n, has_var, clamped)
@@ -649,6 +660,7 @@ def _dist_block(X, MUC, MUV, EPS, OWN, code, o, eo, n, has_var, clamped):
 @nb.njit(**_JIT_REDUCE)
 def _update_block(X, DFX, BP, EPS, o, eo, n, has_err, has_bp, rate, rown):
     """Deterministic value step x <- x - rate (eps - f'(x) * bp); adds |dx|^2 per row to rown."""
+    prefer_512()
     for b in range(X.shape[0]):
         x_ = X[b, o : o + n]
         d_ = DFX[b, o : o + n]
@@ -696,6 +708,7 @@ def _value_step(X, DFX, BP, EPS, o, eo, n, has_err, has_bp, rate):
 @nb.njit(**_JIT)
 def _step_err_bp(X, DFX, BP, EPS, o, e0, n, rate):
     """x <- x - rate (eps - f'(x) * bp)."""
+    prefer_512()
     for b in range(X.shape[0]):
         x_ = X[b, o : o + n]
         d_ = DFX[b, o : o + n]
@@ -708,6 +721,7 @@ def _step_err_bp(X, DFX, BP, EPS, o, e0, n, rate):
 @nb.njit(**_JIT)
 def _step_err(X, EPS, o, e0, n, rate):
     """x <- x - rate eps."""
+    prefer_512()
     for b in range(X.shape[0]):
         x_ = X[b, o : o + n]
         e_ = EPS[b, e0 : e0 + n]
@@ -718,6 +732,7 @@ def _step_err(X, EPS, o, e0, n, rate):
 @nb.njit(**_JIT)
 def _step_bp(X, DFX, BP, o, n, rate):
     """x <- x + rate f'(x) * bp."""
+    prefer_512()
     for b in range(X.shape[0]):
         x_ = X[b, o : o + n]
         d_ = DFX[b, o : o + n]
@@ -827,6 +842,7 @@ def _update_block_free(X, DFX, BP, EPS, o, eo, n, has_err, has_bp, rate, noise_s
     Each case is a function of its own with one straight-line loop over the rows (``g`` first
     into the scratch ``G``, B n values, unless the error and the back-projection both exist):
     measured in compiled code, the same loops as branches of one function ran 1.5-2x slower."""
+    prefer_512()
     e0 = max(eo, 0)
     if has_err and has_bp and not precond and not norms:
         _noise_step(X, DFX, BP, EPS, o, e0, n, rate, Z)
@@ -850,6 +866,7 @@ def _update_block_free(X, DFX, BP, EPS, o, eo, n, has_err, has_bp, rate, noise_s
 @nb.njit(**_JIT_REDUCE)
 def _noise_rows(X, DFX, BP, EPS, o, e0, n, rate, Z, rown):
     """x <- x - rate (eps - f'(x) * bp) + z (Langevin step with the error and back-projection)."""
+    prefer_512()
     rate_ = _like(X, rate)
     for b in range(X.shape[0]):
         x_ = X[b, o : o + n]
@@ -870,6 +887,7 @@ def _noise_step(X, DFX, BP, EPS, o, e0, n, rate, Z):
     """:func:`_noise_rows` without the update norms (no early stop), bit for bit its values:
     compiled without fast-math, with the one contraction LLVM makes there (``eps - f' bp`` into
     an FMA, :func:`_fmuladd`), as :func:`_value_step` does for the noiseless step."""
+    prefer_512()
     rate_ = _like(X, rate)
     for b in range(X.shape[0]):
         x_ = X[b, o : o + n]
@@ -898,6 +916,7 @@ def _precond_step(X, DFX, BP, EPS, o, e0, n, rate, Z, V, beta2, peps, bc, noisy)
 @nb.njit(**_JIT)
 def _precond_pass(X, DFX, BP, EPS, o, e0, n, rate, V, beta2, peps, bc):
     """v <- beta2 v + (1 - beta2) g^2,  x <- x - rate g / (peps + sqrt(v bc))."""
+    prefer_512()
     rate_, b2, c2 = _like(X, rate), _like(X, beta2), _like(X, 1.0 - beta2)
     pe, bc_, one = _like(X, peps), _like(X, bc), _like(X, 1.0)
     for b in range(X.shape[0]):
@@ -916,6 +935,7 @@ def _precond_pass(X, DFX, BP, EPS, o, e0, n, rate, V, beta2, peps, bc):
 @nb.njit(**_JIT)
 def _precond_noise_pass(X, DFX, BP, EPS, o, e0, n, rate, Z, V, beta2, peps, bc):
     """:func:`_precond_pass` plus the noise sqrt(M) z, written back into Z (the noise added)."""
+    prefer_512()
     rate_, b2, c2 = _like(X, rate), _like(X, beta2), _like(X, 1.0 - beta2)
     pe, bc_, one = _like(X, peps), _like(X, bc), _like(X, 1.0)
     for b in range(X.shape[0]):
@@ -938,6 +958,7 @@ def _precond_noise_pass(X, DFX, BP, EPS, o, e0, n, rate, Z, V, beta2, peps, bc):
 @nb.njit(**_JIT)
 def _grad_rows(DFX, BP, EPS, o, e0, n, has_err, has_bp, G):
     """G[b n + j] = dF/dx = eps - f'(x) * bp (each term when the population has it)."""
+    prefer_512()
     for b in range(DFX.shape[0]):
         d_ = DFX[b, o : o + n]
         bp = BP[b, o : o + n]
@@ -960,6 +981,7 @@ def _grad_rows(DFX, BP, EPS, o, e0, n, has_err, has_bp, G):
 @nb.njit(**_JIT_REDUCE)
 def _noise_rows_g(X, o, n, rate, G, Z, rown):
     """x <- x - rate g + z."""
+    prefer_512()
     rate_ = _like(X, rate)
     for b in range(X.shape[0]):
         x_ = X[b, o : o + n]
@@ -976,6 +998,7 @@ def _noise_rows_g(X, o, n, rate, G, Z, rown):
 @nb.njit(**_JIT_REDUCE)
 def _precond_rows(X, o, n, rate, G, V, beta2, peps, bc, rown):
     """v <- beta2 v + (1 - beta2) g^2,  x <- x - rate g / (peps + sqrt(v bc))."""
+    prefer_512()
     rate_, b2, c2 = _like(X, rate), _like(X, beta2), _like(X, 1.0 - beta2)
     pe, bc_, one = _like(X, peps), _like(X, bc), _like(X, 1.0)
     for b in range(X.shape[0]):
@@ -996,6 +1019,7 @@ def _precond_rows(X, o, n, rate, G, V, beta2, peps, bc, rown):
 @nb.njit(**_JIT_REDUCE)
 def _precond_noise_rows(X, o, n, rate, G, Z, V, beta2, peps, bc, rown):
     """:func:`_precond_rows` plus the noise sqrt(M) z, written back into Z (the noise added)."""
+    prefer_512()
     rate_, b2, c2 = _like(X, rate), _like(X, beta2), _like(X, 1.0 - beta2)
     pe, bc_, one = _like(X, peps), _like(X, bc), _like(X, 1.0)
     for b in range(X.shape[0]):
@@ -1020,6 +1044,7 @@ def _precond_noise_rows(X, o, n, rate, G, Z, V, beta2, peps, bc, rown):
 @nb.njit(**_JIT)
 def _gather(SRC, rows, cols, OUT, s):
     """OUT[r, s, k] = SRC[rows[r], cols[k]]: one recorded step, trial-major."""
+    prefer_512()
     for r in range(rows.shape[0]):
         src = SRC[rows[r]]
         o = OUT[r, s]
@@ -1031,6 +1056,7 @@ def _gather(SRC, rows, cols, OUT, s):
 def _gather_nudged(X, MUC, MUV, has_var, rows, cols, OUT, s, voff, eoff, sizes, nudged, beta):
     """Recorded columns of nudged targets hold what :class:`State` reports for them,
     ``mu + beta (y - mu)`` of the current prediction, not the label ``y`` kept in ``X``."""
+    prefer_512()
     for k in range(cols.shape[0]):
         c = cols[k]
         for p in range(sizes.shape[0]):
@@ -1056,6 +1082,7 @@ def _fast_precision(EPS, PI, SF, eo, n, rule, hp):
     """One step of a fast precision's rule (neuropc.dynamics.precision.rule_step) on the errors
     of the current state: ``<d^2>`` per unit with ``d = eps / Pi`` (its mean over units when
     ``hp[5] > 1``, a scalar precision), then ``Pi`` (and the EMA's ``S``) in place."""
+    prefer_512()
     nb_ = EPS.shape[0]
     pi = PI[eo : eo + n].astype(np.float64)
     second = np.zeros(n)
@@ -1080,6 +1107,7 @@ OPT_NEVER, OPT_END, OPT_EVERY = _sched.NEVER, _sched.AT_END, _sched.EACH_STEP
 @nb.njit(**_JIT)
 def _const_prediction(p, FX, MUC, P, sizes, voff, eoff, clamped, cpre, cpost, cwoff, boff):
     """MUC_p = b_p + sum over connections from clamped populations of f(x_pre) W^T."""
+    prefer_512()
     nb_ = FX.shape[0]
     eo = eoff[p]
     bo = boff[p]
@@ -1098,6 +1126,7 @@ def _const_prediction(p, FX, MUC, P, sizes, voff, eoff, clamped, cpre, cpost, cw
 @nb.njit(**_JIT)
 def _var_prediction(p, FX, OUT, o_out, P, sizes, voff, clamped, cpre, cpost, cwoff, beta):
     """OUT[:, o_out:] = beta OUT + sum over connections from free populations of f(x_pre) W^T."""
+    prefer_512()
     for c in range(cpre.shape[0]):
         if cpost[c] == p and not clamped[cpre[c]]:
             q = cpre[c]
@@ -1108,6 +1137,7 @@ def _var_prediction(p, FX, OUT, o_out, P, sizes, voff, clamped, cpre, cpost, cwo
 
 @nb.njit(**_JIT)
 def _add_moments(X, MOM, clamped, voff, sizes, w):
+    prefer_512()
     for p in range(sizes.shape[0]):
         if not clamped[p]:
             for b in range(X.shape[0]):
@@ -1154,6 +1184,7 @@ def infer(
     :mod:`neuropc.backends.row_blocks`). A row's noise depends on its index in the batch only
     (:func:`fill_normal_rows`), so a batch run in blocks draws the normals it draws whole.
     """
+    prefer_512()
     nb_ = X.shape[0]
     NV = X.shape[1]
     NE = EPS.shape[1]
@@ -1375,6 +1406,7 @@ def weight_grads(FX, EPS, G, sizes, voff, eoff, cpre, cpost, cwoff, boff, traina
     ``G`` (a collected sample of Langevin learning) instead of replacing it. Frozen entries are
     zeroed.
     """
+    prefer_512()
     nb_ = FX.shape[0]
     NV = FX.shape[1]
     NE = EPS.shape[1]
@@ -1422,6 +1454,7 @@ def optimizer_step(kind, P, G, S1, S2, hp, t, trainable, BK):
     the old parameters and state in the same pass (no slower than the step alone: it is bound by
     the arithmetic), so a bad step is undone without a second pass over the common case.
     """
+    prefer_512()
     if _optimizer_pass(kind, P, G, S1, S2, hp, t, trainable, BK[0], BK[1], BK[2]) == 0:
         return -1
     return undo_optimizer_step(kind, P, S1, S2, hp, BK)
@@ -1435,6 +1468,7 @@ def reduce_step(kind, P, G, GB, S1, S2, hp, t, trainable, BK, a, b):
     update of these entries, the old values kept in ``BK``. Returns how many entries became
     non-finite: if any did over all ranges, :func:`undo_optimizer_step` names the first and
     restores the step."""
+    prefer_512()
     g = G[a:b]
     g[:] = GB[0, a:b]
     for k in range(1, GB.shape[0]):  # one straight (vectorised) pass per block
@@ -1520,6 +1554,7 @@ def block_run(job):
     :func:`reduce_step` on each (adding its count of non-finite entries to ``summary[4]``), unless
     a block failed or diverged or ``grads`` is off. Whoever claims range 0 also sums the energies
     (:func:`_summarise`). Its gemms run on one MKL thread."""
+    prefer_512()
     sync, summary, res, blocks, parts, share, energies = job[:7]
     P, G, GB, S1, S2, hp, t, trainable, BK, cuts, opt, grads = job[7:]
     n = len(blocks)
@@ -1557,6 +1592,7 @@ def _summarise(res, parts, share, energies, summary):
     earliest divergence (step, population; the lowest population on a tie; -1 if none) among the
     blocks, else the first non-finite entry of the summed energies, with ``[5] = 1``, ``[3]``
     the steps done (every block runs the same steps)."""
+    prefer_512()
     best_t, best_p = -1, -1
     for k in range(res.shape[0]):
         summary[0] = max(summary[0], res[k, 3])
@@ -1628,6 +1664,7 @@ def changed_state(kind, hp):
 def undo_optimizer_step(kind, P, S1, S2, hp, BK):
     """After a step that made some entry non-finite: the index of the first such parameter, with
     parameters and state put back from ``BK``."""
+    prefer_512()
     bad = 0
     for i in range(P.shape[0]):  # rare: name the first bad entry, then undo the whole step
         if not (np.isfinite(P[i]) and np.isfinite(S1[i]) and np.isfinite(S2[i])):
@@ -1648,6 +1685,7 @@ def _optimizer_pass(kind, P, G, S1, S2, hp, t, trainable, B0, B1, B2):
     """The update of :func:`optimizer_step`, one fused loop per rule, keeping the old values in
     ``B0``, ``B1``, ``B2`` (parameters and state); returns how many entries got a non-finite
     parameter or state (an integer count, so the loop still vectorises)."""
+    prefer_512()
     n = P.shape[0]
     nbad = 0
     if kind == 1:
