@@ -8,7 +8,12 @@ the same work done by the same BLAS on the same shapes with nothing else, measur
 the matmul ceiling. ``efficiency`` is their ratio. On the CPU, ``mkl_ceiling_ms`` times the same
 gemm calls through ``torch.mm`` (MKL in the x86 torch wheels, typically 2-2.5x faster than the
 OpenBLAS the numba backend calls for these small shapes) and ``over_mkl_ceiling`` is
-``ms_per_batch / mkl_ceiling_ms``.
+``ms_per_batch / mkl_ceiling_ms``: two medians taken one after the other, so a machine whose
+speed drifts between them moves the ratio. ``round_over_mkl_ceiling`` is the median of per-round
+ratios over rounds of one batch and one pass of those gemm calls, as the references below: free
+of drift, but each pass then starts with the batch's data in the caches. On the project's Xeon
+that slowed the gemm pass by about 8% and the batch by about 4%, so the round ratio reads about
+5% below ``over_mkl_ceiling`` (docs/performance.md, issue 14, fifth round).
 
 References (:func:`references`): ``bp_ms_per_batch`` is a torch backprop step (forward, backward,
 Adam) of the same MLP and ``handwritten_pc_ms_per_batch`` the same PC training step written
@@ -43,6 +48,7 @@ NOTES = {
     "pc_over_bp": "median over rounds of round_ms_per_batch / bp_ms_per_batch",
     "pc_over_handwritten": "median over rounds of round_ms_per_batch / handwritten_pc_ms_per_batch",
     "record_overhead": "median over pairs of record_ms_per_batch / record_none_ms_per_batch",
+    "round_over_mkl_ceiling": "median over rounds of one batch / one pass of its gemms (torch.mm)",
 }
 
 
@@ -90,13 +96,24 @@ def mkl_ceiling_ms(sim: Simulator, batch: int, steps: int, repeats: int = 20) ->
     """Median time of the batch's gemm calls (:meth:`Plan.gemm_calls`: the same shapes,
     transposes and counts) through ``torch.mm`` on the CPU, which runs MKL in the x86 torch
     wheels: the MKL-class ceiling of a CPU batch, whatever BLAS the backend itself calls."""
+    return _median_ms(_mkl_gemms(sim, batch, steps), repeats)
+
+
+def _mkl_gemms(sim: Simulator, batch: int, steps: int):
+    """One pass of the batch's gemm calls through ``torch.mm`` on the CPU, as a function."""
     import torch
 
     tdt = torch.float64 if np.dtype(sim.dtype) == np.float64 else torch.float32
-    return _torch_ceiling_ms(sim.plan.gemm_calls(batch, steps), torch.device("cpu"), tdt, repeats)
+    return _torch_gemms(sim.plan.gemm_calls(batch, steps), torch.device("cpu"), tdt)
 
 
 def _torch_ceiling_ms(shapes: np.ndarray, device, dtype, repeats: int) -> float:
+    return _median_ms(_torch_gemms(shapes, device, dtype), repeats)
+
+
+def _torch_gemms(shapes: np.ndarray, device, dtype):
+    """``torch.mm`` on ``shapes`` (:meth:`Plan.gemm_calls` rows) into fixed outputs: a function
+    of no arguments, called once here (allocation and warm-up)."""
     import torch
 
     mats = []
@@ -115,7 +132,7 @@ def _torch_ceiling_ms(shapes: np.ndarray, device, dtype, repeats: int) -> float:
             torch.cuda.synchronize()
 
     seq()
-    return _median_ms(seq, repeats)
+    return seq
 
 
 def _torch_mlp(sizes: Sequence[int], batch: int, dtype: str, device: str):
@@ -424,6 +441,8 @@ def run(
         mkl_ms = mkl_ceiling_ms(sim, batch, steps, repeats=max(timed // 2, 10))
         out.update(mkl_ceiling_ms=mkl_ms, over_mkl_ceiling=ms / mkl_ms,
                    mkl_gflops=flops / (mkl_ms * 1e-3) / 1e9)  # fmt: skip
+        t = _rounds([lambda: sim.learn(data, state=False), _mkl_gemms(sim, batch, steps)], timed)
+        out["round_over_mkl_ceiling"] = float(np.median(t[:, 0] / t[:, 1]))
     out.update(optimizer=optimizer, temperature=float(temperature), precondition=precondition)
     if optimizer != "adam":
         out.update(_against_adam(sim, build("adam"), data, timed))
