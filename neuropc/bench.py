@@ -82,7 +82,7 @@ def blas_ceiling_ms(sim: Simulator, batch: int, steps: int, repeats: int = 20) -
     from compiled code for numba, ``torch.mm`` on the simulator's device for torch."""
     shapes = sim.plan.gemm_calls(batch, steps)
     if sim.backend.name == "torch":
-        return _torch_ceiling_ms(shapes, sim.backend.device, sim.backend.tdt, repeats)
+        return _median_ms(_torch_gemms(shapes, sim.backend.device, sim.backend.tdt), repeats)
     from .backends import _numba_kernels as K
 
     big = int(max(max(r[2] * r[4], r[4] * r[3], r[2] * r[3]) for r in shapes))
@@ -105,10 +105,6 @@ def _mkl_gemms(sim: Simulator, batch: int, steps: int):
 
     tdt = torch.float64 if np.dtype(sim.dtype) == np.float64 else torch.float32
     return _torch_gemms(sim.plan.gemm_calls(batch, steps), torch.device("cpu"), tdt)
-
-
-def _torch_ceiling_ms(shapes: np.ndarray, device, dtype, repeats: int) -> float:
-    return _median_ms(_torch_gemms(shapes, device, dtype), repeats)
 
 
 def _torch_gemms(shapes: np.ndarray, device, dtype):
