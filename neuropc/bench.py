@@ -92,15 +92,11 @@ def blas_ceiling_ms(sim: Simulator, batch: int, steps: int, repeats: int = 20) -
     return _median_ms(lambda: K.gemm_sequence(shapes, A, B, C, 1), repeats)
 
 
-def mkl_ceiling_ms(sim: Simulator, batch: int, steps: int, repeats: int = 20) -> float:
-    """Median time of the batch's gemm calls (:meth:`Plan.gemm_calls`: the same shapes,
-    transposes and counts) through ``torch.mm`` on the CPU, which runs MKL in the x86 torch
-    wheels: the MKL-class ceiling of a CPU batch, whatever BLAS the backend itself calls."""
-    return _median_ms(_mkl_gemms(sim, batch, steps), repeats)
-
-
-def _mkl_gemms(sim: Simulator, batch: int, steps: int):
-    """One pass of the batch's gemm calls through ``torch.mm`` on the CPU, as a function."""
+def mkl_gemms(sim: Simulator, batch: int, steps: int):
+    """One pass of the batch's gemm calls (:meth:`Plan.gemm_calls`: the same shapes, transposes
+    and counts) through ``torch.mm`` on the CPU, which runs MKL in the x86 torch wheels, as a
+    function of no arguments: timed, the MKL-class ceiling of a CPU batch, whatever BLAS the
+    backend itself calls."""
     import torch
 
     tdt = torch.float64 if np.dtype(sim.dtype) == np.float64 else torch.float32
@@ -434,10 +430,11 @@ def run(
 
         out["numba_blas"] = BLAS  # torch-mkl, or scipy-openblas (NEUROPC_NUMBA_BLAS)
     if (device or "cpu") == "cpu":  # torch.mm (MKL on x86 wheels) on the same gemm calls
-        mkl_ms = mkl_ceiling_ms(sim, batch, steps, repeats=max(timed // 2, 10))
+        gemms = mkl_gemms(sim, batch, steps)  # (timed alone, then in rounds with the batch)
+        mkl_ms = _median_ms(gemms, max(timed // 2, 10))
         out.update(mkl_ceiling_ms=mkl_ms, over_mkl_ceiling=ms / mkl_ms,
                    mkl_gflops=flops / (mkl_ms * 1e-3) / 1e9)  # fmt: skip
-        t = _rounds([lambda: sim.learn(data, state=False), _mkl_gemms(sim, batch, steps)], timed)
+        t = _rounds([lambda: sim.learn(data, state=False), gemms], timed)
         out["round_over_mkl_ceiling"] = float(np.median(t[:, 0] / t[:, 1]))
     out.update(optimizer=optimizer, temperature=float(temperature), precondition=precondition)
     if optimizer != "adam":

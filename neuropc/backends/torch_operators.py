@@ -31,14 +31,17 @@ class Connections:
         """``mu + op_c(f(x_pre), ...; W_c)`` (flat ``(B, n_post)``)."""
         if self.flat[c]:
             return torch.addmm(mu, fx[self.pres[c][0]], W[c].T)
-        out = self.ops[c].forward(self._inputs(c, fx), W[c])
-        return mu + out.reshape(mu.shape[0], -1)
+        return mu + self._forward(c, fx, W, mu.shape[0])
 
     def sub_(self, d, c: int, fx: list, W: list):
         """``d - op_c(f(x_pre), ...; W_c)``, in place in ``d`` (a fresh tensor of the caller's)."""
         if self.flat[c]:
             return d.sub_(torch.mm(fx[self.pres[c][0]], W[c].T))
-        return d.sub_(self.ops[c].forward(self._inputs(c, fx), W[c]).reshape(d.shape[0], -1))
+        return d.sub_(self._forward(c, fx, W, d.shape[0]))
+
+    def _forward(self, c: int, fx: list, W: list, b: int):
+        """A non-dense connection's ``op_c(f(x_pre), ...; W_c)``, flat ``(b, n_post)``."""
+        return self.ops[c].forward(self._inputs(c, fx), W[c]).reshape(b, -1)
 
     def back(self, acc, c: int, i: int, eps, fx: list, W: list, done: dict):
         """``acc + eps_post (d op_c / d f(x_pre_i))`` (``acc`` may be None), flat. ``done``
