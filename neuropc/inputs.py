@@ -11,6 +11,7 @@ import numpy as np
 from .analysis import metrics as _metrics
 from .dynamics.inference import Inference
 from .dynamics.plan import Plan
+from .finite import all_finite
 from .model.distributions import check_data as check_distribution_data
 from .model.distributions import to_rows
 from .model.network import Network
@@ -160,7 +161,7 @@ def check_trials(declared: Sequence[str], trials: Mapping | None, n: int) -> dic
 
 
 def check_finite(name: str, a: np.ndarray, what: str = "population {!r}: data") -> None:
-    if not np.all(np.isfinite(a)):
+    if not all_finite(a):
         bad = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
         raise ValueError(f"{what.format(name)} contains NaN or inf (first at index {bad})")
 

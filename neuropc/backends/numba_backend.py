@@ -55,6 +55,14 @@ class NumbaBackend(Backend):
         self.opt_t = 0
         self._bufs: dict[int, tuple[np.ndarray, ...]] = {}
         self._trace_cache: dict[tuple, tuple] = {}
+        # per (batch, rows): the buffers' row views of a row block, and per row blocks, their
+        # shares of the batch and the parameter ranges of the reduction (built once: per batch,
+        # after a long kernel with cold caches, such Python cost about 1% of the standard task)
+        self._row_views: dict[tuple, tuple] = {}
+        self._block_layouts: dict[tuple, tuple] = {}
+        self._dummy = np.zeros((1, 1), dt)  # the preconditioner's buffer when it is off
+        z, e = np.zeros(0, np.int64), np.zeros((0, 0, 0), dt)
+        self._no_trace = (0, z, z, z, z, e, e, e, np.zeros((1, 1), dt))
         self._i64 = [
             np.ascontiguousarray(a, dtype=np.int64) for a in (plan.sizes, plan.voff, plan.eoff)
         ]
@@ -160,7 +168,7 @@ class NumbaBackend(Backend):
     def _precond_buffer(self, batch: int, on: bool) -> np.ndarray:
         """The preconditioner's per-chain statistics ``(batch, n_value)`` (a dummy when off)."""
         if not on:
-            return np.zeros((1, 1), self.dtype)
+            return self._dummy
         v = getattr(self, "_v", None)
         if v is None or v.shape[0] != batch:
             v = self._v = np.zeros((batch, self.plan.n_value), self.dtype)
@@ -188,7 +196,8 @@ class NumbaBackend(Backend):
             self.PI[:] = self.PI_slow
         kind, hp = (learn.kind, learn.hyper()) if learn is not None else (OPT_NONE, np.zeros(6))
         # which state buffers the optimiser changes (and BK keeps): for undo_step
-        self._last_state = K.changed_state(kind, hp)
+        # (its plain Python: a compiled call from here costs a dispatch, 5 us a batch)
+        self._last_state = K.changed_state.py_func(kind, hp)
         # steps during inference change the weights: keep a copy to restore if inference
         # diverges (the optimiser steps check themselves: one that would write a non-finite value
         # writes nothing)
@@ -202,12 +211,11 @@ class NumbaBackend(Backend):
 
         def args(r0: int, r1: int, G: np.ndarray, en: np.ndarray, zero: bool, opt: int) -> tuple:
             """The kernel's arguments for rows r0..r1 (a view of every per-row buffer)."""
-            rows = slice(r0, r1)
             return (
-                *(b[rows] for b in bufs), self.P, self.PI, G, self.S1, self.S2, self.BK,
+                *self._rows(bufs, batch, r0, r1), self.P, self.PI, G, self.S1, self.S2, self.BK,
                 *self._structure,
                 *self._policy(sched, seed, r0, batch, en, zero, block_mom.get((r0, r1), mom)),
-                V[rows] if sched.precond else V, sched.precond, sched.beta2, sched.precond_eps,
+                V[r0:r1] if sched.precond else V, sched.precond, sched.beta2, sched.precond_eps,
                 sched.bias_correction, opt, hp, self.opt_t, *_block_trace(rec, r0, r1, batch),
             )  # fmt: skip
 
@@ -270,10 +278,8 @@ class NumbaBackend(Backend):
         n = len(spans)
         GB = self._block_grads(n)
         parts = np.zeros((n, *energies.shape))  # each block's batch-mean energies
-        share = np.array([(r1 - r0) / spans[-1][1] for r0, r1 in spans])  # of the batch's rows
+        share, cuts = self._block_layout(spans)
         opt = kind if sched.opt_when == AT_END else OPT_NONE
-        np_ = self.plan.n_params
-        cuts = np.array([k * np_ // n // 16 * 16 for k in range(n)] + [np_], np.int64)  # aligned
         blocks = tuple(args(*spans[i], GB[i], parts[i], True, OPT_NONE) for i in range(n))
         summary = np.zeros(6, np.int64)  # see K._summarise; [4]: entries that became non-finite
         row_blocks.launch((np.zeros(3, np.int64), summary, np.zeros((n, 4), np.int64), blocks,
@@ -295,6 +301,33 @@ class NumbaBackend(Backend):
                                                               self.BK))  # fmt: skip
         return done, -1, -1, 1, -1
 
+    def _rows(self, bufs: tuple, batch: int, r0: int, r1: int) -> tuple:
+        """The per-row buffers ``bufs`` (of ``batch`` rows) at rows ``r0 .. r1``: views, made once
+        (while ``bufs`` are the batch's buffers)."""
+        if r0 == 0 and r1 == batch:
+            return bufs
+        key = (batch, r0, r1)
+        hit = self._row_views.get(key)
+        if hit is None or hit[0] is not bufs:
+            if len(self._row_views) >= 16:
+                self._row_views.pop(next(iter(self._row_views)))
+            hit = self._row_views[key] = (bufs, tuple(b[r0:r1] for b in bufs))
+        return hit[1]
+
+    def _block_layout(self, spans: list) -> tuple[np.ndarray, np.ndarray]:
+        """Row blocks ``spans``: each block's share of the batch's rows, and the parameter ranges
+        ``cuts[j] .. cuts[j + 1]`` (16-aligned) that the threads reduce and step."""
+        key = tuple(spans)
+        hit = self._block_layouts.get(key)
+        if hit is None:
+            n, np_ = len(spans), self.plan.n_params
+            share = np.array([(r1 - r0) / spans[-1][1] for r0, r1 in spans])
+            cuts = np.array([k * np_ // n // 16 * 16 for k in range(n)] + [np_], np.int64)
+            if len(self._block_layouts) >= 16:
+                self._block_layouts.pop(next(iter(self._block_layouts)))
+            hit = self._block_layouts[key] = (share, cuts)
+        return hit
+
     def _block_grads(self, n: int) -> np.ndarray:
         """``(n, n_params)`` gradient buffers, one per row block (reused from batch to batch)."""
         if self._gb.shape[0] < n:
@@ -305,6 +338,8 @@ class NumbaBackend(Backend):
         """The kernel's recording arguments. The output arrays are reused from run to run (like
         the value buffers, they are valid until the next run): fresh multi-MB arrays per batch
         would cost page faults every time."""
+        if trace is None:
+            return self._no_trace
         key = (id(trace), steps, batch)
         hit = self._trace_cache.get(key)
         if hit is not None and hit[0] is trace:
@@ -313,10 +348,6 @@ class NumbaBackend(Backend):
                 args[7].fill(0)  # rows after an early stop, and clamped columns, hold no noise
             return args
         dt = self.dtype
-        if trace is None:
-            z = np.zeros(0, np.int64)
-            e = np.zeros((0, 0, 0), dt)
-            return (0, z, z, z, z, e, e, e, np.zeros((1, 1), dt))
         r, s = len(trace.rows), trace.n_steps(steps)
         bufs = [np.zeros((r, s, len(c)), dt) for c in (trace.vcols, trace.ecols, trace.ncols)]
         nz = np.zeros((batch, self.plan.n_value) if len(trace.ncols) else (1, 1), dt)

@@ -40,6 +40,7 @@ gradient is the average over the collected states.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,7 +114,7 @@ class Schedule:
             or (self.grads and bool(np.any(self.grad_at != END)))
         )
 
-    @property
+    @functools.cached_property  # (read every batch; a schedule is cached and frozen)
     def rows_independent(self) -> bool:
         """Whether every sample of a batch relaxes on its own, so that a backend may run the batch
         in row blocks and add up their energies and gradients afterwards: no early stop on the
