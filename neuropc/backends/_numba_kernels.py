@@ -1367,9 +1367,11 @@ def infer(
             elif tol > 0.0:  # the update norms (rown) serve only the early stop
                 _update_block(X, DFX, BP, own, voff[p], eoff[p], sizes[p], has_err[p],
                               receives_bp[p], rate, rown)  # fmt: skip
-            elif _value_step(X, FX, DFX, BP, own, voff[p], eoff[p], sizes[p], has_err[p],
-                             receives_bp[p], rate, refresh_act[p] and act_code[p] == ACT_TANH):
-                continue  # (it refreshed the activation too)
+            else:
+                tanh = refresh_act[p] and act_code[p] == ACT_TANH
+                if _value_step(X, FX, DFX, BP, own, voff[p], eoff[p], sizes[p], has_err[p],
+                               receives_bp[p], rate, tanh):  # fmt: skip
+                    continue  # (it refreshed the activation too)
             if refresh_act[p]:
                 act_block(act_code[p], act_param[p], X, FX, DFX, voff[p], sizes[p])
         if keep_noise and t % rec_every == 0:
