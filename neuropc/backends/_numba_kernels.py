@@ -852,8 +852,8 @@ def _fmuladd(typingctx, a, b, c):
 
 
 @nb.njit(**_JIT)
-def _update_block_free(X, DFX, BP, EPS, o, eo, n, has_err, has_bp, rate, noise_sd, Z, G, rown,
-                       NZ, keep_noise, V, precond, beta2, peps, bc, norms):  # fmt: skip
+def _update_block_free(X, FX, DFX, BP, EPS, o, eo, n, has_err, has_bp, rate, noise_sd, Z, G, rown,
+                       NZ, keep_noise, V, precond, beta2, peps, bc, norms, tanh):  # fmt: skip
     """Value step of a free population without leaky errors, with Langevin noise and/or the
     diagonal preconditioner, in the buffers' precision::
 
@@ -868,11 +868,19 @@ def _update_block_free(X, DFX, BP, EPS, o, eo, n, has_err, has_bp, rate, noise_s
 
     Each case is a function of its own with one straight-line loop over the rows (``g`` first
     into the scratch ``G``, B n values, unless the error and the back-projection both exist):
-    measured in compiled code, the same loops as branches of one function ran 1.5-2x slower."""
+    measured in compiled code, the same loops as branches of one function ran 1.5-2x slower.
+
+    ``tanh`` as in :func:`_value_step`: the plain Langevin step of a hidden tanh population then
+    refreshes ``FX, DFX`` in the same pass (:func:`_noise_step_tanh`). Returns whether it did."""
     prefer_512()
     e0 = max(eo, 0)
+    done = False
     if has_err and has_bp and not precond and not norms:
-        _noise_step(X, DFX, BP, EPS, o, e0, n, rate, Z)
+        if tanh:
+            _noise_step_tanh(X, FX, DFX, BP, EPS, o, e0, n, rate, Z)
+            done = True
+        else:
+            _noise_step(X, DFX, BP, EPS, o, e0, n, rate, Z)
     elif has_err and has_bp and precond and not norms:
         _precond_step(X, DFX, BP, EPS, o, e0, n, rate, Z, V, beta2, peps, bc, noise_sd > 0.0)
     elif has_err and has_bp and not precond:
@@ -888,6 +896,7 @@ def _update_block_free(X, DFX, BP, EPS, o, eo, n, has_err, has_bp, rate, noise_s
     if keep_noise:
         for b in range(X.shape[0]):
             NZ[b, o : o + n] = Z[b * n : b * n + n]
+    return done
 
 
 @nb.njit(**_JIT_REDUCE)
@@ -925,6 +934,27 @@ def _noise_step(X, DFX, BP, EPS, o, e0, n, rate, Z):
         for j in range(n):
             dx = -rate_ * _fmuladd(-d_[j], bp[j], e_[j])
             x_[j] += dx + z_[j]
+
+
+@nb.njit(**_JIT)
+def _noise_step_tanh(X, FX, DFX, BP, EPS, o, e0, n, rate, Z):
+    """:func:`_noise_step`, then ``FX, DFX = tanh(x), 1 - tanh(x)^2`` of the new values in the
+    same loop, bit for bit the two passes (as :func:`_step_err_bp_tanh`)."""
+    prefer_512()
+    rate_ = _like(X, rate)
+    for b in range(X.shape[0]):
+        x_ = X[b, o : o + n]
+        f_ = FX[b, o : o + n]
+        d_ = DFX[b, o : o + n]
+        bp = BP[b, o : o + n]
+        e_ = EPS[b, e0 : e0 + n]
+        z_ = Z[b * n : b * n + n]
+        for j in range(n):
+            dx = -rate_ * _fmuladd(-d_[j], bp[j], e_[j])
+            x_[j] += dx + z_[j]
+            t = _tanh(x_[j])
+            f_[j] = t
+            d_[j] = 1.0 - t * t
 
 
 @nb.njit(**_JIT)
@@ -1355,24 +1385,26 @@ def infer(
             if free and noise_sd > 0.0:  # noise_sd N(0, 1) per unit
                 fill_normal_rows(zp, sizes[p], row0, key, ctr, noise_sd)
                 ctr += np.uint64(rows * ((sizes[p] + 1) // 2))
+            # a hidden tanh population's plain or Langevin step refreshes f(x) in the same pass
+            tanh = refresh_act[p] and act_code[p] == ACT_TANH
+            fused = False
             if leaks[p]:
                 _update_block_general(X, DFX, BP, own, MUC, MUV, PI, voff[p], eoff[p], sizes[p],
                                       has_err[p], receives_bp[p], var_pred[p], free, leaks[p],
                                       rate, err_rate, noise_sd, zp, rown, NZ, keep_noise, V,
                                       precond, beta2, peps, bc)  # fmt: skip
             elif noise_sd > 0.0 or precond:
-                _update_block_free(X, DFX, BP, own, voff[p], eoff[p], sizes[p], has_err[p],
-                                   receives_bp[p], rate, noise_sd, zp, GR, rown, NZ, keep_noise,
-                                   V, precond, beta2, peps, bc, tol > 0.0)  # fmt: skip
+                fused = _update_block_free(X, FX, DFX, BP, own, voff[p], eoff[p], sizes[p],
+                                           has_err[p], receives_bp[p], rate, noise_sd, zp, GR,
+                                           rown, NZ, keep_noise, V, precond, beta2, peps, bc,
+                                           tol > 0.0, tanh)  # fmt: skip
             elif tol > 0.0:  # the update norms (rown) serve only the early stop
                 _update_block(X, DFX, BP, own, voff[p], eoff[p], sizes[p], has_err[p],
                               receives_bp[p], rate, rown)  # fmt: skip
             else:
-                tanh = refresh_act[p] and act_code[p] == ACT_TANH
-                if _value_step(X, FX, DFX, BP, own, voff[p], eoff[p], sizes[p], has_err[p],
-                               receives_bp[p], rate, tanh):  # fmt: skip
-                    continue  # (it refreshed the activation too)
-            if refresh_act[p]:
+                fused = _value_step(X, FX, DFX, BP, own, voff[p], eoff[p], sizes[p], has_err[p],
+                                    receives_bp[p], rate, tanh)  # fmt: skip
+            if refresh_act[p] and not fused:
                 act_block(act_code[p], act_param[p], X, FX, DFX, voff[p], sizes[p])
         if keep_noise and t % rec_every == 0:
             _gather(NZ, rec_rows, rec_ncols, NT, t // rec_every)
