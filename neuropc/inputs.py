@@ -9,9 +9,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .analysis import metrics as _metrics
+from .array_checks import all_finite
 from .dynamics.inference import Inference
 from .dynamics.plan import Plan
-from .finite import all_finite
 from .model.distributions import check_data as check_distribution_data
 from .model.distributions import to_rows
 from .model.network import Network

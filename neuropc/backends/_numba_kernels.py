@@ -537,42 +537,60 @@ def _exp_shifted(src, dst, shift):
 @nb.njit(**_JIT)
 def _categorical_f(X, MUC, MUV, EPS, OWN, o, eo, n, has_var, clamped):
     """:func:`_dist_block` for a Categorical under ``F`` (or under KL on data, which adds the
-    constant ``x log x``): per row, ``mu`` (into OWN), its max,
-    ``sum x`` and ``x . mu`` in one pass, ``exp(mu - max)`` (into EPS) and its sum ``z`` in a
-    second, then ``eps = x - (sum x / z) exp(mu - max)`` and, free, ``dF/dx = lse - mu``; returns
-    the sum over rows of ``F = sum x lse - x . mu``. Three passes over a row instead of six:
-    with ten units a row, the passes' set-up, not their arithmetic, was the cost. Compiled
-    without fast-math (the exp's range reduction keeps its order)."""
+    constant ``x log x``): per row, ``mu``, its max, ``sum x``, ``x . mu``,
+    ``exp(mu - max)`` and its sum ``z``, then ``eps = x - (sum x / z) exp(mu - max)`` and, free,
+    ``dF/dx = lse - mu`` (``lse = max + log z``); returns the sum over rows of
+    ``F = sum x lse - x . mu``.
+
+    Transposed: a row has only a few units (ten in the standard task), too few for a vector, so
+    the block's ``mu`` and ``x`` are first copied column-major into a scratch and every pass runs
+    over the rows, as whole vectors. Each row's sums still add its units in order (float64
+    accumulators): against a loop per row the results are bit for bit the same in float32 and
+    within an ulp in float64 (compared), and the loop per row took 4.8 against 2.1 us per
+    64 x 10 float32 block (measured). Compiled without fast-math (the exp's range reduction
+    keeps its order)."""
     prefer_512()
-    acc = 0.0
-    for b in range(X.shape[0]):
+    nb_ = X.shape[0]
+    T = np.empty((3 * n + 1, nb_), X.dtype)  # mu, x, exp(mu - max), max: one row per unit
+    A = np.zeros((3, nb_))  # per row: sum x, x . mu, z
+    M, XT, E, mmax = T[:n], T[n : 2 * n], T[2 * n : 3 * n], T[3 * n]
+    sx, xmu, z = A[0], A[1], A[2]
+    for b in range(nb_):  # the block's rows become columns
         x_ = X[b, o : o + n]
         mc = MUC[b, eo : eo + n]
         mv = MUV[b, eo : eo + n]
+        for j in range(n):
+            M[j, b] = mc[j] + mv[j] if has_var else mc[j]
+            XT[j, b] = x_[j]
+    for b in range(nb_):  # (in X's precision: a float64 max made every exp a float64 one)
+        mmax[b] = _like(X, -np.inf)
+    for j in range(n):  # unit by unit, each a vector over the rows
+        mj = M[j]
+        xj = XT[j]
+        for b in range(nb_):
+            sx[b] += xj[b]
+            xmu[b] += xj[b] * mj[b]
+            mmax[b] = max(mmax[b], mj[b])
+    for j in range(n):
+        mj = M[j]
+        ej = E[j]
+        for b in range(nb_):
+            e = _exp_nonpos(mj[b] - mmax[b])
+            ej[b] = e
+            z[b] += e
+    acc = 0.0
+    for b in range(nb_):  # back to rows: the errors, the own terms, the energy
+        lse = mmax[b] + np.log(z[b])
+        sz = sx[b] / z[b]
+        x_ = X[b, o : o + n]
         e_ = EPS[b, eo : eo + n]
         w_ = OWN[b, eo : eo + n]
-        sx = 0.0
-        xmu = 0.0
-        mmax = _like(X, -np.inf)  # (in X's precision: a float64 max made every exp a float64 one)
         for j in range(n):
-            mu = mc[j] + mv[j] if has_var else mc[j]
-            w_[j] = mu
-            sx += x_[j]
-            xmu += x_[j] * mu
-            mmax = max(mmax, mu)
-        for j in range(n):  # (apart from the sum below: this loop vectorises, the sum does not)
-            e_[j] = _exp_nonpos(w_[j] - mmax)
-        z = 0.0
-        for j in range(n):
-            z += e_[j]
-        lse = mmax + np.log(z)
-        sz = sx / z
-        for j in range(n):
-            e_[j] = x_[j] - sz * e_[j]
+            e_[j] = x_[j] - sz * E[j, b]
         if not clamped:  # -log softmax(mu): the own term of a free F population
             for j in range(n):
-                w_[j] = lse - w_[j]
-        acc += sx * lse - xmu
+                w_[j] = lse - M[j, b]
+        acc += sx[b] * lse - xmu[b]
     return acc
 
 

@@ -1,11 +1,11 @@
-"""neuropc.finite.all_finite against numpy's isfinite (the oracle), on arrays large enough for
+"""neuropc.array_checks.all_finite against numpy's isfinite (the oracle), on arrays large enough for
 the compiled route: every IEEE special at every kind of position, both float widths, layouts the
 compiled route refuses, integers."""
 
 import numpy as np
 import pytest
 
-from neuropc.finite import LARGE, all_finite
+from neuropc.array_checks import LARGE, all_finite, first_row_off_simplex
 
 SPECIALS = [np.nan, np.inf, -np.inf]
 # finite edge values: the largest finite, the smallest subnormal, negative zero
@@ -58,3 +58,42 @@ def test_other_layouts_agree(make):
 def test_integers_and_booleans_are_finite():
     assert all_finite(np.arange(LARGE * 2)) is True
     assert all_finite(np.ones(5, bool)) is True
+
+
+def _off_simplex_oracle(a: np.ndarray, tol: float) -> int:
+    """Row by row in Python: a negative entry, or a sum (math.fsum, exactly rounded) off 1."""
+    import math
+
+    for r, row in enumerate(np.asarray(a, np.float64)):
+        if min(row) < 0 or abs(math.fsum(row) - 1.0) > tol:
+            return r
+    return -1
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_simplex_rows_against_a_row_by_row_oracle(dtype):
+    rng = np.random.default_rng(2)
+    good = rng.dirichlet(np.ones(10), 128)
+    good[::7] = np.eye(10)[rng.integers(0, 10, len(good[::7]))]  # one-hot rows too
+    a = good.astype(dtype)
+    assert first_row_off_simplex(a) == _off_simplex_oracle(a, 1e-6) == -1
+    for r in (0, 63, 127):
+        for bad in ("negative", "sum high", "sum low"):
+            b = good.copy()
+            if bad == "negative":
+                b[r, 3], b[r, 4] = -0.25, b[r, 4] + b[r, 3] + 0.25  # sum still 1
+            else:
+                b[r] *= 1 + 1e-4 if bad == "sum high" else 1 - 1e-4
+            b = b.astype(dtype)
+            assert first_row_off_simplex(b) == _off_simplex_oracle(b, 1e-6) == r, (r, bad)
+
+
+def test_simplex_tolerance_and_other_inputs():
+    row = np.full((1, 4), 0.25)
+    for off, want in ((5e-7, -1), (2e-6, 0)):
+        b = row.copy()
+        b[0, 0] += off
+        assert first_row_off_simplex(b) == want
+    assert first_row_off_simplex(np.array([[0, 1], [1, 0]], np.int64)) == -1  # integers
+    assert first_row_off_simplex(np.eye(3, dtype=np.float16)[:, ::-1]) == -1  # strided, f16
+    assert first_row_off_simplex(np.array([[-0.0, 1.0]])) == -1  # negative zero is not < 0

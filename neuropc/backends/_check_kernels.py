@@ -1,7 +1,6 @@
-"""The compiled loops of :func:`neuropc.finite.all_finite`: how many entries of a C-contiguous
-float array are NaN or +-inf. Such an entry has every exponent bit set (IEEE 754), so the test is
-an integer comparison on the entry's bits, summed as integers: it vectorises without
-reassociating float arithmetic."""
+"""The compiled loops of :mod:`neuropc.array_checks`: finiteness on the bits (every exponent bit
+set: NaN or +-inf, an integer comparison summed as integers, which vectorises without
+reassociating float arithmetic) and the probability simplex, row by row."""
 
 from __future__ import annotations
 
@@ -35,3 +34,19 @@ def count_nonfinite64(a):
     for i in range(bits.size):
         n += (bits[i] & e) == e
     return n
+
+
+@nb.njit(**_JIT)
+def first_row_off_simplex(a, tol):
+    """The first row of the 2-D C-order ``a`` with a negative entry or a sum (float64, in order)
+    off 1 by more than ``tol``; -1 if there is none."""
+    for r in range(a.shape[0]):
+        s = 0.0
+        low = 0.0
+        for j in range(a.shape[1]):
+            v = a[r, j]
+            s += v
+            low = min(low, v)
+        if low < 0.0 or abs(s - 1.0) > tol:
+            return r
+    return -1
