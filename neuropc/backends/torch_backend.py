@@ -7,13 +7,11 @@ set). Divergence is detected after the loop from the energy table, before any pa
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
 from ..dynamics.natural_gradient import NGDViews
-from ..dynamics.optim import OPT_ADAM, OPT_SGD, Optimizer
+from ..dynamics.optim import Optimizer
 from ..dynamics.plan import Plan
 from ..dynamics.schedule import (
     AT_END,
@@ -30,6 +28,7 @@ from .base import Backend, RunOutput, TraceSpec, ngd_views
 from .torch_operators import Connections
 from .torch_precision import FastPrecisions
 from .torch_relaxation import Relaxation, predict, stack
+from .torch_state import ParameterState
 from .torch_trace import TraceBuffers
 
 # steps per call of the step function: compiled, a chunk of 5 steps fuses the elementwise work
@@ -60,29 +59,17 @@ class TorchBackend(Backend):
         self.tdt = torch.float64 if self.dtype == np.float64 else torch.float32
         kw = dict(dtype=self.tdt, device=self.device)
         n = plan.n_params
-        # parameters and the optimiser's two state vectors in one (3, n) tensor: the rollback
-        # snapshot is one copy and the non-finite check one sum
-        self._state = torch.zeros(3, n, **kw)
-        self.P, self.S1, self.S2 = self._state
+        # per connection: a flat dense one's weight matrix, else a dict of the operator's
+        # parameters (views of the flat vectors)
+        self.K = Connections(plan)
+        # parameters and the optimiser's two state vectors, double-buffered on the CPU
+        self.state = ParameterState(n, self._param_views, self.device.type == "cpu", **kw)
         self.G = torch.zeros(n, **kw)
         self.trainable = torch.as_tensor(plan.trainable, **kw)
         self.all_trainable = bool(np.all(plan.trainable))
         self.opt_t = 0
-        self._snap: torch.Tensor | None = None
-        self._work_bufs: tuple | None = None
-        sizes = [int(s) for s in plan.sizes]
-        self.sizes = sizes
-        # per connection: a flat dense one's weight matrix, else a dict of the operator's
-        # parameters (views of the flat vectors)
-        self.K = Connections(plan)
-        self.W = [self._views(self.P, c) for c in range(len(plan.conn_names))]
-        self.Gw = [self._views(self.G, c) for c in range(len(plan.conn_names))]
-        self.bias = [
-            self.P[int(o) : int(o) + s] if o >= 0 else None for o, s in zip(plan.boff, sizes)
-        ]
-        self.Gb = [
-            self.G[int(o) : int(o) + s] if o >= 0 else None for o, s in zip(plan.boff, sizes)
-        ]
+        self.sizes = sizes = [int(s) for s in plan.sizes]
+        self.Gw, self.Gb = self._param_views(self.G)
         # None where the population has no error neurons or unit precision (no multiply)
         pis = [plan.precision[int(e) : int(e) + s] if e >= 0 else None
                for e, s in zip(plan.eoff, sizes)]  # fmt: skip
@@ -110,6 +97,34 @@ class TorchBackend(Backend):
         ]
         self._host: dict[tuple[str, int], np.ndarray] = {}
         self._relax_cache: dict[tuple, Relaxation] = {}
+
+    @property
+    def P(self) -> torch.Tensor:  # (the flat parameters, as in the numba backend)
+        return self.state.current[0]
+
+    @property
+    def S1(self) -> torch.Tensor:
+        return self.state.current[1]
+
+    @property
+    def S2(self) -> torch.Tensor:
+        return self.state.current[2]
+
+    @property
+    def W(self) -> list:
+        return self.state.W
+
+    @property
+    def bias(self) -> list:
+        return self.state.bias
+
+    def _param_views(self, flat: torch.Tensor) -> tuple[list, list]:
+        """Per connection its parameters in ``flat`` (:meth:`_views`), and per population its
+        bias (None without one)."""
+        pl = self.plan
+        return ([self._views(flat, c) for c in range(len(pl.conn_names))],
+                [flat[int(o) : int(o) + s] if o >= 0 else None
+                 for o, s in zip(pl.boff, (int(v) for v in pl.sizes))])  # fmt: skip
 
     def _views(self, flat: torch.Tensor, c: int):
         """Connection ``c``'s parameters in ``flat``: a flat dense one's ``(n_post, n_pre)``
@@ -193,8 +208,11 @@ class TorchBackend(Backend):
             gen.manual_seed(int(seed))
         # learning changes the parameters: keep a copy to restore if inference or an optimiser
         # step diverges (device buffers reused from batch to batch)
-        saved = self._save() if learn is not None else None
         each_step = sched.opt_when == EACH_STEP and learn is not None
+        if learn is not None:  # (undo_step takes back this batch's steps, not an older one's)
+            self.state.release()
+            if each_step:  # several steps: their undo needs a copy of the state
+                self.state.hold()
 
         self._fast.start()
         fx: list = [None] * npop
@@ -265,6 +283,7 @@ class TorchBackend(Backend):
                 if each_step:
                     opt_steps += 1
                     self._optimizer_step(learn, self.opt_t + opt_steps)
+                    W = self.W  # (the step wrote the spare buffer, now the current one)
                     for p in range(npop):  # the weights changed: so did the constant predictions
                         if has_err[p]:
                             muc[p] = self._const_prediction(p, fx, cl, batch)
@@ -310,8 +329,8 @@ class TorchBackend(Backend):
                 bad_param = self._first_nonfinite()
                 if bad_param >= 0:
                     bad_t = bad_p = -1
-            if saved is not None:  # steps during inference learned: undo them
-                self._restore(saved)
+            if each_step:  # steps during inference learned: undo them
+                self.state.undo()
         else:
             if sched.grads and bool(np.any(sched.grad_at == END)):
                 end = sched.grads_at(END)
@@ -319,10 +338,10 @@ class TorchBackend(Backend):
             if learn is not None and sched.opt_when == AT_END:
                 opt_steps += 1
                 self._optimizer_step(learn, self.opt_t + opt_steps)
-            if saved is not None:
+            if learn is not None:
                 bad_param = self._first_nonfinite()
                 if bad_param >= 0:  # an optimiser step left a non-finite value: undo the batch
-                    self._restore(saved)
+                    self.state.undo()
                     opt_steps = 0
             self.opt_t += opt_steps
             if sched.grads and bad_param < 0:
@@ -347,7 +366,8 @@ class TorchBackend(Backend):
 
     # ---- optimiser state ----------------------------------------------------------------------
     def optimizer_state(self) -> dict[str, np.ndarray | int]:
-        host = lambda t: t.detach().to("cpu", torch.float64).numpy()
+        # (copies: on the CPU a float64 tensor .numpy() would share the live buffers)
+        host = lambda t: t.detach().to("cpu", torch.float64).numpy().copy()
         return {"m": host(self.S1), "v": host(self.S2), "t": self.opt_t}
 
     def set_optimizer_state(self, m: np.ndarray, v: np.ndarray, t: int) -> None:
@@ -359,11 +379,11 @@ class TorchBackend(Backend):
         return self.G
 
     def step(self, learn: Optimizer) -> int:
-        self._save()  # (what undo_step and a bad step restore)
+        self.state.release()
         self._optimizer_step(learn, self.opt_t + 1)
         bad = self._first_nonfinite()
         if bad >= 0:
-            self._restore(self._snap)
+            self.state.undo()
         else:
             self.opt_t += 1
         return bad
@@ -378,27 +398,11 @@ class TorchBackend(Backend):
         self._fast.set_slow(p)
 
     def undo_step(self) -> None:
-        self._restore(self._snap)  # saved before the batch
+        self.state.undo()
         self.opt_t -= 1
 
-    def _save(self) -> torch.Tensor:
-        """Copy parameters and optimiser state into a reused device buffer."""
-        if self._snap is None:
-            self._snap = _persistent(lambda: torch.empty_like(self._state))
-        return self._snap.copy_(self._state)
-
-    def _restore(self, saved: torch.Tensor) -> None:
-        self._state.copy_(saved)
-
     def _first_nonfinite(self) -> int:
-        """Flat index of the first parameter whose value or optimiser state is not finite, or -1.
-        The common case costs one sum and one host synchronisation: a NaN or inf anywhere
-        makes the total non-finite (an overflowing sum of finite values only triggers the exact
-        elementwise check, which then finds nothing)."""
-        if bool(torch.isfinite(self._state.sum())):
-            return -1
-        bad = torch.nonzero(~torch.isfinite(self._state).all(dim=0))
-        return int(bad[0, 0]) if len(bad) else -1
+        return self.state.first_nonfinite()
 
     # ---- pieces -----------------------------------------------------------------------------
     def _const_prediction(self, p: int, fx: list, cl: list, batch: int) -> torch.Tensor:
@@ -476,48 +480,4 @@ class TorchBackend(Backend):
             self.G.mul_(self.trainable)
 
     def _optimizer_step(self, opt: Optimizer, t: int) -> None:
-        """The same update rules as the numba kernel (torch.optim's definitions), in place and in
-        reused work buffers: a fresh parameter-sized temporary costs page faults on every batch
-        (on the CPU, more than the arithmetic)."""
-        P, G, tr = self.P, self.G, self.trainable
-        w1, w2 = self._work()
-        hp = opt.hyper()
-        if opt.kind == OPT_SGD:
-            lr, mom, wd, nest, damp = (float(v) for v in hp[:5])
-            g = G
-            if wd != 0.0:  # g = G + wd P
-                g = torch.mul(P, wd, out=w1).add_(G)
-            if mom != 0.0:
-                if t == 1:
-                    self.S1.copy_(g)
-                else:
-                    self.S1.mul_(mom).add_(g, alpha=1.0 - damp)
-                g = torch.mul(self.S1, mom, out=w2).add_(g) if nest != 0.0 else self.S1
-            step = torch.mul(g, lr, out=w1)  # (g is no longer needed where it is w1)
-            P.sub_(step if self.all_trainable else step.mul_(tr))
-        elif opt.kind == OPT_ADAM:
-            lr, b1, b2, eps, wd, dec = (float(v) for v in hp[:6])
-            g = G if (dec != 0.0 or wd == 0.0) else torch.mul(P, wd, out=w1).add_(G)
-            self.S1.mul_(b1).add_(g, alpha=1.0 - b1)
-            self.S2.mul_(b2).addcmul_(g, g, value=1.0 - b2)
-            # torch.optim's order of operations: denom = sqrt(v) / sqrt(1 - b2^t) + eps
-            denom = torch.sqrt(self.S2, out=w2).div_(math.sqrt(1.0 - b2**t)).add_(eps)
-            if dec != 0.0 and wd != 0.0:  # decoupled weight decay (AdamW)
-                P.sub_(P if self.all_trainable else torch.mul(P, tr, out=w1), alpha=lr * wd)
-            m = self.S1 if self.all_trainable else torch.mul(self.S1, tr, out=w1)
-            P.addcdiv_(m, denom, value=-lr / (1.0 - b1**t))
-
-    def _work(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Two parameter-sized work buffers of the optimiser step, made once."""
-        if self._work_bufs is None:
-            self._work_bufs = _persistent(
-                lambda: (torch.empty_like(self.P), torch.empty_like(self.P))
-            )
-        return self._work_bufs
-
-
-def _persistent(make):
-    """``make()`` outside inference mode: buffers made during a run (in inference mode) that
-    later calls outside it (``step``, ``undo_step``) write in place must be normal tensors."""
-    with torch.inference_mode(False):
-        return make()
+        self.state.step(opt, t, self.G, None if self.all_trainable else self.trainable)
