@@ -32,7 +32,7 @@ from numba.extending import get_cython_function_address, intrinsic, overload
 
 from ..dynamics import precision as _precision  # the precision rules, compiled here as well
 from ..dynamics import schedule as _sched  # the codes of a run's schedule
-from ..dynamics.optim import OPT_NONE  # optimiser codes are defined in neuropc.dynamics.optim
+from ..dynamics.optim import OPT_ADAM, OPT_NONE  # optimiser codes: neuropc.dynamics.optim
 from ..model.distributions import TINY as _TINY  # errors below it are flushed to 0
 
 # the Langevin noise's generator (counter-based, vectorised); compiled into the kernels below, so
@@ -1534,7 +1534,7 @@ def optimizer_step(kind, P, G, S1, S2, hp, t, trainable, BK):
     the arithmetic), so a bad step is undone without a second pass over the common case.
     """
     prefer_512()
-    if _optimizer_pass(kind, P, G, S1, S2, hp, t, trainable, BK[0], BK[1], BK[2]) == 0:
+    if _optimizer_pass(kind, P, G, S1, S2, hp, t, trainable, BK[0], BK[1], BK[2], G[:0], G) == 0:
         return -1
     return undo_optimizer_step(kind, P, S1, S2, hp, BK)
 
@@ -1549,13 +1549,17 @@ def reduce_step(kind, P, G, GB, S1, S2, hp, t, trainable, BK, a, b):
     restores the step."""
     prefer_512()
     g = G[a:b]
+    if kind == OPT_ADAM and GB.shape[0] == 2:  # (two blocks: the sum in the step's own pass)
+        return _optimizer_pass(kind, P[a:b], GB[0, a:b], S1[a:b], S2[a:b], hp, t,
+                               trainable[a:b], BK[0, a:b], BK[1, a:b], BK[2, a:b], GB[1, a:b],
+                               g)  # fmt: skip
     g[:] = GB[0, a:b]
     for k in range(1, GB.shape[0]):  # one straight (vectorised) pass per block
         _add_into(g, GB[k, a:b])
     if kind == OPT_NONE:
         return 0
-    return _optimizer_pass(kind, P[a:b], G[a:b], S1[a:b], S2[a:b], hp, t, trainable[a:b],
-                           BK[0, a:b], BK[1, a:b], BK[2, a:b])  # fmt: skip
+    return _optimizer_pass(kind, P[a:b], g, S1[a:b], S2[a:b], hp, t, trainable[a:b],
+                           BK[0, a:b], BK[1, a:b], BK[2, a:b], g[:0], g)  # fmt: skip
 
 
 @nb.njit(inline="always", **_JIT)
@@ -1760,10 +1764,14 @@ def undo_optimizer_step(kind, P, S1, S2, hp, BK):
 
 
 @nb.njit(**_JIT)
-def _optimizer_pass(kind, P, G, S1, S2, hp, t, trainable, B0, B1, B2):
+def _optimizer_pass(kind, P, G, S1, S2, hp, t, trainable, B0, B1, B2, G2, GS):
     """The update of :func:`optimizer_step`, one fused loop per rule, keeping the old values in
     ``B0``, ``B1``, ``B2`` (parameters and state); returns how many entries got a non-finite
-    parameter or state (an integer count, so the loop still vectorises)."""
+    parameter or state (an integer count, so the loop still vectorises).
+
+    ``G2``: empty, or (Adam) a second gradient: the step then takes ``G + G2`` and writes that sum
+    into ``GS``, in its own pass (two row blocks' gradients: one pass over memory fewer, for the
+    memory-bound step, than summing them first; the same sum, bit for bit)."""
     prefer_512()
     n = P.shape[0]
     nbad = 0
@@ -1789,10 +1797,15 @@ def _optimizer_pass(kind, P, G, S1, S2, hp, t, trainable, B0, B1, B2):
         b1_, b2_, a1, a2 = _like(P, b1), _like(P, b2), _like(P, 1.0 - b1), _like(P, 1.0 - b2)
         c1_, c2_, eps_, wd_, lwd = _like(P, c1), _like(P, c2), _like(P, eps), _like(P, wd), \
             _like(P, lr * wd)  # fmt: skip
+        two = G2.shape[0] == n
         for i in range(n):
+            g = G[i]
+            if two:
+                g += G2[i]
+                GS[i] = g
             p0, m0, v0 = P[i], S1[i], S2[i]
             B0[i], B1[i], B2[i] = p0, m0, v0
-            p, m, v = _adam(p0, G[i], m0, v0, trainable[i], b1_, b2_, a1, a2, eps_, wd_, lwd,
+            p, m, v = _adam(p0, g, m0, v0, trainable[i], b1_, b2_, a1, a2, eps_, wd_, lwd,
                             dec, c1_, c2_)  # fmt: skip
             P[i], S1[i], S2[i] = p, m, v
             nbad += not (np.isfinite(p) and np.isfinite(m) and np.isfinite(v))
