@@ -28,8 +28,7 @@ def all_finite(a: np.ndarray) -> bool:
         return kind in "iub" or bool(np.all(np.isfinite(a)))
     width = a.dtype.itemsize
     if a.size >= LARGE and width in (4, 8) and a.flags.c_contiguous and a.dtype.isnative:
-        k = _compiled()
-        return (k.count_nonfinite32 if width == 4 else k.count_nonfinite64)(a) == 0
+        return _compiled().count_nonfinite(a) == 0
     return bool(np.all(np.isfinite(a)))
 
 

@@ -248,3 +248,26 @@ def load_script(name: str, path: Path):
         sys.modules[name] = mod
         spec.loader.exec_module(mod)
     return sys.modules[name]
+
+
+# ---- optimisers: torch.optim as the oracle of every update rule (test_optim, test_parameter_state)
+OPTIMIZER_SETTINGS = [
+    npc.SGD(lr=0.1),
+    npc.SGD(lr=0.05, momentum=0.9),
+    npc.SGD(lr=0.05, momentum=0.8, nesterov=True, weight_decay=1e-2),
+    npc.SGD(lr=0.05, momentum=0.7, dampening=0.3),
+    npc.Adam(lr=1e-2),
+    npc.Adam(lr=3e-3, betas=(0.8, 0.95), weight_decay=1e-2),
+    npc.AdamW(lr=3e-3, weight_decay=0.1),
+]
+
+
+def torch_optimizer(opt, p):
+    """The torch.optim optimiser with the settings of neuropc's ``opt``, over the tensor ``p``."""
+    import torch
+
+    if isinstance(opt, npc.SGD):
+        return torch.optim.SGD([p], lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay,
+                               nesterov=opt.nesterov, dampening=opt.dampening)  # fmt: skip
+    cls = torch.optim.AdamW if opt.decoupled else torch.optim.Adam
+    return cls([p], lr=opt.lr, betas=opt.betas, eps=opt.eps, weight_decay=opt.weight_decay)

@@ -7,19 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from oracles import OPTIMIZER_SETTINGS, torch_optimizer
 
 import neuropc as npc
 from neuropc.backends.torch_state import ParameterState
 
-OPTS = [
-    npc.SGD(lr=0.1),
-    npc.SGD(lr=0.05, momentum=0.9),
-    npc.SGD(lr=0.05, momentum=0.8, nesterov=True, weight_decay=1e-2),
-    npc.SGD(lr=0.05, momentum=0.7, dampening=0.3),
-    npc.Adam(lr=1e-2),
-    npc.Adam(lr=3e-3, betas=(0.8, 0.95), weight_decay=1e-2),
-    npc.AdamW(lr=3e-3, weight_decay=0.1),
-]
+OPTS = OPTIMIZER_SETTINGS
 N = 37
 
 
@@ -30,21 +23,13 @@ def _state(double: bool, p0: np.ndarray) -> ParameterState:
     return st
 
 
-def _torch_opt(opt, p):
-    if isinstance(opt, npc.SGD):
-        return torch.optim.SGD([p], lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay,
-                               nesterov=opt.nesterov, dampening=opt.dampening)  # fmt: skip
-    cls = torch.optim.AdamW if opt.decoupled else torch.optim.Adam
-    return cls([p], lr=opt.lr, betas=opt.betas, eps=opt.eps, weight_decay=opt.weight_decay)
-
-
 @pytest.mark.parametrize("opt", OPTS)
 def test_steps_match_torch_optim_and_the_in_place_mode_bit_for_bit(opt) -> None:
     rng = np.random.default_rng(0)
     p0 = rng.standard_normal(N)
     double, single = _state(True, p0), _state(False, p0)
     tp = torch.tensor(p0.copy(), requires_grad=True)
-    topt = _torch_opt(opt, tp)
+    topt = torch_optimizer(opt, tp)
     for t in range(1, 8):
         g = torch.tensor(rng.standard_normal(N))
         double.step(opt, t, g, None)

@@ -6,30 +6,34 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
+from numba.core import types
+from numba.extending import overload
 
 from ._simd import prefer_512
 
 _JIT = dict(cache=True, nogil=True)
 
 
-@nb.njit(**_JIT)
-def count_nonfinite32(a):
-    """float32 entries of ``a`` (any shape, C order) that are NaN or +-inf."""
-    prefer_512()
-    bits = a.reshape(a.size).view(np.uint32)
-    e = np.uint32(0x7F800000)
-    n = 0
-    for i in range(bits.size):
-        n += (bits[i] & e) == e
-    return n
+def _bits(a):  # pragma: no cover - replaced by the overload in compiled code
+    raise NotImplementedError
+
+
+@overload(_bits)
+def _bits_impl(a):
+    """The entries of the float array ``a`` as unsigned integers of their width (a view), and the
+    mask of their exponent bits."""
+    if a.dtype == types.float32:
+        return lambda a: (a.reshape(a.size).view(np.uint32), np.uint32(0x7F800000))
+    if a.dtype == types.float64:
+        return lambda a: (a.reshape(a.size).view(np.uint64), np.uint64(0x7FF0000000000000))
+    return None
 
 
 @nb.njit(**_JIT)
-def count_nonfinite64(a):
-    """float64 entries of ``a`` (any shape, C order) that are NaN or +-inf."""
+def count_nonfinite(a):
+    """Entries of the float32 or float64 array ``a`` (any shape, C order) that are NaN or +-inf."""
     prefer_512()
-    bits = a.reshape(a.size).view(np.uint64)
-    e = np.uint64(0x7FF0000000000000)
+    bits, e = _bits(a)
     n = 0
     for i in range(bits.size):
         n += (bits[i] & e) == e

@@ -717,13 +717,11 @@ def _value_step(X, FX, DFX, BP, EPS, o, eo, n, has_err, has_bp, rate, tanh):
 
     ``tanh``: the population's activation is tanh and refreshed after the step. A hidden
     population (errors and a back-projection) then takes the step and ``FX, DFX = tanh(x),
-    1 - tanh(x)^2`` in one pass (:func:`_step_err_bp_tanh`). Returns whether it did."""
+    1 - tanh(x)^2`` in one pass (:func:`_step_err_bp`). Returns whether it did."""
     e0 = max(eo, 0)
     if has_err and has_bp:
-        if tanh:
-            _step_err_bp_tanh(X, FX, DFX, BP, EPS, o, e0, n, rate)
-            return True
-        _step_err_bp(X, DFX, BP, EPS, o, e0, n, rate)
+        _step_err_bp(X, FX, DFX, BP, EPS, o, e0, n, rate, tanh)
+        return tanh
     elif has_err:
         _step_err(X, EPS, o, e0, n, rate)
     elif has_bp:
@@ -732,10 +730,11 @@ def _value_step(X, FX, DFX, BP, EPS, o, eo, n, has_err, has_bp, rate, tanh):
 
 
 @nb.njit(**_JIT)
-def _step_err_bp_tanh(X, FX, DFX, BP, EPS, o, e0, n, rate):
-    """:func:`_step_err_bp`, then :func:`_tanh_rows` on the new values, in one loop: the same
-    arithmetic per entry, bit for bit, without a second pass over the values (a 64 x 128 float32
-    block: 3.8 -> 3.1 us, measured)."""
+def _step_err_bp(X, FX, DFX, BP, EPS, o, e0, n, rate, tanh):
+    """x <- x - rate (eps - f'(x) * bp); with ``tanh``, then ``FX, DFX = tanh(x), 1 - tanh(x)^2``
+    of the new values in the same loop: bit for bit the two passes, without the second pass over
+    the values (a 64 x 128 float32 block: 3.8 -> 3.1 us, measured). The flag is the same for the
+    whole loop, so LLVM compiles a loop for each value (as fast as two functions, measured)."""
     prefer_512()
     for b in range(X.shape[0]):
         x_ = X[b, o : o + n]
@@ -745,22 +744,10 @@ def _step_err_bp_tanh(X, FX, DFX, BP, EPS, o, e0, n, rate):
         e_ = EPS[b, e0 : e0 + n]
         for j in range(n):
             x_[j] += -rate * _fmuladd(-d_[j], bp[j], e_[j])
-            t = _tanh(x_[j])  # (the stored value: the step is in float64 for a float32 x)
-            f_[j] = t
-            d_[j] = 1.0 - t * t
-
-
-@nb.njit(**_JIT)
-def _step_err_bp(X, DFX, BP, EPS, o, e0, n, rate):
-    """x <- x - rate (eps - f'(x) * bp)."""
-    prefer_512()
-    for b in range(X.shape[0]):
-        x_ = X[b, o : o + n]
-        d_ = DFX[b, o : o + n]
-        bp = BP[b, o : o + n]
-        e_ = EPS[b, e0 : e0 + n]
-        for j in range(n):
-            x_[j] += -rate * _fmuladd(-d_[j], bp[j], e_[j])
+            if tanh:  # (the stored value: the step is in float64 for a float32 x)
+                t = _tanh(x_[j])
+                f_[j] = t
+                d_[j] = 1.0 - t * t
 
 
 @nb.njit(**_JIT)
@@ -889,16 +876,13 @@ def _update_block_free(X, FX, DFX, BP, EPS, o, eo, n, has_err, has_bp, rate, noi
     measured in compiled code, the same loops as branches of one function ran 1.5-2x slower.
 
     ``tanh`` as in :func:`_value_step`: the plain Langevin step of a hidden tanh population then
-    refreshes ``FX, DFX`` in the same pass (:func:`_noise_step_tanh`). Returns whether it did."""
+    refreshes ``FX, DFX`` in the same pass (:func:`_noise_step`). Returns whether it did."""
     prefer_512()
     e0 = max(eo, 0)
     done = False
     if has_err and has_bp and not precond and not norms:
-        if tanh:
-            _noise_step_tanh(X, FX, DFX, BP, EPS, o, e0, n, rate, Z)
-            done = True
-        else:
-            _noise_step(X, DFX, BP, EPS, o, e0, n, rate, Z)
+        _noise_step(X, FX, DFX, BP, EPS, o, e0, n, rate, Z, tanh)
+        done = tanh
     elif has_err and has_bp and precond and not norms:
         _precond_step(X, DFX, BP, EPS, o, e0, n, rate, Z, V, beta2, peps, bc, noise_sd > 0.0)
     elif has_err and has_bp and not precond:
@@ -937,27 +921,11 @@ def _noise_rows(X, DFX, BP, EPS, o, e0, n, rate, Z, rown):
 
 
 @nb.njit(**_JIT)
-def _noise_step(X, DFX, BP, EPS, o, e0, n, rate, Z):
+def _noise_step(X, FX, DFX, BP, EPS, o, e0, n, rate, Z, tanh):
     """:func:`_noise_rows` without the update norms (no early stop), bit for bit its values:
     compiled without fast-math, with the one contraction LLVM makes there (``eps - f' bp`` into
-    an FMA, :func:`_fmuladd`), as :func:`_value_step` does for the noiseless step."""
-    prefer_512()
-    rate_ = _like(X, rate)
-    for b in range(X.shape[0]):
-        x_ = X[b, o : o + n]
-        d_ = DFX[b, o : o + n]
-        bp = BP[b, o : o + n]
-        e_ = EPS[b, e0 : e0 + n]
-        z_ = Z[b * n : b * n + n]
-        for j in range(n):
-            dx = -rate_ * _fmuladd(-d_[j], bp[j], e_[j])
-            x_[j] += dx + z_[j]
-
-
-@nb.njit(**_JIT)
-def _noise_step_tanh(X, FX, DFX, BP, EPS, o, e0, n, rate, Z):
-    """:func:`_noise_step`, then ``FX, DFX = tanh(x), 1 - tanh(x)^2`` of the new values in the
-    same loop, bit for bit the two passes (as :func:`_step_err_bp_tanh`)."""
+    an FMA, :func:`_fmuladd`), as :func:`_value_step` does for the noiseless step. With
+    ``tanh``, ``FX, DFX`` of the new values in the same loop (as :func:`_step_err_bp`)."""
     prefer_512()
     rate_ = _like(X, rate)
     for b in range(X.shape[0]):
@@ -970,9 +938,10 @@ def _noise_step_tanh(X, FX, DFX, BP, EPS, o, e0, n, rate, Z):
         for j in range(n):
             dx = -rate_ * _fmuladd(-d_[j], bp[j], e_[j])
             x_[j] += dx + z_[j]
-            t = _tanh(x_[j])
-            f_[j] = t
-            d_[j] = 1.0 - t * t
+            if tanh:
+                t = _tanh(x_[j])
+                f_[j] = t
+                d_[j] = 1.0 - t * t
 
 
 @nb.njit(**_JIT)
