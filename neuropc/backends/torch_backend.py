@@ -206,12 +206,12 @@ class TorchBackend(Backend):
         if sched.noise_sd > 0:
             gen = torch.Generator(device=self.device)
             gen.manual_seed(int(seed))
-        # learning changes the parameters: keep a copy to restore if inference or an optimiser
-        # step diverges (device buffers reused from batch to batch)
+        # learning changes the parameters: a diverging step is taken back (ParameterState: a
+        # swap of buffers, or a copy where several steps happen during inference)
         each_step = sched.opt_when == EACH_STEP and learn is not None
         if learn is not None:  # (undo_step takes back this batch's steps, not an older one's)
             self.state.release()
-            if each_step:  # several steps: their undo needs a copy of the state
+            if each_step:
                 self.state.hold()
 
         self._fast.start()
@@ -338,7 +338,7 @@ class TorchBackend(Backend):
             if learn is not None and sched.opt_when == AT_END:
                 opt_steps += 1
                 self._optimizer_step(learn, self.opt_t + opt_steps)
-            if learn is not None:
+            if opt_steps:
                 bad_param = self._first_nonfinite()
                 if bad_param >= 0:  # an optimiser step left a non-finite value: undo the batch
                     self.state.undo()
