@@ -263,3 +263,32 @@ def test_encoder_moments_in_blocks(objective, monkeypatch):
         flat.append(np.concatenate([np.ravel(v) for v in sim.parameters().values()]))
     assert len(calls) == len(data)  # the second simulator ran its batches in blocks
     np.testing.assert_allclose(flat[1], flat[0], rtol=0, atol=1e-10)
+
+
+@pytest.mark.skipif(not K.PACKED, reason="the kernels' MKL has no packed gemm")
+@pytest.mark.parametrize("mode", ["strict", "ipc"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_packed_weights_match_plain_gemms(monkeypatch, mode: str, threads: int) -> None:
+    """float32 runs multiply by weights packed once per run (MKL's SGEMM_PACK / SGEMM_COMPUTE):
+    oracle, the same runs through plain sgemm calls (packing switched off). The same products, so
+    the same numbers up to float32 rounding of sums MKL may order otherwise; in iPC the weights
+    change during inference, and nothing is packed."""
+    rng = np.random.default_rng(4)
+    data = {"input": rng.random((BATCH, 6)).astype("float32"),
+            "output": rng.random((BATCH, 4)).astype("float32")}  # fmt: skip
+    row_blocks.set_threads(threads)
+    out = {}
+    for packed in (True, False):
+        monkeypatch.setattr(K, "PACKED", packed)
+        sim = npc.Simulator(npc.mlp([6, 40, 30, 4], activation="tanh"), dtype="float32", seed=2,
+                            inference=npc.Inference(steps=8, rate=0.1, mode=mode),
+                            optimizer=npc.Adam(1e-2))  # fmt: skip
+        energies = [sim.learn(data, state=False) for _ in range(3)]
+        st = sim.infer({"input": data["input"]})
+        out[packed] = (np.array(energies), sim.parameters(), st.values["h2"])
+    (e1, p1, v1), (e0, p0, v0) = out[True], out[False]
+    np.testing.assert_allclose(e1, e0, rtol=1e-5)
+    for k in p0:
+        np.testing.assert_allclose(p1[k], p0[k], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(v1, v0, rtol=1e-5, atol=1e-6)
+    assert np.abs(v0).max() > 0.05  # (a state that moved)

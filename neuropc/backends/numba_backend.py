@@ -263,7 +263,7 @@ class NumbaBackend(Backend):
             sched.grad_at, sched.steps, sched.rate, sched.noise_sd, sched.tol, sched.err_rate,
             int(seed), row0, batch, energies, sched.grads, zero_grads, sched.opt_when,
             sched.nudge, sched.nudged, sched.grad_scale, sched.fast_rule, pl.prec_hp, self.SF,
-            sched.collect, sched.collect_weight, mom, sched.moments,
+            sched.collect, sched.collect_weight, mom, sched.moments, K.PACKED,
         )  # fmt: skip
 
     def _infer_blocks(self, spans, args, energies, sched, kind, hp) -> tuple[int, ...]:
