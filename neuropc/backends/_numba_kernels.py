@@ -210,8 +210,10 @@ def _pack_weights(P, sizes, cpre, cpost, cwoff, var_pred, backproj, clamped, nb_
     Why: a row block's gemm on a weight matrix packs that matrix again in every call, and the
     weights do not change during inference (no optimiser step during it). Packed once per run
     (``SGEMM_PACK``), each product is a ``SGEMM_COMPUTE``: 64 x 128 x 128 went 20.3 -> 18.8 us
-    and 64 x 512 x 512 208.6 -> 178.1 us on one MKL thread, with the same bits (measured); at
-    1024 and beyond MKL's packed path sums in another order (differences at the rounding level)."""
+    and 64 x 512 x 512 208.6 -> 178.1 us on one MKL thread, with the same bits (measured; in a
+    batch, width 1024 went 63 -> 56 ms and width 512 did not change). At 1024 and beyond MKL's
+    packed path sums in another order (differences at the rounding level). Only row blocks pack
+    (the backend's ``packed``): on MKL's threads, a whole batch at width 2048 ran slower packed."""
     i32, u8 = np.int32, np.uint8
     total = 0
     for c in range(cpre.shape[0]):

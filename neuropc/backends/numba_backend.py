@@ -214,7 +214,8 @@ class NumbaBackend(Backend):
             return (
                 *self._rows(bufs, batch, r0, r1), self.P, self.PI, G, self.S1, self.S2, self.BK,
                 *self._structure,
-                *self._policy(sched, seed, r0, batch, en, zero, block_mom.get((r0, r1), mom)),
+                *self._policy(sched, seed, r0, batch, en, zero, block_mom.get((r0, r1), mom),
+                              packed),
                 V[r0:r1] if sched.precond else V, sched.precond, sched.beta2, sched.precond_eps,
                 sched.bias_correction, opt, hp, self.opt_t, *_block_trace(rec, r0, r1, batch),
             )  # fmt: skip
@@ -223,6 +224,10 @@ class NumbaBackend(Backend):
             row_blocks.blocks(batch, weight_bytes=self._weight_bytes)
             if sched.rows_independent and K.ROW_BLOCKS else [(0, batch)]
         )  # fmt: skip
+        # packed weights serve row blocks, whose gemms run on one MKL thread each: a batch run
+        # whole (large weights, or one thread) multiplies on MKL's threads, where the packed
+        # product ran slower (width 2048: 200 -> 272 ms a batch, measured)
+        packed = K.PACKED and len(spans) > 1
         # a block's moments of its own (a row slice of (2, B, n) is not contiguous), copied back
         block_mom = {
             (r0, r1): np.zeros((2, r1 - r0, pl.n_value), self.dtype) for r0, r1 in spans
@@ -254,7 +259,7 @@ class NumbaBackend(Backend):
         )  # fmt: skip
 
     def _policy(self, sched: Schedule, seed: int, row0: int, batch: int, energies: np.ndarray,
-                zero_grads: bool, mom: np.ndarray) -> tuple:  # fmt: skip
+                zero_grads: bool, mom: np.ndarray, packed: bool) -> tuple:  # fmt: skip
         """The schedule's part of the kernel's arguments, up to the moments."""
         pl = self.plan
         return (
@@ -263,7 +268,7 @@ class NumbaBackend(Backend):
             sched.grad_at, sched.steps, sched.rate, sched.noise_sd, sched.tol, sched.err_rate,
             int(seed), row0, batch, energies, sched.grads, zero_grads, sched.opt_when,
             sched.nudge, sched.nudged, sched.grad_scale, sched.fast_rule, pl.prec_hp, self.SF,
-            sched.collect, sched.collect_weight, mom, sched.moments, K.PACKED,
+            sched.collect, sched.collect_weight, mom, sched.moments, packed,
         )  # fmt: skip
 
     def _infer_blocks(self, spans, args, energies, sched, kind, hp) -> tuple[int, ...]:
