@@ -1864,18 +1864,18 @@ def _optimizer_pass(kind, P, G, S1, S2, hp, t, trainable, B0, B1, B2, G2, GS):
         b1_, b2_, a1, a2 = _like(P, b1), _like(P, b2), _like(P, 1.0 - b1), _like(P, 1.0 - b2)
         c1_, c2_, eps_, wd_, lwd = _like(P, c1), _like(P, c2), _like(P, eps), _like(P, wd), \
             _like(P, lr * wd)  # fmt: skip
-        two = G2.shape[0] == n
-        for i in range(n):
-            g = G[i]
-            if two:
-                g += G2[i]
+        # two loops, not one with the flag inside: there LLVM kept a scalar loop for the single
+        # gradient (a 5.8M-parameter step took 107 against 13 ms, measured)
+        if G2.shape[0] == n:
+            for i in range(n):
+                g = G[i] + G2[i]
                 GS[i] = g
-            p0, m0, v0 = P[i], S1[i], S2[i]
-            B0[i], B1[i], B2[i] = p0, m0, v0
-            p, m, v = _adam(p0, g, m0, v0, trainable[i], b1_, b2_, a1, a2, eps_, wd_, lwd,
-                            dec, c1_, c2_)  # fmt: skip
-            P[i], S1[i], S2[i] = p, m, v
-            nbad += not (np.isfinite(p) and np.isfinite(m) and np.isfinite(v))
+                nbad += _adam_at(i, g, P, S1, S2, B0, B1, B2, trainable, b1_, b2_, a1, a2, eps_,
+                                 wd_, lwd, dec, c1_, c2_)  # fmt: skip
+        else:
+            for i in range(n):
+                nbad += _adam_at(i, G[i], P, S1, S2, B0, B1, B2, trainable, b1_, b2_, a1, a2,
+                                 eps_, wd_, lwd, dec, c1_, c2_)  # fmt: skip
     return nbad
 
 
@@ -1888,6 +1888,17 @@ def _sgd(p, g, s1, tr, lr, mom, wd, nest, damp, first):
         v = g if first else mom * s1 + (1.0 - damp) * g
         g = g + mom * v if nest != 0.0 else v
     return p - lr * g * tr, v
+
+
+@nb.njit(inline="always", **_JIT)
+def _adam_at(i, g, P, S1, S2, B0, B1, B2, trainable, b1, b2, a1, a2, eps, wd, lwd, dec, c1, c2):
+    """Entry ``i`` of an Adam step with gradient ``g`` (:func:`_adam`), the old values kept in
+    ``B0``, ``B1``, ``B2``; 1 if an entry became non-finite, else 0."""
+    p0, m0, v0 = P[i], S1[i], S2[i]
+    B0[i], B1[i], B2[i] = p0, m0, v0
+    p, m, v = _adam(p0, g, m0, v0, trainable[i], b1, b2, a1, a2, eps, wd, lwd, dec, c1, c2)
+    P[i], S1[i], S2[i] = p, m, v
+    return not (np.isfinite(p) and np.isfinite(m) and np.isfinite(v))
 
 
 @nb.njit(inline="always", **_JIT)
