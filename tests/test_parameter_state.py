@@ -12,7 +12,6 @@ from oracles import OPTIMIZER_SETTINGS, torch_optimizer
 import neuropc as npc
 from neuropc.backends.torch_state import ParameterState
 
-OPTS = OPTIMIZER_SETTINGS
 N = 37
 
 
@@ -23,7 +22,7 @@ def _state(double: bool, p0: np.ndarray) -> ParameterState:
     return st
 
 
-@pytest.mark.parametrize("opt", OPTS)
+@pytest.mark.parametrize("opt", OPTIMIZER_SETTINGS)
 def test_steps_match_torch_optim_and_the_in_place_mode_bit_for_bit(opt) -> None:
     rng = np.random.default_rng(0)
     p0 = rng.standard_normal(N)
@@ -44,7 +43,7 @@ def test_steps_match_torch_optim_and_the_in_place_mode_bit_for_bit(opt) -> None:
 
 
 @pytest.mark.parametrize("double", [True, False])
-@pytest.mark.parametrize("opt", [OPTS[1], OPTS[4]])
+@pytest.mark.parametrize("opt", [OPTIMIZER_SETTINGS[1], OPTIMIZER_SETTINGS[4]])
 def test_a_frozen_entry_does_not_move(opt, double: bool) -> None:
     rng = np.random.default_rng(1)
     p0 = rng.standard_normal(N)
