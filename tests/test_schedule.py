@@ -93,7 +93,9 @@ def _run(kw: dict, sched_fn, steps: int, learn=None):
     cl = sim.plan.clamped_mask("train")
     base = S.build(sim.plan, cl, cl.copy(), npc.Inference(steps=steps, rate=0.2), grads=True)
     out = sim.backend.run(6, sched_fn(sim, base), 11, learn=learn)
-    arrays = [np.array(a, np.float64) for a in (out.values, out.errors, out.energies, out.grads)]
+    # grads is backend-native (a CUDA tensor on the GPU); host_grads() is its documented copy
+    arrays = [np.array(a, np.float64) for a in (out.values, out.errors, out.energies)]
+    arrays.append(out.host_grads())
     return arrays + [sim.backend.get_params()]
 
 
