@@ -1,6 +1,6 @@
-"""Where the float32 tanh of the numba kernels comes from, and how good it is.
+"""Where the float32 tanh of the numba kernels and of compiled CPU graphs comes from, and its error.
 
-``tanh(x) ~ x P(x^2) / Q(x^2)`` on ``|x| <= 9`` (beyond, float32 tanh rounds to +-1), with ``P``
+``tanh(x) ~ x P(x^2) / Q(x^2)`` on ``|x| <= 9`` (beyond, float32 tanh is within an ulp of +-1), with ``P``
 of degree 4 and ``Q`` of degree 4 (``Q(0) = 1``): a near-minimax fit of the relative error by
 Lawson's iteration (weighted least squares of the linearised residual ``x P - tanh(x) Q``,
 the weights multiplied by the error each round), in the scaled variable ``(x / 9)^2`` for
@@ -9,8 +9,8 @@ evaluation (Horner with fused multiply-adds, one division) brings the total to a
 
     python benchmarks/tanh_fit.py            # the coefficients, then the kernel's accuracy and speed
 
-Prints the coefficients as they appear in ``neuropc/backends/_numba_kernels.py`` (``_TANH_P``,
-``_TANH_Q``), then the compiled kernel's largest and mean error in float32 ulps over every third
+Prints the coefficients as they appear in ``neuropc/model/activations.py`` (``TANH_P``,
+``TANH_Q``, shared by the numba kernels and the torch backend's compiled CPU graphs), then the compiled kernel's largest and mean error in float32 ulps over every third
 float32 in [2^-12, 9.5] against float64 ``np.tanh``, and its ns per element beside numpy's float32
 ``np.tanh`` on the same block (a (64, 256) block of the standard task's hidden layers).
 """
@@ -81,8 +81,8 @@ def speed(repeats: int = 5000) -> tuple[float, float]:
 if __name__ == "__main__":
     p, q, e = fit()
     print(f"fit: largest relative error {e:.3g} (float64)")
-    print("_TANH_P =", tuple(float(np.float32(c)) for c in p))
-    print("_TANH_Q =", tuple(float(np.float32(c)) for c in q[1:]))
+    print("TANH_P =", tuple(float(np.float32(c)) for c in p))
+    print("TANH_Q =", tuple(float(np.float32(c)) for c in q))
     worst, mean = accuracy()
     print(f"kernel: largest error {worst:.2f} ulp, mean {mean:.3f} ulp")
     ours, numpy_ = speed()

@@ -33,6 +33,8 @@ from numba.extending import get_cython_function_address, intrinsic, overload
 from ..dynamics import precision as _precision  # the precision rules, compiled here as well
 from ..dynamics import schedule as _sched  # the codes of a run's schedule
 from ..dynamics.optim import OPT_ADAM, OPT_NONE  # optimiser codes: neuropc.dynamics.optim
+from ..model.activations import TANH_P as _TANH_P64
+from ..model.activations import TANH_Q as _TANH_Q64
 from ..model.distributions import TINY as _TINY  # errors below it are flushed to 0
 
 # the Langevin noise's generator (counter-based, vectorised); compiled into the kernels below, so
@@ -312,12 +314,10 @@ def _tanh(x):  # pragma: no cover - replaced by the overload in compiled code
     raise NotImplementedError
 
 
-# float32 tanh(x) = x P(x^2) / Q(x^2) on |x| <= 9: a near-minimax fit of degree 4 / 4, derived
-# (and its accuracy and speed measured) by benchmarks/tanh_fit.py; Q's constant term is 1
-_TANH_P = tuple(_f32(c) for c in (1.0, 0.13381026685237885, 0.0034955902956426144,
-                                  2.0609113562386483e-05, 1.3354701344781006e-08))  # fmt: skip
-_TANH_Q = tuple(_f32(c) for c in (0.4671434164047241, 0.02587698958814144,
-                                  0.0003285638231318444, 7.776575330353808e-07))  # fmt: skip
+# float32 tanh(x) = x P(x^2) / Q(x^2) on |x| <= 9: activations.TANH_P, TANH_Q (the fit that
+# benchmarks/tanh_fit.py derives; Q's constant term is 1)
+_TANH_P = tuple(_f32(c) for c in _TANH_P64)
+_TANH_Q = tuple(_f32(c) for c in _TANH_Q64[1:])
 _TP0, _TP1, _TP2, _TP3, _TP4 = _TANH_P
 _TQ1, _TQ2, _TQ3, _TQ4 = _TANH_Q
 
@@ -326,9 +326,9 @@ _TQ1, _TQ2, _TQ3, _TQ4 = _TANH_Q
 def _tanh_impl(x):
     """tanh in the precision of x.
 
-    float32: ``x P(x^2) / Q(x^2)`` (see ``_TANH_P``), exactly +-1 for ``|x| >= 9`` (where float32
-    tanh rounds to +-1), NaN for NaN; within 6 ulp of the exact value (5.2 measured, mean 0.65),
-    and 1.8x faster than the exp form below, which the float32 loops spent on the division and
+    float32: ``x P(x^2) / Q(x^2)`` (see ``_TANH_P``), exactly +-1 for ``|x| >= 9`` (float32 tanh
+    rounds to +-1 from 9.01 on), NaN for NaN; within 6 ulp of the exact value (5.2 measured, mean
+    0.65), and 1.8x faster than the exp form below, which the float32 loops spent on the division and
     the range reduction (benchmarks/tanh_fit.py). Horner steps are fused multiply-adds.
 
     float64: ``sign(x) m / (m + 2)``, ``m = exp(2|x|) - 1``, within 8 ulp (6 measured; the float64

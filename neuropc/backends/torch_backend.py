@@ -31,10 +31,12 @@ from .torch_relaxation import Relaxation, predict, stack
 from .torch_state import ParameterState
 from .torch_trace import TraceBuffers
 
-# steps per call of the step function: compiled, a chunk of 5 steps fuses the elementwise work
-# across steps and runs as fast as a whole unrolled 20-step loop (784-128-128-10, CPU) in half
-# the compile time; eager runs the same chunks
-COMPILE_CHUNK = 5
+# steps per call of the step function (eager runs the same chunks). Compiled, one call of 20
+# steps took 8% off a batch of the standard task against four calls of 5 (784-128-128-10, CPU:
+# each call pays dynamo's and the runtime wrapper's checks, and passes the state between graphs);
+# it compiles in about 2.5x the time of 5 steps, and the test suite's compiled cases (whose runs
+# are mostly shorter) as fast as before (docs/performance.md, issue 14, seventh round)
+COMPILE_CHUNK = 20
 
 
 class TorchBackend(Backend):
