@@ -19,8 +19,6 @@ from ..dynamics.schedule import (
     EACH_STEP,
     END,
     EVERY,
-    FORWARD,
-    ZERO,
     Schedule,
 )  # fmt: skip
 from ..model.activations import NAMES, get, shaped_activation
@@ -217,21 +215,6 @@ class TorchBackend(Backend):
                 self.state.hold()
 
         self._fast.start()
-        fx: list = [None] * npop
-        dfx: list = [None] * npop
-        muc: list = [None] * npop
-        for p in range(npop):  # initialisation in topological order
-            if sched.init[p] == ZERO:
-                x[p].zero_()
-            if has_err[p]:
-                muc[p] = self._const_prediction(p, fx, cl, batch)
-                if sched.frozen[p]:  # the whole prediction, once (FPA)
-                    muc[p] = self._with_var(muc[p], free_in[p], fx)
-                if sched.init[p] == FORWARD:
-                    x[p] = self._with_var(muc[p], var_in[p], fx).clone()
-            if sched.is_pre[p]:
-                fx[p], dfx[p] = self.acts[p].torch_forward(x[p])
-        eps: list = [torch.zeros_like(x[p]) if sched.leaks[p] else None for p in range(npop)]
         R = self._relaxation(sched, var_in)
         R.start()
         W = self.W
@@ -245,8 +228,16 @@ class TorchBackend(Backend):
         rec = TraceBuffers(self, trace, sched) if trace is not None else None
 
         mom = [[torch.zeros_like(v), torch.zeros_like(v)] for v in x] if sched.moments else None
-        d, eps, e = R.errors(x, fx, muc, eps, W)
-        energies = [stack([e], x[0])]
+        # compiled, the first chunk starts from the values alone (Relaxation.chunk's lead),
+        # unless something acts on the initial state (hooks: gradients or moments at step 0; a
+        # recording of it)
+        lead = self.compile is not None and not hooks and sched.steps > 0 and rec is None
+        fx, dfx, muc, d, eps = ([None] * npop for _ in range(5))
+        energies: list = []
+        if not lead:
+            x, fx, dfx, muc, eps = R.initial(x, W, self.bias, batch)
+            d, eps, e = R.errors(x, fx, muc, eps, W)
+            energies.append(stack([e], x[0]))
         if rec is not None:
             rec.gather(0, x, eps)
         t = 0
@@ -288,15 +279,16 @@ class TorchBackend(Backend):
                     W = self.W  # (the step wrote the spare buffer, now the current one)
                     for p in range(npop):  # the weights changed: so did the constant predictions
                         if has_err[p]:
-                            muc[p] = self._const_prediction(p, fx, cl, batch)
+                            muc[p] = R.const_prediction(p, fx, W, self.bias, batch)
                 fx = fx1
                 d, eps, e = R.errors(x, fx, muc, eps1, W)
                 energies.append(stack([e], x[0]))
                 states = [(x, eps)]
             else:
                 rown = None
-                x, fx, dfx, d, eps, e, states = R.chunk(k, rec is not None, noise[0] is not None)(
-                    x, fx, dfx, d, eps, muc, W, noise
+                chunk = R.chunk(k, rec is not None, noise[0] is not None, lead and t == 0)
+                x, fx, dfx, d, eps, muc, e, states = chunk(
+                    x, fx, dfx, d, eps, muc, W, self.bias, noise
                 )
                 energies.append(e)
             if rec is not None:
@@ -407,17 +399,6 @@ class TorchBackend(Backend):
         return self.state.first_nonfinite()
 
     # ---- pieces -----------------------------------------------------------------------------
-    def _const_prediction(self, p: int, fx: list, cl: list, batch: int) -> torch.Tensor:
-        """b_p + sum over connections from clamped populations of f(x_pre) W^T."""
-        b = self.bias[p]
-        m = b.expand(batch, -1) if b is not None else None
-        if m is None:
-            m = torch.zeros((batch, self.sizes[p]), dtype=self.tdt, device=self.device)
-        for c in self.inc[p]:
-            if all(cl[q] for q in self.plan.cpres[c]):
-                m = self.K.add(m, c, fx, self.W)
-        return m
-
     def _with_var(self, mu: torch.Tensor, conns, fx: list) -> torch.Tensor:
         return predict(mu, conns, fx, self.W, self.K)
 
@@ -428,7 +409,8 @@ class TorchBackend(Backend):
             sched.clamped.tobytes(), sched.var_pred.tobytes(), sched.refresh_act.tobytes(),
             sched.leaks.tobytes(), sched.nudged.tobytes(), sched.nudge, sched.rate,
             sched.err_rate, sched.tol > 0, sched.fast_rule.tobytes(), sched.precond, sched.beta2,
-            sched.precond_eps, sched.bias_correction,
+            sched.precond_eps, sched.bias_correction, sched.init.tobytes(),
+            sched.frozen.tobytes(), sched.is_pre.tobytes(),
         )  # fmt: skip
         R = self._relax_cache.get(key)
         if R is None:

@@ -8,7 +8,7 @@ import types
 
 import torch
 
-from ..dynamics.schedule import Schedule
+from ..dynamics.schedule import FORWARD, ZERO, Schedule
 from ..model.distributions import by_code, error_own_torch, from_rows, to_rows
 
 
@@ -34,6 +34,17 @@ class Relaxation:
         cl = sched.clamped
         self.acts, self.pi = be.acts, be.pi
         self.K = be.K
+        self.sizes, self.tdt, self.device = be.sizes, be.tdt, be.device
+        # the initial state (schedule.py): per population its init code, whether it has errors,
+        # a frozen (FPA) prediction, feeds a prediction, and the connections from clamped pres
+        # (its constant prediction) and from free ones (what a frozen prediction adds once)
+        self.init_code = [int(v) for v in sched.init]
+        self.has_err = [bool(v) for v in pl.has_err]
+        self.frozen = [bool(v) for v in sched.frozen]
+        self.is_pre = [bool(v) for v in sched.is_pre]
+        self.const_in = [tuple(c for c in be.inc[p] if all(cl[q] for q in pl.cpres[c]))
+                         for p in range(n)]  # fmt: skip
+        self.free_in = [tuple(c for c in be.inc[p] if sched.backproj[c]) for p in range(n)]
         self.err_pops = [p for p in range(n) if pl.has_err[p]]
         self.free = [p for p in range(n) if not cl[p]]
         self.clamped = [bool(cl[p]) for p in range(n)]
@@ -80,6 +91,40 @@ class Relaxation:
         """Before a value step: the preconditioner's bias correction ``1 / (1 - beta2^t)``."""
         self._t += 1
         self._bc = 1.0 / (1.0 - self.beta2**self._t) if self.bias_correction else 1.0
+
+    def const_prediction(self, p: int, fx: list, W: list, bias: list, batch: int):
+        """``b_p + sum_c f(x_pre) W_c^T`` over the connections from clamped populations."""
+        b = bias[p]
+        if b is not None:
+            m = b.expand(batch, -1)
+        else:
+            m = torch.zeros((batch, self.sizes[p]), dtype=self.tdt, device=self.device)
+        for c in self.const_in[p]:
+            m = self.K.add(m, c, fx, W)
+        return m
+
+    def initial(self, x, W, bias, batch: int):
+        """The state a run starts from, in topological order (schedule.py's ``init``): ``x_p``
+        zeroed (ZERO) or set to its prediction (FORWARD); each population's constant prediction
+        ``muc_p`` (the whole of it where frozen, FPA); ``f(x_p), f'(x_p)`` of presynaptic ones;
+        zero errors where they leak. Returns new lists ``(x, fx, dfx, muc, eps)`` and writes no
+        argument (the values it sets are new tensors)."""
+        n = len(x)
+        x = list(x)
+        fx, dfx, muc = [None] * n, [None] * n, [None] * n
+        for p in range(n):
+            if self.init_code[p] == ZERO:
+                x[p] = torch.zeros_like(x[p])
+            if self.has_err[p]:
+                muc[p] = self.const_prediction(p, fx, W, bias, batch)
+                if self.frozen[p]:  # the whole prediction, once (FPA)
+                    muc[p] = predict(muc[p], self.free_in[p], fx, W, self.K)
+                if self.init_code[p] == FORWARD:  # (a clone: mu may be muc itself)
+                    x[p] = predict(muc[p], self.var_in[p], fx, W, self.K).clone()
+            if self.is_pre[p]:
+                fx[p], dfx[p] = self.acts[p].torch_forward(x[p])
+        eps = [torch.zeros_like(x[p]) if p in self.leaks else None for p in range(n)]
+        return x, fx, dfx, muc, eps
 
     def errors(self, x, fx, muc, eps, W):
         """Gaussian populations: ``d_p = x_p - mu_p`` with ``mu_p = muc_p + sum_c f(x_pre) W_c^T``
@@ -185,32 +230,39 @@ class Relaxation:
                 eps[p] = eps[p] + self.err_rate * (d[p] - pi_e)
         return x, fx, dfx, eps, rown
 
-    def chunk(self, k: int, collect: bool, noisy: bool):
-        """``steps(x, fx, dfx, d, eps, muc, W, noise) -> (x, fx, dfx, d, eps, energies (k, P_err),
-        states)``: k whole steps (value step, then the errors of the new state); ``states`` holds
-        each new ``(x, eps)`` when ``collect`` (for the recorder), else is empty; ``noisy``: the
-        noise entries are tensors, not None. Compiled once per (k, collect, noisy) and structure
-        when the backend compiles.
+    def chunk(self, k: int, collect: bool, noisy: bool, lead: bool = False):
+        """``steps(x, fx, dfx, d, eps, muc, W, bias, noise) -> (x, fx, dfx, d, eps, muc,
+        energies (k, P_err), states)``: k whole steps (value step, then the errors of the new
+        state); ``states`` holds each new ``(x, eps)`` when ``collect`` (for the recorder), else is
+        empty; ``noisy``: the noise entries are tensors, not None. ``lead``: the chunk starts the
+        run, from the values alone: :meth:`initial` and the errors of step 0 come first (their
+        energies are the first of k + 1 rows; ``fx``, ``dfx``, ``d``, ``muc`` may be None), so a
+        compiled run also fuses its initialisation (eager runs call the same two methods). Compiled
+        once per (k, collect, noisy, lead) and structure when the backend compiles.
 
         The compiled function keeps only dynamo's guards on tensors (shape, stride, dtype,
         device) and on the global state (grad mode), not those on Python values: everything
         else it reads is fixed for this object and key (the structure, the rates, k, which
         entries are None), and checking the Python guards cost about 40 us per call on the CPU
         (dynamo's cache lookup: 49 -> 9 us per chunk call of the standard task)."""
-        fn = self._chunks.get((k, collect, noisy))
+        fn = self._chunks.get((k, collect, noisy, lead))
         if fn is None:
             # eager and recording nothing, the steps update the run's values in place
             owned = self.compile is None and not collect
 
-            def steps(x, fx, dfx, d, eps, muc, W, noise):
+            def steps(x, fx, dfx, d, eps, muc, W, bias, noise):
                 es, states = [], []
+                if lead:
+                    x, fx, dfx, muc, eps = self.initial(x, W, bias, x[0].shape[0])
+                    d, eps, e = self.errors(x, fx, muc, eps, W)
+                    es.append(e)
                 for i in range(k):
                     x, fx, dfx, eps, _ = self.relax(x, fx, dfx, d, eps, W, noise[i], owned)
                     d, eps, e = self.errors(x, fx, muc, eps, W)
                     es.append(e)
                     if collect:
                         states.append((x, eps))
-                return x, fx, dfx, d, eps, stack(es, x[0]), states
+                return x, fx, dfx, d, eps, muc, stack(es, x[0]), states
 
             fn = steps
             if self.compile is not None:
@@ -223,7 +275,7 @@ class Relaxation:
                 fn = torch.compile(own, dynamic=False, fullgraph=True, options=self._options())
                 if self.cudagraphs:
                     fn = _graph_safe(fn)
-            self._chunks[(k, collect, noisy)] = fn
+            self._chunks[(k, collect, noisy, lead)] = fn
         return fn
 
     def _options(self) -> dict:
