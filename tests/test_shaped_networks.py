@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import _cxx
 
 import neuropc as npc
 from neuropc.model.energy import errors, total_energy
@@ -411,3 +412,30 @@ def test_natural_gradient_refuses_shaped_populations() -> None:
 
     with pytest.raises(ValueError, match="KFAC: connection 'x->y' joins shaped populations"):
         KFAC(net, npc.NaturalGradient())
+
+
+@pytest.mark.skipif(not _cxx(), reason="no C++ compiler for torch.compile")
+@pytest.mark.parametrize("name", ["conv", "transformer-kl"])
+def test_compiled_shaped_networks_run_the_eager_steps(name: str) -> None:
+    """The compiled torch backend (one chunk per run: the initialisation, the steps and the
+    gradients of every operator's parameters in one graph) against the eager one, float64: the
+    same values, errors and energies of each batch and the same parameters after two Adam steps
+    (conv, pooling and transposed conv; embedding, attention, layer norm, identity)."""
+    net = NETWORKS[name]()
+    rng = np.random.default_rng(3)
+    sims = [
+        npc.Simulator(net, backend="torch", dtype="float64", seed=1, compile=c,
+                      inference=npc.Inference(steps=6, rate=0.1), optimizer=npc.Adam(0.01))
+        for c in (False, True)
+    ]  # fmt: skip
+    params = random_params(sims[0], rng)
+    for s in sims:
+        s.load_parameters(params)
+    for _ in range(2):
+        data = data_for(net, rng, sorted(net.clamped("train")))
+        eager, comp = (s.learn(data) for s in sims)
+        for part in ("values", "errors", "energies"):
+            for n, v in getattr(eager, part).items():
+                np.testing.assert_allclose(getattr(comp, part)[n], v, rtol=0, atol=ATOL)
+    for k, v in sims[0].parameters().items():
+        np.testing.assert_allclose(sims[1].parameters()[k], v, rtol=0, atol=ATOL, err_msg=k)
