@@ -417,10 +417,10 @@ def test_natural_gradient_refuses_shaped_populations() -> None:
 @pytest.mark.skipif(not _cxx(), reason="no C++ compiler for torch.compile")
 @pytest.mark.parametrize("name", ["conv", "transformer-kl"])
 def test_compiled_shaped_networks_run_the_eager_steps(name: str) -> None:
-    """The compiled torch backend (one chunk per run: the initialisation, the steps and the
-    gradients of every operator's parameters in one graph) against the eager one, float64: the
-    same values, errors and energies of each batch and the same parameters after two Adam steps
-    (conv, pooling and transposed conv; embedding, attention, layer norm, identity)."""
+    """The compiled torch backend (one chunk per run: the initialisation and the steps of every
+    operator in one graph) against the eager one, float64: the same values, errors and energies
+    of each batch and the same parameters after two Adam steps (conv, pooling and transposed
+    conv; embedding, attention, layer norm, identity)."""
     net = NETWORKS[name]()
     rng = np.random.default_rng(3)
     sims = [

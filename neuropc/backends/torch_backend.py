@@ -232,12 +232,6 @@ class TorchBackend(Backend):
         # unless something acts on the initial state (hooks: gradients or moments at step 0; a
         # recording of it)
         lead = self.compile is not None and not hooks and sched.steps > 0 and rec is None
-        end_grads = sched.grads and bool(np.any(sched.grad_at == END))
-        end_all = end_grads and bool(sched.grads_at(END).all())
-        # and where that chunk is the whole run, it ends with the gradients (stored below if
-        # the run stayed finite)
-        tail = lead and sched.steps <= COMPILE_CHUNK and end_all
-        grads = None
         fx, dfx, muc, d, eps = ([None] * npop for _ in range(5))
         energies: list = []
         if not lead:
@@ -292,8 +286,8 @@ class TorchBackend(Backend):
                 states = [(x, eps)]
             else:
                 rown = None
-                chunk = R.chunk(k, rec is not None, noise[0] is not None, lead and t == 0, tail)
-                x, fx, dfx, d, eps, muc, e, states, grads = chunk(
+                chunk = R.chunk(k, rec is not None, noise[0] is not None, lead and t == 0)
+                x, fx, dfx, d, eps, muc, e, states = chunk(
                     x, fx, dfx, d, eps, muc, W, self.bias, noise
                 )
                 energies.append(e)
@@ -332,10 +326,9 @@ class TorchBackend(Backend):
             if each_step:  # steps during inference learned: undo them
                 self.state.undo()
         else:
-            if grads is not None:
-                self._store_grads(*grads)
-            elif end_grads:
-                self._weight_grads(fx, eps, batch, scale, None if end_all else sched.grads_at(END))
+            if sched.grads and bool(np.any(sched.grad_at == END)):
+                end = sched.grads_at(END)
+                self._weight_grads(fx, eps, batch, scale, None if end.all() else end)
             if learn is not None and sched.opt_when == AT_END:
                 opt_steps += 1
                 self._optimizer_step(learn, self.opt_t + opt_steps)
@@ -417,7 +410,7 @@ class TorchBackend(Backend):
             sched.leaks.tobytes(), sched.nudged.tobytes(), sched.nudge, sched.rate,
             sched.err_rate, sched.tol > 0, sched.fast_rule.tobytes(), sched.precond, sched.beta2,
             sched.precond_eps, sched.bias_correction, sched.init.tobytes(),
-            sched.frozen.tobytes(), sched.is_pre.tobytes(), sched.grad_scale,
+            sched.frozen.tobytes(), sched.is_pre.tobytes(),
         )  # fmt: skip
         R = self._relax_cache.get(key)
         if R is None:
@@ -447,8 +440,19 @@ class TorchBackend(Backend):
         pl = self.plan
         a = -scale / batch
         for c in range(len(self.W)):
+            if (sel is None or sel[pl.cpost[c]]) and not self.K.flat[c]:
+                for k, g in self.K.grads(c, eps[pl.cpost[c]], fx, self.W).items():
+                    if acc:
+                        self.Gw[c][k].add_(g, alpha=a)
+                    else:
+                        torch.mul(g, a, out=self.Gw[c][k])
+                continue
             if sel is None or sel[pl.cpost[c]]:
-                self.K.grad(c, eps[pl.cpost[c]], fx, self.W, a, self.Gw[c], acc)
+                if acc:
+                    self.Gw[c].addmm_(eps[pl.cpost[c]].T, fx[pl.cpre[c]], alpha=a)
+                    continue
+                torch.mm(eps[pl.cpost[c]].T, fx[pl.cpre[c]], out=self.Gw[c])
+                self.Gw[c].mul_(a)
         for p in range(pl.n_pops):
             if self.Gb[p] is not None and (sel is None or sel[p]):
                 if acc:
@@ -456,20 +460,6 @@ class TorchBackend(Backend):
                     continue
                 torch.sum(eps[p], dim=0, out=self.Gb[p])
                 self.Gb[p].mul_(a)
-        if not self.all_trainable:
-            self.G.mul_(self.trainable)
-
-    def _store_grads(self, gw: list, gb: list) -> None:
-        """The gradients a compiled run's last chunk computed (Relaxation.weight_grads: every
-        connection, then the biases in population order) into ``G``."""
-        for c, g in enumerate(gw):
-            if isinstance(g, dict):
-                for k, v in g.items():
-                    self.Gw[c][k].copy_(v)
-            else:
-                self.Gw[c].copy_(g)
-        for b, g in zip((b for b in self.Gb if b is not None), gb):
-            b.copy_(g)
         if not self.all_trainable:
             self.G.mul_(self.trainable)
 

@@ -55,27 +55,6 @@ class Connections:
         g = done[c][i].reshape(eps.shape[0], -1)
         return g if acc is None else acc + g
 
-    def grad(self, c: int, eps, fx: list, W: list, a: float, out=None, acc: bool = False):
-        """``a d (eps . op_c) / d theta`` summed over the batch (``eps`` the post's errors): for a
-        flat dense connection ``a eps^T f(x_pre)``, else a dict per parameter. Written into
-        ``out`` (``Gw[c]``; added to it with ``acc``), or returned as new tensors."""
-        if self.flat[c]:
-            f = fx[self.pres[c][0]]
-            if out is None:
-                return torch.mm(eps.T, f).mul_(a)
-            if acc:
-                return out.addmm_(eps.T, f, alpha=a)
-            return torch.mm(eps.T, f, out=out).mul_(a)
-        g = self.grads(c, eps, fx, W)
-        if out is None:
-            return {k: v * a for k, v in g.items()}
-        for k, v in g.items():
-            if acc:
-                out[k].add_(v, alpha=a)
-            else:
-                torch.mul(v, a, out=out[k])
-        return out
-
     def grads(self, c: int, eps, fx: list, W: list) -> dict:
         """``{parameter: d (eps . op_c) / d theta}`` of a shaped or non-dense connection."""
         e = eps.reshape(eps.shape[0], *self.shapes[self.post[c]])

@@ -45,9 +45,6 @@ class Relaxation:
         self.const_in = [tuple(c for c in be.inc[p] if all(cl[q] for q in pl.cpres[c]))
                          for p in range(n)]  # fmt: skip
         self.free_in = [tuple(c for c in be.inc[p] if sched.backproj[c]) for p in range(n)]
-        self.cpost = [int(v) for v in pl.cpost]
-        self.bias_pops = [p for p in range(n) if be.Gb[p] is not None]
-        self.grad_scale = float(sched.grad_scale)
         self.err_pops = [p for p in range(n) if pl.has_err[p]]
         self.free = [p for p in range(n) if not cl[p]]
         self.clamped = [bool(cl[p]) for p in range(n)]
@@ -128,16 +125,6 @@ class Relaxation:
                 fx[p], dfx[p] = self.acts[p].torch_forward(x[p])
         eps = [torch.zeros_like(x[p]) if p in self.leaks else None for p in range(n)]
         return x, fx, dfx, muc, eps
-
-    def weight_grads(self, fx, eps, W, batch: int) -> tuple[list, list]:
-        """The gradients at the final state: ``dF/dtheta_c = -scale / B d (eps_post .
-        op_c) / d theta`` per connection (``-scale / B eps_post^T f(x_pre)`` for a dense one) and
-        ``-scale / B sum_b eps_p`` per bias, in population order, as new tensors (``scale`` the
-        schedule's ``grad_scale``)."""
-        a = -self.grad_scale / batch
-        gw = [self.K.grad(c, eps[post], fx, W, a) for c, post in enumerate(self.cpost)]
-        gb = [eps[p].sum(dim=0).mul_(a) for p in self.bias_pops]
-        return gw, gb
 
     def errors(self, x, fx, muc, eps, W):
         """Gaussian populations: ``d_p = x_p - mu_p`` with ``mu_p = muc_p + sum_c f(x_pre) W_c^T``
@@ -243,24 +230,22 @@ class Relaxation:
                 eps[p] = eps[p] + self.err_rate * (d[p] - pi_e)
         return x, fx, dfx, eps, rown
 
-    def chunk(self, k: int, collect: bool, noisy: bool, lead: bool = False, tail: bool = False):
+    def chunk(self, k: int, collect: bool, noisy: bool, lead: bool = False):
         """``steps(x, fx, dfx, d, eps, muc, W, bias, noise) -> (x, fx, dfx, d, eps, muc,
-        energies (k, P_err), states, grads)``: k whole steps (value step, then the errors of the new
+        energies (k, P_err), states)``: k whole steps (value step, then the errors of the new
         state); ``states`` holds each new ``(x, eps)`` when ``collect`` (for the recorder), else is
         empty; ``noisy``: the noise entries are tensors, not None. ``lead``: the chunk starts the
         run, from the values alone: :meth:`initial` and the errors of step 0 come first (their
         energies are the first of k + 1 rows; ``fx``, ``dfx``, ``d``, ``muc`` may be None), so a
-        compiled run also fuses its initialisation (eager runs call the same two methods).
-        ``tail``: the chunk ends the run, and ``grads`` is :meth:`weight_grads` of its final state
-        (else None). Compiled once per (k, collect, noisy, lead, tail) and structure when the
-        backend compiles.
+        compiled run also fuses its initialisation (eager runs call the same two methods). Compiled
+        once per (k, collect, noisy, lead) and structure when the backend compiles.
 
         The compiled function keeps only dynamo's guards on tensors (shape, stride, dtype,
         device) and on the global state (grad mode), not those on Python values: everything
         else it reads is fixed for this object and key (the structure, the rates, k, which
         entries are None), and checking the Python guards cost about 40 us per call on the CPU
         (dynamo's cache lookup: 49 -> 9 us per chunk call of the standard task)."""
-        fn = self._chunks.get((k, collect, noisy, lead, tail))
+        fn = self._chunks.get((k, collect, noisy, lead))
         if fn is None:
             # eager and recording nothing, the steps update the run's values in place
             owned = self.compile is None and not collect
@@ -277,8 +262,7 @@ class Relaxation:
                     es.append(e)
                     if collect:
                         states.append((x, eps))
-                grads = self.weight_grads(fx, eps, W, x[0].shape[0]) if tail else None
-                return x, fx, dfx, d, eps, muc, stack(es, x[0]), states, grads
+                return x, fx, dfx, d, eps, muc, stack(es, x[0]), states
 
             fn = steps
             if self.compile is not None:
@@ -291,7 +275,7 @@ class Relaxation:
                 fn = torch.compile(own, dynamic=False, fullgraph=True, options=self._options())
                 if self.cudagraphs:
                     fn = _graph_safe(fn)
-            self._chunks[(k, collect, noisy, lead, tail)] = fn
+            self._chunks[(k, collect, noisy, lead)] = fn
         return fn
 
     def _options(self) -> dict:
