@@ -78,7 +78,7 @@ class Relaxation:
         self.compile = be.compile
         self.cudagraphs = be.device.type == "cuda" and _uses_cudagraphs(be.compile)
         self.cpu = be.device.type == "cpu"
-        self._chunks: dict[tuple[int, bool], object] = {}
+        self._chunks: dict[tuple[int, bool, bool, bool], object] = {}
         self.start()
 
     def start(self) -> None:
