@@ -198,3 +198,15 @@ def test_compile_is_a_torch_option() -> None:
         npc.Simulator(net, backend="numba", compile=True)
     with pytest.raises(ValueError, match="compile must be False, True or a torch.compile mode"):
         npc.Simulator(net, backend="torch", compile=3)
+
+
+def test_compile_on_a_torch_without_the_guard_filter_says_which_torch_it_needs(monkeypatch):
+    """torch < 2.10 has no torch.compiler.keep_portable_guards_unsafe (the compiled chunks'
+    guard filter): the simulator refuses compile= there with one clear error, not an
+    AttributeError in the first batch."""
+    import torch
+
+    monkeypatch.delattr(torch.compiler, "keep_portable_guards_unsafe")
+    with pytest.raises(ValueError, match=r"compile=True needs torch >= 2\.10; this is torch"):
+        npc.Simulator(npc.mlp([3, 2]), backend="torch", compile=True)
+    npc.Simulator(npc.mlp([3, 2]), backend="torch")  # eager runs need no compiler features

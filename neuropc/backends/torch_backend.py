@@ -54,6 +54,12 @@ class TorchBackend(Backend):
             raise ValueError(
                 f"compile must be False, True or a torch.compile mode; got {compile!r}"
             )
+        if compile is not False and not hasattr(torch.compiler, "keep_portable_guards_unsafe"):
+            # (the compiled chunks' guard filter, Relaxation.chunk, is new in torch 2.10)
+            raise ValueError(
+                f"compile={compile!r} needs torch >= 2.10; this is torch {torch.__version__} "
+                "(compile=False runs the same steps eagerly)"
+            )
         # None: eager; else torch.compile keyword arguments for the inference steps
         self.compile = None if compile is False else {} if compile is True else {"mode": compile}
         self.tdt = torch.float64 if self.dtype == np.float64 else torch.float32
