@@ -96,7 +96,9 @@ class ParameterState:
                 self._buf[1 - self._k].copy_(self.current)
             if self._steps is None:
                 # float32, as torch.optim keeps a fused step count (its CUDA kernel reads one)
-                self._steps = _persistent(lambda: torch.zeros((), device=P.device))
+                self._steps = _persistent(
+                    lambda: torch.zeros((), dtype=torch.float32, device=P.device)
+                )
             self._steps.fill_(float(t))
             fused = torch._fused_adamw_ if dec != 0.0 else torch._fused_adam_
             fused([nP], [G], [nS1], [nS2], [], [self._steps], lr=lr, beta1=b1, beta2=b2,
