@@ -34,9 +34,17 @@ class Connections:
         return mu + self._forward(c, fx, W, mu.shape[0])
 
     def sub_(self, d, c: int, fx: list, W: list):
-        """``d - op_c(f(x_pre), ...; W_c)``, in place in ``d`` (a fresh tensor of the caller's)."""
+        """``d - op_c(f(x_pre), ...; W_c)``, in place in ``d`` (a fresh tensor of the caller's).
+        Eager, a dense connection is one gemm that accumulates into ``d`` (``addmm_`` with alpha
+        -1): 24 against 33 us for a product and a subtraction (128 x 128 x 128), the same bits,
+        1.6% of an eager batch of the standard task. A compiled graph keeps the product and
+        subtraction, which inductor fuses into its elementwise kernel (with addmm_ a compiled
+        batch ran 3% slower)."""
         if self.flat[c]:
-            return d.sub_(torch.mm(fx[self.pres[c][0]], W[c].T))
+            f = fx[self.pres[c][0]]
+            if torch.compiler.is_compiling():
+                return d.sub_(torch.mm(f, W[c].T))
+            return d.addmm_(f, W[c].T, alpha=-1.0)
         return d.sub_(self._forward(c, fx, W, d.shape[0]))
 
     def _forward(self, c: int, fx: list, W: list, b: int):
