@@ -204,9 +204,6 @@ class TorchBackend(Backend):
         # its columns of the values buffer where they are (never written: no copy either way)
         x = [inputs[p] if cl[p] else inputs[p].clone() for p in range(npop)]
         has_err = [bool(v) for v in pl.has_err]
-        # per population: the connections from free pres, and those recomputed every step
-        free_in = [[c for c in self.inc[p] if sched.backproj[c]] for p in range(npop)]
-        var_in = [free_in[p] if sched.var_pred[p] else [] for p in range(npop)]
         scale = sched.grad_scale
         gen = None
         if sched.noise_sd > 0:
@@ -221,7 +218,7 @@ class TorchBackend(Backend):
                 self.state.hold()
 
         self._fast.start()
-        R = self._relaxation(sched, var_in)
+        R = self._relaxation(sched)
         R.start()
         W = self.W
         if sched.zero_grads:
@@ -311,7 +308,7 @@ class TorchBackend(Backend):
         if sched.nudge != 0.0:  # report what a nudged target holds: mu + beta (y - mu), final mu
             for p in range(npop):
                 if sched.nudged[p]:
-                    mu = self._with_var(muc[p], var_in[p], fx)
+                    mu = self._with_var(muc[p], R.var_in[p], fx)
                     x[p] = mu + sched.nudge * (x[p] - mu)
         # (steps + 1, populations with errors) -> (steps + 1, P), zero where there is no error
         # (scaled on the host: the same float64 products, without three more torch calls)
@@ -408,7 +405,7 @@ class TorchBackend(Backend):
     def _with_var(self, mu: torch.Tensor, conns, fx: list) -> torch.Tensor:
         return predict(mu, conns, fx, self.W, self.K)
 
-    def _relaxation(self, sched: Schedule, var_in):
+    def _relaxation(self, sched: Schedule):
         """The run's :class:`Relaxation`, one object per static structure, so that the compiled
         chunks it holds (whose guards check its identity) are reused from batch to batch."""
         key = (
@@ -422,7 +419,7 @@ class TorchBackend(Backend):
         if R is None:
             if len(self._relax_cache) >= 16:
                 self._relax_cache.pop(next(iter(self._relax_cache)))
-            R = self._relax_cache[key] = Relaxation(self, sched, var_in)
+            R = self._relax_cache[key] = Relaxation(self, sched)
         return R
 
     def _draw(self, free, sd: float, gen, batch: int, rec, t: int) -> list | None:

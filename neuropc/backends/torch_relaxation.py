@@ -28,7 +28,7 @@ class Relaxation:
     with the same code, eagerly or through ``torch.compile`` when the backend was built with
     ``compile``: that is the only difference between the two paths."""
 
-    def __init__(self, be, sched: Schedule, var_in):
+    def __init__(self, be, sched: Schedule):
         pl = be.plan
         n = pl.n_pops
         cl = sched.clamped
@@ -50,7 +50,8 @@ class Relaxation:
         self.clamped = [bool(cl[p]) for p in range(n)]
         # None for Gaussians (errors Pi (x - mu)), else the population's distribution
         self.dist = [None if int(c) == 0 else by_code(int(c)) for c in pl.dist]
-        self.var_in = [tuple(var_in[p]) for p in range(n)]
+        # the connections recomputed every step (from free pres, where the prediction varies)
+        self.var_in = [self.free_in[p] if sched.var_pred[p] else () for p in range(n)]
         # per free population: (post, connection, input index) whose errors it receives
         self.bp_in = [
             tuple((int(pl.cpost[c]), c, pl.cpres[c].index(q)) for c in be.out[q]

@@ -68,9 +68,9 @@ class ParameterState:
             if self._held is None:
                 self._undo = self._copy()
             nP, nS1, nS2 = P, S1, S2
-        w1, w2 = self._work_buffers()
         hp = opt.hyper()
         if opt.kind == OPT_SGD:
+            w1, w2 = self._work_buffers()
             lr, mom, wd, nest, damp = (float(v) for v in hp[:5])
             g = G
             if wd != 0.0:  # g = G + wd P
@@ -104,15 +104,14 @@ class ParameterState:
             fused([nP], [G], [nS1], [nS2], [], [self._steps], lr=lr, beta1=b1, beta2=b2,
                   weight_decay=wd, eps=eps, amsgrad=False, maximize=False)  # fmt: skip
             if tr is not None:  # frozen entries keep their value (their moments still move)
-                before = self._held if self._held is not None else self._undo
-                torch.where(tr != 0, nP, P if self.double else before[0], out=nP)
+                torch.where(tr != 0, nP, P if self.double else self._snapshot()[0], out=nP)
         if self.double:
             self._k = 1 - self._k
             self._undo = None
 
     def undo(self) -> None:
         """The state as before the last :meth:`step`, or before the steps since :meth:`hold`."""
-        saved = self._held if self._held is not None else self._undo
+        saved = self._snapshot()
         if saved is not None:
             self.current.copy_(saved)
         else:
@@ -138,6 +137,11 @@ class ParameterState:
         bad = torch.nonzero(~torch.isfinite(state).all(dim=0))
         return int(bad[0, 0]) if len(bad) else -1
 
+    def _snapshot(self) -> torch.Tensor | None:
+        """The copy :meth:`undo` restores: the one :meth:`hold` took, else the one before the
+        last step in place; None where undoing is a swap."""
+        return self._held if self._held is not None else self._undo
+
     def _copy(self) -> torch.Tensor:
         """The current state copied into a reused buffer."""
         if self._snap is None:
@@ -145,7 +149,7 @@ class ParameterState:
         return self._snap.copy_(self.current)
 
     def _work_buffers(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Two parameter-sized work buffers of the optimiser step, made once."""
+        """Two parameter-sized work buffers of the SGD step, made once."""
         if self._work is None:
             p = self.current[0]
             self._work = _persistent(lambda: (torch.empty_like(p), torch.empty_like(p)))
