@@ -331,12 +331,13 @@ class Simulator:
         """One training batch in phase ``"train"``: inference, local gradients, optimiser step.
 
         Returns the :class:`State`, or with ``state=False`` only the final total energy (skips
-        copying the buffers, as :meth:`fit` does). ``trials`` as in :meth:`infer`.
+        copying the buffers, and the energies of the states before the final one, as :meth:`fit`
+        does; a divergence is still reported at its first step). ``trials`` as in :meth:`infer`.
         Data-parallel (``distributed``), ``data`` is this rank's shard and every rank must call
         it; the state is the shard's, the energy the whole minibatch's mean."""
         out = self._run(
             data, "train", values, inference or self.inference, learn=optimizer or self.optimizer,
-            trials=trials,
+            trials=trials, energy_trace=state,
         )  # fmt: skip
         return self._state(out, "train") if state else _final_energy(out)
 
@@ -431,7 +432,7 @@ class Simulator:
                 out = _batch.run(
                     self, {k: v[idx] for k, v in arrays.items()}, "train", None, cfg,
                     self.optimizer, trials={k: v[idx] for k, v in labels.items()} if labels
-                    else None, weight=weight,
+                    else None, weight=weight, energy_trace=False,
                 )  # fmt: skip
                 energies.append(_final_energy(out))
             rec = {"epoch": ep, "energy": float(np.mean(energies)) if energies else float("nan")}
@@ -464,7 +465,8 @@ class Simulator:
                     "'ipc' (weights learn during inference) does not combine with it yet"
                 )
 
-    def _run(self, data, phase, values, cfg, learn, grads=False, batch=None, trials=None):
+    def _run(self, data, phase, values, cfg, learn, grads=False, batch=None, trials=None,
+             energy_trace=True):  # fmt: skip
         _v.instance(cfg, Inference, "inference", "an npc.Inference(...)")
         if learn is not None:
             check_optimizer(learn)
@@ -493,7 +495,8 @@ class Simulator:
         if vals and cfg.init != "given":
             raise ValueError("values= are used only with Inference(init='given')")
         labels = self._check_trials(trials, b)
-        return _batch.run(self, arrays, phase, vals, cfg, learn, grads, b, labels)
+        return _batch.run(self, arrays, phase, vals, cfg, learn, grads, b, labels,
+                          energy_trace=energy_trace)  # fmt: skip
 
     # ---- recording ------------------------------------------------------------------------------
     def record(

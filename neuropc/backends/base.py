@@ -41,7 +41,9 @@ class RunOutput:
 
     values: np.ndarray  # (B, n_value)
     errors: np.ndarray  # (B, n_error), errors of the final state
-    energies: np.ndarray  # (steps_done + 1, P), batch-mean energy per population
+    # (steps_done + 1, P), batch-mean energy per population; without Schedule.energy_trace a
+    # backend may return the final state's row alone (the last row is always the final state)
+    energies: np.ndarray
     steps: int  # inference steps taken
     bad_step: int  # -1, or the step at which an energy became non-finite
     bad_pop: int

@@ -7,6 +7,8 @@ set). Divergence is detected after the loop from the energy table, before any pa
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
@@ -235,12 +237,18 @@ class TorchBackend(Backend):
         # unless something acts on the initial state (hooks: gradients or moments at step 0; a
         # recording of it)
         lead = self.compile is not None and not hooks and sched.steps > 0 and rec is None
+        # the energies of every state; or, where nobody reads them (Schedule.energy_trace) and
+        # the steps run in chunks, those of each chunk's last state: a non-finite one re-runs the
+        # batch with the trace, to name the first (nothing has changed yet: without hooks no step
+        # during inference learns)
+        traced = sched.energy_trace or hooks or rec is not None
         fx, dfx, muc, d, eps = ([None] * npop for _ in range(5))
         energies: list = []
         if not lead:
             x, fx, dfx, muc, eps = R.initial(x, W, self.bias, batch)
-            d, eps, e = R.errors(x, fx, muc, eps, W)
-            energies.append(stack([e], x[0]))
+            d, eps, e = R.errors(x, fx, muc, eps, W, traced or sched.steps == 0)
+            if e is not None:
+                energies.append(stack([e], x[0]))
         if rec is not None:
             rec.gather(0, x, eps)
         t = 0
@@ -289,7 +297,7 @@ class TorchBackend(Backend):
                 states = [(x, eps)]
             else:
                 rown = None
-                chunk = R.chunk(k, rec is not None, noise[0] is not None, lead and t == 0)
+                chunk = R.chunk(k, rec is not None, noise[0] is not None, lead and t == 0, traced)
                 x, fx, dfx, d, eps, muc, e, states = chunk(
                     x, fx, dfx, d, eps, muc, W, self.bias, noise
                 )
@@ -311,9 +319,15 @@ class TorchBackend(Backend):
                     mu = self._with_var(muc[p], R.var_in[p], fx)
                     x[p] = mu + sched.nudge * (x[p] - mu)
         # (steps + 1, populations with errors) -> (steps + 1, P), zero where there is no error
-        # (scaled on the host: the same float64 products, without three more torch calls)
-        etab = np.zeros((done + 1, npop))
-        etab[:, R.err_pops] = torch.cat(energies).cpu().numpy()
+        # (scaled on the host: the same float64 products, without three more torch calls); not
+        # traced, the final state's row alone
+        erows = torch.cat(energies).cpu().numpy()
+        if not traced:
+            if not np.isfinite(erows).all():
+                return self.run(batch, replace(sched, energy_trace=True), seed, learn=learn)
+            erows = erows[-1:]
+        etab = np.zeros((len(erows), npop))
+        etab[:, R.err_pops] = erows
         etab *= 0.5 / batch
         bad_t = bad_p = -1
         if not np.isfinite(etab).all():

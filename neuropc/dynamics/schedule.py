@@ -100,6 +100,10 @@ class Schedule:
     # gather the mean and mean square of every free value over the collected states (an
     # amortised encoder's forward-KL objective needs them): RunOutput.moments
     moments: bool = False
+    # the energies of every state (RunOutput.energies' rows); off, a backend may compute only the
+    # final state's (a learning batch whose state nobody reads: the torch backend then skips
+    # three dot products per step), and it must still find the first non-finite one (a re-run)
+    energy_trace: bool = True
 
     @property
     def steps_each(self) -> bool:
@@ -137,11 +141,13 @@ def build(
     learning: bool = False,
     grads: bool = False,
     moments: bool = False,
+    energy_trace: bool = True,
 ) -> Schedule:
     """The schedule of one run: ``clamped`` populations never step, ``keep`` ones (clamped, or
     given values) keep the values written into the backend's buffer; ``learning`` adds an
     optimiser step, ``grads`` asks for the gradients without one, ``moments`` for the moments of
-    the free values over the collected states (``collect`` "mean" or k). Validates ``cfg`` against the
+    the free values over the collected states (``collect`` "mean" or k), ``energy_trace`` for
+    the energies of every state, not only the final one's. Validates ``cfg`` against the
     plan (:func:`.modes.setup`)."""
     ms = _modes.setup(plan, clamped, cfg, learning=learning)
     for p in np.flatnonzero(np.asarray(clamped, np.bool_) & (plan.dist == NORMAL_KL)):
@@ -217,6 +223,7 @@ def build(
         collect=collect,
         collect_weight=1.0 / max(int(collect.sum()), 1),
         moments=bool(moments and collect.any()),
+        energy_trace=bool(energy_trace),
         **_preconditioner(cfg),
     )
 
