@@ -26,10 +26,10 @@ if TYPE_CHECKING:
 
 def run(sim: Simulator, arrays, phase, vals, cfg: Inference, learn: Optimizer | None,
         grads: bool = False, b: int | None = None, trials=None,
-        weight: int | None = None, energy_trace: bool = True) -> RunOutput:  # fmt: skip
+        weight: int | None = None, readout: bool = True) -> RunOutput:  # fmt: skip
     """Run one batch (``arrays``: the clamped data, ``vals``: given values) and learn from it.
-    ``energy_trace=False``: nobody reads the energies of the states before the final one (a
-    recording still gets them). Data-parallel (``sim.distributed``), a learning batch is this rank's shard, of ``weight``
+    ``readout=False``: the caller reads only the final energy (:attr:`Schedule.readout`; a
+    recording, learned precisions and an amortised encoder still get the state). Data-parallel (``sim.distributed``), a learning batch is this rank's shard, of ``weight``
     samples in the minibatch's mean (default: all of them; :mod:`neuropc.distributed`)."""
     if sim.network.version != sim._version:
         raise ValueError(
@@ -76,10 +76,11 @@ def run(sim: Simulator, arrays, phase, vals, cfg: Inference, learn: Optimizer | 
     if recording:
         ctx = _recording.batch_context(rec, sim, arrays, phase, cfg, seed, learn is not None)
         grads = grads or "P0" in ctx
-        energy_trace = True
+    # (the state's readers besides the caller: the recorder, precision and encoder steps)
+    readout = readout or recording or bool(sim._precisions) or amortised
     # (a natural-gradient step needs the kernels' gradients without their optimiser step)
     sched = schedule(sim, clamped, keep, cfg, kernel_learn is not None, grads or learn is not None,
-                     moments, energy_trace)  # fmt: skip
+                     moments, readout)  # fmt: skip
     trace = rec.trace_spec(phase, b) if recording else None
     out = sim.backend.run(b, sched, seed, learn=kernel_learn, trace=trace)
     total = check_run(sim, out, phase, dp_learn, weight)
@@ -100,17 +101,17 @@ def run(sim: Simulator, arrays, phase, vals, cfg: Inference, learn: Optimizer | 
 
 def schedule(sim: Simulator, clamped: np.ndarray, keep: np.ndarray, cfg: Inference,
              learning: bool, grads: bool, moments: bool,
-             energy_trace: bool = True) -> _schedule.Schedule:  # fmt: skip
+             readout: bool = True) -> _schedule.Schedule:  # fmt: skip
     """:func:`neuropc.dynamics.schedule.build` for this batch, from the simulator's cache: a run
     depends only on these arguments (the plan is fixed for the simulator's life, ``Inference`` and
     ``Schedule`` are frozen), and building one (validating ``cfg`` against the plan) cost about
     0.05 ms of a 2.2 ms numba batch. A configuration that fails to build is not cached, so it
     raises again every time."""
-    key = (clamped.tobytes(), keep.tobytes(), cfg, learning, grads, moments, energy_trace)
+    key = (clamped.tobytes(), keep.tobytes(), cfg, learning, grads, moments, readout)
     sched = sim._schedules.get(key)
     if sched is None:
         sched = _schedule.build(sim.plan, clamped, keep, cfg, learning=learning, grads=grads,
-                                moments=moments, energy_trace=energy_trace)  # fmt: skip
+                                moments=moments, readout=readout)  # fmt: skip
         if len(sim._schedules) >= 32:  # a few configurations alternate (train, test, ...)
             sim._schedules.pop(next(iter(sim._schedules)))
         sim._schedules[key] = sched

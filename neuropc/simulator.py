@@ -337,7 +337,7 @@ class Simulator:
         it; the state is the shard's, the energy the whole minibatch's mean."""
         out = self._run(
             data, "train", values, inference or self.inference, learn=optimizer or self.optimizer,
-            trials=trials, energy_trace=state,
+            trials=trials, readout=state,
         )  # fmt: skip
         return self._state(out, "train") if state else _final_energy(out)
 
@@ -432,7 +432,7 @@ class Simulator:
                 out = _batch.run(
                     self, {k: v[idx] for k, v in arrays.items()}, "train", None, cfg,
                     self.optimizer, trials={k: v[idx] for k, v in labels.items()} if labels
-                    else None, weight=weight, energy_trace=False,
+                    else None, weight=weight, readout=False,
                 )  # fmt: skip
                 energies.append(_final_energy(out))
             rec = {"epoch": ep, "energy": float(np.mean(energies)) if energies else float("nan")}
@@ -466,7 +466,7 @@ class Simulator:
                 )
 
     def _run(self, data, phase, values, cfg, learn, grads=False, batch=None, trials=None,
-             energy_trace=True):  # fmt: skip
+             readout=True):  # fmt: skip
         _v.instance(cfg, Inference, "inference", "an npc.Inference(...)")
         if learn is not None:
             check_optimizer(learn)
@@ -496,7 +496,7 @@ class Simulator:
             raise ValueError("values= are used only with Inference(init='given')")
         labels = self._check_trials(trials, b)
         return _batch.run(self, arrays, phase, vals, cfg, learn, grads, b, labels,
-                          energy_trace=energy_trace)  # fmt: skip
+                          readout=readout)  # fmt: skip
 
     # ---- recording ------------------------------------------------------------------------------
     def record(

@@ -1,6 +1,6 @@
-"""A learning batch whose state nobody reads (``learn(state=False)``, ``fit``) runs without the
-per-step energy trace (``Schedule.energy_trace``): a backend may compute only the final state's
-energies. That must change nothing else.
+"""A learning batch whose state nobody reads (``learn(state=False)``, ``fit``) runs without its
+read-out (``Schedule.readout``): a backend may compute only the final state's energies and leave
+the values and errors on the device. That must change nothing else.
 
 Oracles: the same batches with the trace (``learn(state=True)``: the energies never feed the
 dynamics, so parameters, optimiser state and the final energy agree bit for bit), and the

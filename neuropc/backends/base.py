@@ -39,10 +39,12 @@ class TraceSpec:
 class RunOutput:
     """Result of one batch. Arrays are numpy views of backend buffers, valid until the next run."""
 
-    values: np.ndarray  # (B, n_value)
-    errors: np.ndarray  # (B, n_error), errors of the final state
-    # (steps_done + 1, P), batch-mean energy per population; without Schedule.energy_trace a
-    # backend may return the final state's row alone (the last row is always the final state)
+    # (B, n_value) and (B, n_error), the final state's; without Schedule.readout a backend may
+    # return None for both
+    values: np.ndarray | None
+    errors: np.ndarray | None
+    # (steps_done + 1, P), batch-mean energy per population; without Schedule.readout a backend
+    # may return the final state's row alone (the last row is always the final state)
     energies: np.ndarray
     steps: int  # inference steps taken
     bad_step: int  # -1, or the step at which an energy became non-finite

@@ -7,6 +7,7 @@ set). Divergence is detected after the loop from the energy table, before any pa
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -15,14 +16,7 @@ import torch
 from ..dynamics.natural_gradient import NGDViews
 from ..dynamics.optim import Optimizer
 from ..dynamics.plan import Plan
-from ..dynamics.schedule import (
-    AT_END,
-    COLLECTED,
-    EACH_STEP,
-    END,
-    EVERY,
-    Schedule,
-)  # fmt: skip
+from ..dynamics.schedule import AT_END, EACH_STEP, Schedule
 from ..model.activations import NAMES, get, shaped_activation
 from .base import Backend, RunOutput, TraceSpec, ngd_views
 from .torch_operators import Connections
@@ -201,10 +195,6 @@ class TorchBackend(Backend):
         cols = [slice(int(pl.voff[p]), int(pl.voff[p]) + self.sizes[p]) for p in range(npop)]
         host = torch.from_numpy(self.values_buffer(batch)).to(self.device)
         inputs = [host[:, cols[p]] for p in range(npop)]
-        cl = [bool(v) for v in sched.clamped]
-        # the free values are the run's own copies (updated in place); a clamped population reads
-        # its columns of the values buffer where they are (never written: no copy either way)
-        x = [inputs[p] if cl[p] else inputs[p].clone() for p in range(npop)]
         has_err = [bool(v) for v in pl.has_err]
         scale = sched.grad_scale
         gen = None
@@ -222,12 +212,14 @@ class TorchBackend(Backend):
         self._fast.start()
         R = self._relaxation(sched)
         R.start()
+        # the free values are the run's own tensors (updated in place): copies of given values;
+        # the others Relaxation.initial sets (the columns only lend their shape). A clamped
+        # population reads its columns of the values buffer where they are (never written)
+        x = [v.clone() if R.given[p] else v for p, v in enumerate(inputs)]
         W = self.W
         if sched.zero_grads:
             self.G.zero_()
-        step_grads = sched.grads and bool(np.any(sched.grad_at >= 0))
-        collected = sched.grads_at(COLLECTED) if sched.grads and sched.collect.any() else None
-        every_grads = sched.grads and bool(np.any(sched.grad_at == EVERY))
+        gw = sched.grads_when
         opt_steps = 0
         hooks = sched.steps_each  # something acts between steps: one step per call
         rec = TraceBuffers(self, trace, sched) if trace is not None else None
@@ -237,11 +229,11 @@ class TorchBackend(Backend):
         # unless something acts on the initial state (hooks: gradients or moments at step 0; a
         # recording of it)
         lead = self.compile is not None and not hooks and sched.steps > 0 and rec is None
-        # the energies of every state; or, where nobody reads them (Schedule.energy_trace) and
-        # the steps run in chunks, those of each chunk's last state: a non-finite one re-runs the
+        # the energies of every state; or, where nobody reads them (Schedule.readout) and the
+        # steps run in chunks, those of each chunk's last state: a non-finite one re-runs the
         # batch with the trace, to name the first (nothing has changed yet: without hooks no step
         # during inference learns)
-        traced = sched.energy_trace or hooks or rec is not None
+        traced = sched.readout or hooks or rec is not None
         fx, dfx, muc, d, eps = ([None] * npop for _ in range(5))
         energies: list = []
         if not lead:
@@ -254,10 +246,10 @@ class TorchBackend(Backend):
         t = 0
         stop = False  # early stop (tol): the value step just taken was small enough
         while True:
-            if step_grads:
+            if gw.at_steps:
                 self._weight_grads(fx, eps, batch, scale, sched.grads_at(t))
-            if collected is not None and sched.collect[t]:  # a sample joins the average
-                self._weight_grads(fx, eps, batch, scale * sched.collect_weight, collected, True)
+            if gw.collected is not None and sched.collect[t]:  # a sample joins the average
+                self._weight_grads(fx, eps, batch, scale * sched.collect_weight, gw.collected, True)
             if mom is not None and sched.collect[t]:  # the free values' moments over the samples
                 for p in R.free:
                     mom[p][0].add_(x[p], alpha=sched.collect_weight)
@@ -282,8 +274,8 @@ class TorchBackend(Backend):
                 ):
                     for p in R.free:
                         rec.noise(t // rec.every, p, R.noise_added[p])
-                if every_grads:  # gradients from the state the value step started from
-                    self._weight_grads(fx, eps, batch, scale, sched.grads_at(EVERY))
+                if gw.every is not None:  # gradients from the state the value step started from
+                    self._weight_grads(fx, eps, batch, scale, gw.every)
                 if each_step:
                     opt_steps += 1
                     self._optimizer_step(learn, self.opt_t + opt_steps)
@@ -318,20 +310,11 @@ class TorchBackend(Backend):
                 if sched.nudged[p]:
                     mu = self._with_var(muc[p], R.var_in[p], fx)
                     x[p] = mu + sched.nudge * (x[p] - mu)
-        # (steps + 1, populations with errors) -> (steps + 1, P), zero where there is no error
-        # (scaled on the host: the same float64 products, without three more torch calls); not
-        # traced, the final state's row alone
-        erows = torch.cat(energies).cpu().numpy()
+        etab, bad_t, bad_p = _energy_table(energies, R.err_pops, npop, 0.5 / batch)
         if not traced:
-            if not np.isfinite(erows).all():
-                return self.run(batch, replace(sched, energy_trace=True), seed, learn=learn)
-            erows = erows[-1:]
-        etab = np.zeros((len(erows), npop))
-        etab[:, R.err_pops] = erows
-        etab *= 0.5 / batch
-        bad_t = bad_p = -1
-        if not np.isfinite(etab).all():
-            bad_t, bad_p = (int(i) for i in np.argwhere(~np.isfinite(etab))[0])
+            if bad_t >= 0:
+                return self.run(batch, replace(sched, readout=True), seed, learn=learn)
+            etab = etab[-1:]
         out_grads = None
         bad_param = -1
         if bad_t >= 0:
@@ -343,9 +326,8 @@ class TorchBackend(Backend):
             if each_step:  # steps during inference learned: undo them
                 self.state.undo()
         else:
-            if sched.grads and bool(np.any(sched.grad_at == END)):
-                end = sched.grads_at(END)
-                self._weight_grads(fx, eps, batch, scale, None if end.all() else end)
+            if gw.at_end:
+                self._weight_grads(fx, eps, batch, scale, gw.end)
             if learn is not None and sched.opt_when == AT_END:
                 opt_steps += 1
                 self._optimizer_step(learn, self.opt_t + opt_steps)
@@ -357,14 +339,15 @@ class TorchBackend(Backend):
             self.opt_t += opt_steps
             if sched.grads and bad_param < 0:
                 out_grads = self.G  # (converted only where read: RunOutput.host_grads)
-        # the values buffer holds this run's inputs: write what the run changed
-        values = self.values_buffer(batch)
-        out = torch.from_numpy(values)
-        for p in range(npop):
-            if x[p] is not inputs[p]:
-                out[:, cols[p]].copy_(x[p])
-        errs = [eps[p] for p in range(npop) if has_err[p]]
-        errors = self._to_host(errs, self._host_buffer("errors", batch, self.plan.n_error))
+        values = errors = None  # (Schedule.readout: nobody reads them)
+        if sched.readout:  # the values buffer holds this run's inputs: write what it changed
+            values = self.values_buffer(batch)
+            out = torch.from_numpy(values)
+            for p in range(npop):
+                if x[p] is not inputs[p]:
+                    out[:, cols[p]].copy_(x[p])
+            errs = [eps[p] for p in range(npop) if has_err[p]]
+            errors = self._to_host(errs, self._host_buffer("errors", batch, self.plan.n_error))
         traces = rec.host() if rec is not None else None
         self._last = (fx, eps)  # for a natural-gradient step after the run
         fast = self._fast.host()
@@ -482,3 +465,21 @@ class TorchBackend(Backend):
 
     def _optimizer_step(self, opt: Optimizer, t: int) -> None:
         self.state.step(opt, t, self.G, None if self.all_trainable else self.trainable)
+
+
+def _energy_table(energies: list, err_pops: list, npop: int, scale: float):
+    """The run's energy rows (tensors of ``(rows, P_err)``, one per chunk of steps) as a float64
+    ``(rows, P)`` table times ``scale`` (zero where a population has no errors), with the first
+    non-finite entry's ``(row, population)``, or ``(-1, -1)``. In Python floats: the table is a
+    few dozen numbers, and numpy's calls on them cost about 40 us a batch (each ufunc runs cold
+    after the torch kernels), 1.5% of a compiled batch of the standard task. ``v * scale`` in
+    float64, as numpy's product: the same bits."""
+    rows = (energies[0] if len(energies) == 1 else torch.cat(energies)).tolist()
+    table = [[0.0] * npop for _ in rows]
+    bad_t = bad_p = -1
+    for t, (row, out) in enumerate(zip(rows, table)):
+        for p, v in zip(err_pops, row):
+            if bad_t < 0 and not math.isfinite(v):  # (a finite v stays finite, scaled)
+                bad_t, bad_p = t, p
+            out[p] = v * scale
+    return np.array(table, dtype=np.float64).reshape(len(rows), npop), bad_t, bad_p

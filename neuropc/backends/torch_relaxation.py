@@ -8,7 +8,7 @@ import types
 
 import torch
 
-from ..dynamics.schedule import FORWARD, ZERO, Schedule
+from ..dynamics.schedule import FORWARD, KEEP, ZERO, Schedule
 from ..model.distributions import by_code, error_own_torch, from_rows, to_rows
 
 
@@ -39,6 +39,7 @@ class Relaxation:
         # a frozen (FPA) prediction, feeds a prediction, and the connections from clamped pres
         # (its constant prediction) and from free ones (what a frozen prediction adds once)
         self.init_code = [int(v) for v in sched.init]
+        self.given = [not cl[p] and self.init_code[p] == KEEP for p in range(n)]
         self.has_err = [bool(v) for v in pl.has_err]
         self.frozen = [bool(v) for v in sched.frozen]
         self.is_pre = [bool(v) for v in sched.is_pre]

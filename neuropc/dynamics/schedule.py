@@ -100,12 +100,13 @@ class Schedule:
     # gather the mean and mean square of every free value over the collected states (an
     # amortised encoder's forward-KL objective needs them): RunOutput.moments
     moments: bool = False
-    # the energies of every state (RunOutput.energies' rows); off, a backend may compute only the
-    # final state's (a learning batch whose state nobody reads: the torch backend then skips
-    # three dot products per step), and it must still find the first non-finite one (a re-run)
-    energy_trace: bool = True
+    # the run's state goes back to the caller: RunOutput's values, errors and the energies of
+    # every state. Off (a learning batch whose state nobody reads), a backend may leave values and
+    # errors unwritten (None) and compute only the final state's energies (the torch backend then
+    # skips three dot products per step), but must still name the first non-finite one
+    readout: bool = True
 
-    @property
+    @functools.cached_property  # (read every batch; a schedule is cached and frozen)
     def steps_each(self) -> bool:
         """Whether something acts between steps (gradients, optimiser steps, a fast precision's
         rule or an early-stop test), so that a backend cannot fuse several steps into one call."""
@@ -131,6 +132,38 @@ class Schedule:
         ``when`` (a step, ``END`` or ``EVERY``)."""
         return self.grad_at == when
 
+    @functools.cached_property
+    def grads_when(self) -> GradsWhen:
+        """When gradients are taken, for a backend's loop (:class:`GradsWhen`)."""
+        g = self.grads
+
+        def mask(when: int) -> np.ndarray | None:
+            m = self.grads_at(when)
+            return m if g and m.any() else None
+
+        end = mask(END)
+        return GradsWhen(
+            at_steps=g and bool(np.any(self.grad_at >= 0)),
+            every=mask(EVERY),
+            collected=mask(COLLECTED) if self.collect.any() else None,
+            end=None if end is None else (None if end.all() else end),
+            at_end=end is not None,
+        )
+
+
+@dataclass(frozen=True)
+class GradsWhen:
+    """When a run takes gradients: ``at_steps`` (some populations at a numbered step, Z-IL), and
+    the masks of the populations whose connections take them at every step (``every``, iPC), as
+    collected samples (``collected``, Langevin learning) and after inference (``at_end``; ``end``
+    the mask, or None for all of them), each None where no population does."""
+
+    at_steps: bool
+    every: np.ndarray | None
+    collected: np.ndarray | None
+    end: np.ndarray | None
+    at_end: bool
+
 
 def build(
     plan: Plan,
@@ -141,13 +174,13 @@ def build(
     learning: bool = False,
     grads: bool = False,
     moments: bool = False,
-    energy_trace: bool = True,
+    readout: bool = True,
 ) -> Schedule:
     """The schedule of one run: ``clamped`` populations never step, ``keep`` ones (clamped, or
     given values) keep the values written into the backend's buffer; ``learning`` adds an
     optimiser step, ``grads`` asks for the gradients without one, ``moments`` for the moments of
-    the free values over the collected states (``collect`` "mean" or k), ``energy_trace`` for
-    the energies of every state, not only the final one's. Validates ``cfg`` against the
+    the free values over the collected states (``collect`` "mean" or k); ``readout``: the
+    caller reads the run's state (:attr:`Schedule.readout`). Validates ``cfg`` against the
     plan (:func:`.modes.setup`)."""
     ms = _modes.setup(plan, clamped, cfg, learning=learning)
     for p in np.flatnonzero(np.asarray(clamped, np.bool_) & (plan.dist == NORMAL_KL)):
@@ -223,7 +256,7 @@ def build(
         collect=collect,
         collect_weight=1.0 / max(int(collect.sum()), 1),
         moments=bool(moments and collect.any()),
-        energy_trace=bool(energy_trace),
+        readout=bool(readout),
         **_preconditioner(cfg),
     )
 
