@@ -546,7 +546,9 @@ def profile(sim: Simulator, data: dict, batch: int, steps: int, timed: int = 50)
 
     backend.run = timed_run
     try:
-        grads_only = lambda: sim._run(data, "train", None, sim.inference, None, grads=True)
+        # (without the read-out, as learn(state=False): the same inference work)
+        grads_only = lambda: sim._run(data, "train", None, sim.inference, None, grads=True,
+                                      readout=False)  # fmt: skip
         t = _rounds([lambda: sim.learn(data, state=False), grads_only], timed)
         # the rounds call run twice per round (plus 3 warm-up rounds): the learning batches'
         # share of the time in run is measured separately below
