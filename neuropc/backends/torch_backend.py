@@ -3,6 +3,8 @@
 Populations are separate contiguous tensors; one batch is a Python loop over the inference steps
 issuing a fixed set of batched ops per step (no host synchronisation per step unless ``tol`` is
 set). Divergence is detected after the loop from the energy table, before any parameter changes.
+Without the read-out (``Schedule.readout``) the table has only each chunk's last row, and a
+non-finite one re-runs the batch with the whole table to name the first step.
 """
 
 from __future__ import annotations

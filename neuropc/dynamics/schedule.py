@@ -31,6 +31,10 @@ optimiser's timing themselves. Every backend walks the same skeleton::
     nudged targets report mu + beta (y - mu); gradients where grad_at[p] == END (if grads);
     optimiser step if opt_when == AT_END
 
+Without ``readout`` (a learning batch whose state nobody reads) a backend may skip the energies
+of the states before the final one, and the host copies of values and errors; it must still
+name the first non-finite energy.
+
 The modes are nothing but schedules: FPA freezes every free population's prediction at the
 forward pass and never refreshes ``f``; Z-IL sets ``grad_at`` to the distance to the targets; iPC
 sets ``grad_at = EVERY`` and ``opt_when = EACH_STEP``. Their conditions are in :mod:`.modes`.
