@@ -1,18 +1,20 @@
 """Where the float32 tanh of the numba kernels and of compiled CPU graphs comes from, and its error.
 
-``tanh(x) ~ x P(x^2) / Q(x^2)`` on ``|x| <= 9`` (beyond, float32 tanh is within an ulp of +-1), with ``P``
-of degree 4 and ``Q`` of degree 4 (``Q(0) = 1``): a near-minimax fit of the relative error by
-Lawson's iteration (weighted least squares of the linearised residual ``x P - tanh(x) Q``,
-the weights multiplied by the error each round), in the scaled variable ``(x / 9)^2`` for
-conditioning. Its error in exact arithmetic is about 2e-8 (a third of a float32 ulp); the float32
-evaluation (Horner with fused multiply-adds, one division) brings the total to about 5 ulp.
+``tanh(x) ~ x P(x^2) / Q(x^2)`` on ``|x| <= 9`` (beyond, float32 tanh is within an ulp of +-1),
+with ``P`` of degree 4 and ``Q`` of degree 4 (``Q(0) = 1``): a near-minimax fit of the relative
+error by Lawson's iteration (weighted least squares of the linearised residual ``x P - tanh(x)
+Q``, the weights multiplied by the error each round), in the scaled variable ``(x / 9)^2`` for
+conditioning. Its error in exact arithmetic is about 2e-8 (a third of a float32 ulp); the
+float32 evaluation (Horner with fused multiply-adds, one division) brings the total to about 5
+ulp.
 
     python benchmarks/tanh_fit.py            # the coefficients, then the kernel's accuracy and speed
 
 Prints the coefficients as they appear in ``neuropc/model/activations.py`` (``TANH_P``,
-``TANH_Q``, shared by the numba kernels and the torch backend's compiled CPU graphs), then the compiled kernel's largest and mean error in float32 ulps over every third
-float32 in [2^-12, 9.5] against float64 ``np.tanh``, and its ns per element beside numpy's float32
-``np.tanh`` on the same block (a (64, 256) block of the standard task's hidden layers).
+``TANH_Q``, shared by the numba kernels and the torch backend's compiled CPU graphs), then the
+compiled kernel's largest and mean error in float32 ulps over every third float32 in [2^-12,
+9.5] against float64 ``np.tanh``, and its ns per element beside numpy's float32 ``np.tanh`` on
+the same block (a (64, 256) block of the standard task's hidden layers).
 """
 
 from __future__ import annotations

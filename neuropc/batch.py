@@ -29,8 +29,9 @@ def run(sim: Simulator, arrays, phase, vals, cfg: Inference, learn: Optimizer | 
         weight: int | None = None, readout: bool = True) -> RunOutput:  # fmt: skip
     """Run one batch (``arrays``: the clamped data, ``vals``: given values) and learn from it.
     ``readout=False``: the caller reads only the final energy (:attr:`Schedule.readout`; a
-    recording, learned precisions and an amortised encoder still get the state). Data-parallel (``sim.distributed``), a learning batch is this rank's shard, of ``weight``
-    samples in the minibatch's mean (default: all of them; :mod:`neuropc.distributed`)."""
+    recording, learned precisions and an amortised encoder still get the state). Data-parallel
+    (``sim.distributed``), a learning batch is this rank's shard, of ``weight`` samples in the
+    minibatch's mean (default: all of them; :mod:`neuropc.distributed`)."""
     if sim.network.version != sim._version:
         raise ValueError(
             "the network changed after the Simulator was built; build a new Simulator "

@@ -327,9 +327,9 @@ def _tanh_impl(x):
     """tanh in the precision of x.
 
     float32: ``x P(x^2) / Q(x^2)`` (see ``_TANH_P``), exactly +-1 for ``|x| >= 9`` (float32 tanh
-    rounds to +-1 from 9.01 on), NaN for NaN; within 6 ulp of the exact value (5.2 measured, mean
-    0.65), and 1.8x faster than the exp form below, which the float32 loops spent on the division and
-    the range reduction (benchmarks/tanh_fit.py). Horner steps are fused multiply-adds.
+    rounds to +-1 from 9.01 on), NaN for NaN; within 6 ulp of the exact value (5.2 measured,
+    mean 0.65), and 1.8x faster than the exp form below, which the float32 loops spent on the
+    division and the range reduction (benchmarks/tanh_fit.py). Horner steps are fused multiply-adds.
 
     float64: ``sign(x) m / (m + 2)``, ``m = exp(2|x|) - 1``, within 8 ulp (6 measured; the float64
     kernels match torch to 1e-10). Both: tests/test_numba_tanh.py."""

@@ -197,7 +197,6 @@ class TorchBackend(Backend):
         cols = [slice(int(pl.voff[p]), int(pl.voff[p]) + self.sizes[p]) for p in range(npop)]
         host = torch.from_numpy(self.values_buffer(batch)).to(self.device)
         inputs = [host[:, cols[p]] for p in range(npop)]
-        has_err = [bool(v) for v in pl.has_err]
         scale = sched.grad_scale
         gen = None
         if sched.noise_sd > 0:
@@ -283,7 +282,7 @@ class TorchBackend(Backend):
                     self._optimizer_step(learn, self.opt_t + opt_steps)
                     W = self.W  # (the step wrote the spare buffer, now the current one)
                     for p in range(npop):  # the weights changed: so did the constant predictions
-                        if has_err[p]:
+                        if R.has_err[p]:
                             muc[p] = R.const_prediction(p, fx, W, self.bias, batch)
                 fx = fx1
                 d, eps, e = R.errors(x, fx, muc, eps1, W)
@@ -348,7 +347,7 @@ class TorchBackend(Backend):
             for p in range(npop):
                 if x[p] is not inputs[p]:
                     out[:, cols[p]].copy_(x[p])
-            errs = [eps[p] for p in range(npop) if has_err[p]]
+            errs = [eps[p] for p in R.err_pops]
             errors = self._to_host(errs, self._host_buffer("errors", batch, self.plan.n_error))
         traces = rec.host() if rec is not None else None
         self._last = (fx, eps)  # for a natural-gradient step after the run

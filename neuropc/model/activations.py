@@ -236,11 +236,12 @@ class RowActivation:
 def _tanh_rational(x):
     """float32 ``tanh(x) = c P(c^2) / Q(c^2)``, ``c = x`` clipped to ``[-9, 9]`` (:data:`TANH_P`,
     :data:`TANH_Q`), exactly ``+-1`` for ``|x| >= 9`` (float32 tanh rounds to +-1 from 9.01 on),
-    NaN for NaN: within 6 ulp (tests/test_compiled_tanh.py). What a float32 graph compiled for the CPU
-    computes: eight multiply-adds and a division, 3% of a compiled batch of the standard task
-    faster than the expm1 form used before (docs/performance.md, issue 14, seventh round). That
-    form was also inaccurate for small ``|x|``: inductor computes expm1 as ``exp(y) - 1``, which
-    cancels (hundreds of ulp at ``|x| = 1e-3`` in float32). float64 graphs call ``torch.tanh``."""
+    NaN for NaN: within 6 ulp (tests/test_compiled_tanh.py). What a float32 graph compiled for
+    the CPU computes: eight multiply-adds and a division, 3% of a compiled batch of the standard
+    task faster than the expm1 form used before (docs/performance.md, issue 14, seventh round).
+    That form was also inaccurate for small ``|x|``: inductor computes expm1 as ``exp(y) - 1``,
+    which cancels (hundreds of ulp at ``|x| = 1e-3`` in float32). float64 graphs call
+    ``torch.tanh``."""
     import torch
 
     c = x.clamp(-9.0, 9.0)
